@@ -1,0 +1,36 @@
+# qfence — `make help` lists the targets.
+GO      ?= go
+PKGS    := ./...
+# Packages that start goroutines run under the race detector in `make test`.
+RACE_PKGS := ./processor/... ./sinks/... ./cmd/...
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.7.0
+
+.PHONY: help build test bench fuzz lint demo clean
+
+help: ## List the targets and what they do.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+build: ## Build bin/qfence and bin/qfence-sim.
+	$(GO) build -o bin/ ./cmd/...
+
+test: ## Every test: unit, golden, equivalence, fuzz seeds; race detector where goroutines run.
+	$(GO) vet $(PKGS)
+	$(GO) test -count=1 $(PKGS)
+	$(GO) test -count=1 -race $(RACE_PKGS)
+
+bench: ## Go benchmarks (6 runs each); compare runs with benchstat.
+	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./geo/ ./processor/ | tee bench.txt
+
+fuzz: ## Fuzz every decoder for FUZZTIME each (default 30s).
+	$(GO) test -run '^$$' -fuzz FuzzPingDecode -fuzztime $${FUZZTIME:-30s} ./processor/
+	$(GO) test -run '^$$' -fuzz FuzzOrderDecode -fuzztime $${FUZZTIME:-30s} ./processor/
+	$(GO) test -run '^$$' -fuzz FuzzParseZones -fuzztime $${FUZZTIME:-30s} ./geo/
+	$(GO) test -run '^$$' -fuzz FuzzConfig -fuzztime $${FUZZTIME:-30s} ./config/
+
+lint: ## go vet, staticcheck and gofmt.
+	$(GO) vet $(PKGS)
+	$(GO) run $(STATICCHECK) $(PKGS)
+	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo 'gofmt: run gofmt -w on the files above'; exit 1; }
+
+clean: ## Remove build output.
+	rm -rf bin bench.txt

@@ -1,0 +1,228 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/qfence/qfence/config"
+	"github.com/qfence/qfence/geo"
+	"github.com/qfence/qfence/processor"
+)
+
+func newReplay() *cobra.Command {
+	var ordersFile, zonesFile string
+	cmd := &cobra.Command{
+		Use:   "replay --orders ORDERS.ndjson [--zones ZONES.geojson] PINGS.ndjson",
+		Short: "Run a pings file (or - for stdin) through the engine as one partition; events as NDJSON on stdout",
+		Long: `Replay runs the pings through the same engine as qfence run, as one partition
+in file order, with no Kafka and no ClickHouse. Events go to stdout as NDJSON,
+one per line, in emission order; counts and rejected lines go to stderr.
+It works in event time only: the watermark is the newest ts seen, and at the
+end of input every patient is checked against it once more.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := loadConfig(cmd)
+			if err != nil {
+				return err
+			}
+			if zonesFile == "" {
+				zonesFile = cfg.Zones.File
+			}
+			in := io.Reader(os.Stdin)
+			if args[0] != "-" {
+				f, err := os.Open(args[0])
+				if err != nil {
+					return fmt.Errorf("open pings file: %w", err)
+				}
+				defer f.Close()
+				in = f
+			}
+			return replay(cfg, ordersFile, zonesFile, in, cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
+	}
+	cmd.Flags().StringVar(&ordersFile, "orders", "", "orders as NDJSON (required)")
+	cmd.Flags().StringVar(&zonesFile, "zones", "", "zones as a GeoJSON FeatureCollection (default: zones.file)")
+	_ = cmd.MarkFlagRequired("orders")
+	return cmd
+}
+
+func loadConfig(cmd *cobra.Command) (*config.Config, error) {
+	path, _ := cmd.Flags().GetString("config")
+	return config.Load(path, os.Environ())
+}
+
+// loadZones reads a zones file; "" is no zones.
+func loadZones(path string) (*geo.Zones, error) {
+	if path == "" {
+		return geo.NewZones(nil), nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read zones file: %w", err)
+	}
+	z, err := geo.ParseZones(data)
+	if err != nil {
+		return nil, fmt.Errorf("zones file %s: %w", path, err)
+	}
+	return z, nil
+}
+
+// loadOrdersFile loads an NDJSON orders file into book; rejected lines are
+// reported on log and counted, as the contract asks of bad input.
+func loadOrdersFile(path string, book *processor.OrderBook, zones *geo.Zones, log *slog.Logger) (int, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, fmt.Errorf("open orders file: %w", err)
+	}
+	defer f.Close()
+	lr := newLineReader(f, 1<<20)
+	n, rejects := processor.LoadOrders(func() ([]byte, bool) {
+		line, _, err := lr.next()
+		return line, err == nil
+	}, book, zones)
+	if lr.err != nil && !errors.Is(lr.err, io.EOF) {
+		return n, fmt.Errorf("read orders file %s: %w", path, lr.err)
+	}
+	for _, r := range rejects {
+		log.Warn("order rejected", "file", path, "err", r)
+	}
+	return n, nil
+}
+
+func replay(cfg *config.Config, ordersFile, zonesFile string, in io.Reader, stdout, stderr io.Writer) error {
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	zones, err := loadZones(zonesFile)
+	if err != nil {
+		return err
+	}
+	book := processor.NewOrderBook()
+	if _, err := loadOrdersFile(ordersFile, book, zones, log); err != nil {
+		return err
+	}
+	dec := processor.PingDecoder{MaxBytes: cfg.Limits.MaxMessageBytes, DefaultAccuracy: cfg.Rules.DefaultAccuracyM}
+	eng := processor.NewEngine(cfg.Rules, book)
+	out := bufio.NewWriterSize(stdout, 1<<16)
+	var (
+		ping     processor.Ping
+		events   []processor.Event
+		buf      []byte
+		outcomes = map[processor.Outcome]int{}
+		rejected = map[processor.Reason]int{}
+		lines    int
+		start    = time.Now()
+		lastLog  = start
+	)
+	emit := func() error {
+		for i := range events {
+			buf = events[i].AppendJSON(buf[:0], eng.Rules())
+			buf = append(buf, '\n')
+			if _, err := out.Write(buf); err != nil {
+				return fmt.Errorf("write events: %w", err)
+			}
+		}
+		events = events[:0]
+		return nil
+	}
+	lr := newLineReader(in, cfg.Limits.MaxMessageBytes+1)
+	for {
+		line, tooLong, err := lr.next()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			return fmt.Errorf("read pings: %w", err)
+		}
+		lines++
+		if len(bytes.TrimSpace(line)) == 0 && !tooLong {
+			continue
+		}
+		if tooLong {
+			err = &processor.Reject{Reason: processor.TooLarge, Msg: fmt.Sprintf("line is more than limits.max_message_bytes (%d)", cfg.Limits.MaxMessageBytes)}
+		} else {
+			err = dec.Decode(line, 0, &ping)
+		}
+		if err != nil {
+			var rj *processor.Reject
+			if !errors.As(err, &rj) {
+				return fmt.Errorf("BUG: decoder returned %w", err)
+			}
+			if rejected[rj.Reason]++; rejected[rj.Reason] <= 3 {
+				log.Warn("ping rejected", "line", lines, "reason", rj.Reason, "err", rj.Msg)
+			}
+			continue
+		}
+		var outcome processor.Outcome
+		events, outcome, _ = eng.Process(&ping, zones, events)
+		outcomes[outcome]++
+		if err := emit(); err != nil {
+			return err
+		}
+		if lines&0xffff == 0 && time.Since(lastLog) > 5*time.Second {
+			lastLog = time.Now()
+			fmt.Fprintf(stderr, "replay: %d lines, %.0f lines/s\n", lines, float64(lines)/time.Since(start).Seconds())
+		}
+	}
+	events = eng.Sweep(events)
+	if err := emit(); err != nil {
+		return err
+	}
+	if err := out.Flush(); err != nil {
+		return fmt.Errorf("write events: %w", err)
+	}
+	nrej := 0
+	for _, n := range rejected {
+		nrej += n
+	}
+	elapsed := time.Since(start)
+	fmt.Fprintf(stderr, "replay: %d lines in %s (%.0f lines/s): accepted %d, no_order %d, late %d, duplicate %d, rejected %d\n",
+		lines, elapsed.Round(time.Millisecond), float64(lines)/elapsed.Seconds(), outcomes[processor.Accepted],
+		outcomes[processor.NoOrder], outcomes[processor.Late], outcomes[processor.Duplicate], nrej)
+	for _, r := range slices.Sorted(maps.Keys(rejected)) {
+		fmt.Fprintf(stderr, "replay: rejected %s: %d\n", r, rejected[r])
+	}
+	return nil
+}
+
+// lineReader yields lines of any length without holding more than max bytes
+// of one: a longer line is passed over and reported as too long.
+type lineReader struct {
+	r   *bufio.Reader
+	max int
+	err error
+}
+
+func newLineReader(r io.Reader, limit int) *lineReader {
+	return &lineReader{r: bufio.NewReaderSize(r, max(64<<10, limit+1)), max: limit}
+}
+
+// next returns the next line without its newline. The slice is valid until
+// the next call.
+func (l *lineReader) next() (line []byte, tooLong bool, err error) {
+	for {
+		chunk, err := l.r.ReadSlice('\n')
+		switch {
+		case err == nil:
+			if tooLong {
+				return nil, true, nil
+			}
+			return bytes.TrimSuffix(chunk, []byte("\n")), len(chunk)-1 > l.max, nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			tooLong = true
+		case errors.Is(err, io.EOF) && (len(chunk) > 0 || tooLong):
+			return chunk, tooLong || len(chunk) > l.max, nil
+		default:
+			l.err = err
+			return nil, false, err
+		}
+	}
+}

@@ -1,0 +1,399 @@
+// Package config loads qfence's one YAML file, applies QFENCE_* environment
+// overrides, and validates everything in one pass into typed values.
+// Defaults live in Default (and, for the rules, processor.DefaultRules).
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/knadh/koanf/parsers/yaml"
+	"github.com/knadh/koanf/providers/env/v2"
+	"github.com/knadh/koanf/providers/rawbytes"
+	"github.com/knadh/koanf/providers/structs"
+	"github.com/knadh/koanf/v2"
+
+	"github.com/qfence/qfence/processor"
+)
+
+// Config is the whole configuration.
+type Config struct {
+	Kafka           Kafka           `koanf:"kafka"`
+	ClickHouse      ClickHouse      `koanf:"clickhouse"`
+	Orders          File            `koanf:"orders"`
+	Zones           File            `koanf:"zones"`
+	Metrics         Metrics         `koanf:"metrics"`
+	Privacy         Privacy         `koanf:"privacy"`
+	Rules           processor.Rules `koanf:"rules"`
+	Limits          Limits          `koanf:"limits"`
+	Log             Log             `koanf:"log"`
+	ShutdownTimeout time.Duration   `koanf:"shutdown_timeout"`
+}
+
+// Kafka is the `kafka` section.
+type Kafka struct {
+	// Brokers is "embedded" or a comma-separated host:port list.
+	Brokers      string `koanf:"brokers"`
+	GroupID      string `koanf:"group_id"`
+	Topics       Topics `koanf:"topics"`
+	CreateTopics bool   `koanf:"create_topics"`
+	// Partitions is used when qfence creates the pings and state topics.
+	Partitions int  `koanf:"partitions"`
+	TLS        TLS  `koanf:"tls"`
+	SASL       SASL `koanf:"sasl"`
+}
+
+// Topics names every topic qfence uses.
+type Topics struct {
+	Pings      string `koanf:"pings"`
+	Orders     string `koanf:"orders"`
+	Violations string `koanf:"violations"`
+	State      string `koanf:"state"`
+	PingsDLQ   string `koanf:"pings_dlq"`
+	OrdersDLQ  string `koanf:"orders_dlq"`
+}
+
+// TLS configures a client TLS connection.
+type TLS struct {
+	Enabled            bool   `koanf:"enabled"`
+	CAFile             string `koanf:"ca_file"`
+	CertFile           string `koanf:"cert_file"`
+	KeyFile            string `koanf:"key_file"`
+	InsecureSkipVerify bool   `koanf:"insecure_skip_verify"`
+}
+
+// SASL configures Kafka authentication.
+type SASL struct {
+	// Mechanism is "", PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+	Mechanism    string `koanf:"mechanism"`
+	Username     string `koanf:"username"`
+	Password     Secret `koanf:"password"`
+	PasswordFile string `koanf:"password_file"`
+}
+
+// ClickHouse is the `clickhouse` section.
+type ClickHouse struct {
+	Addr          string        `koanf:"addr"`
+	Database      string        `koanf:"database"`
+	Username      string        `koanf:"username"`
+	Password      Secret        `koanf:"password"`
+	PasswordFile  string        `koanf:"password_file"`
+	TLS           TLS           `koanf:"tls"`
+	RetentionDays int           `koanf:"retention_days"`
+	BatchRows     int           `koanf:"batch_rows"`
+	FlushInterval time.Duration `koanf:"flush_interval"`
+	Timeout       time.Duration `koanf:"timeout"`
+}
+
+// File names an optional input file.
+type File struct {
+	File string `koanf:"file"`
+}
+
+// Metrics is the `metrics` section.
+type Metrics struct {
+	Listen string `koanf:"listen"`
+}
+
+// Privacy is the `privacy` section.
+type Privacy struct {
+	PseudonymizeKey     Secret `koanf:"pseudonymize_key"`
+	PseudonymizeKeyFile string `koanf:"pseudonymize_key_file"`
+}
+
+// Limits is the `limits` section.
+type Limits struct {
+	MaxMessageBytes int           `koanf:"max_message_bytes"`
+	MaxClockSkew    time.Duration `koanf:"max_clock_skew"`
+	MaxInflightRows int           `koanf:"max_inflight_rows"`
+}
+
+// Log is the `log` section.
+type Log struct {
+	Format string `koanf:"format"` // text or json
+	Level  string `koanf:"level"`  // debug, info, warn, error
+}
+
+// Secret is a string that never prints: it is redacted in logs, errors and
+// fmt verbs, so a secret cannot leak by accident.
+type Secret string
+
+func (Secret) String() string { return "[redacted]" }
+
+// GoString redacts %#v too.
+func (Secret) GoString() string { return "[redacted]" }
+
+// Default is the configuration with nothing set: every default of
+// shared/CONTRACT.md section 5.
+func Default() Config {
+	return Config{
+		Kafka: Kafka{
+			Brokers: "embedded",
+			GroupID: "qfence",
+			Topics: Topics{Pings: "pings", Orders: "quarantine-orders", Violations: "violations",
+				State: "qfence-state", PingsDLQ: "pings-dlq", OrdersDLQ: "quarantine-orders-dlq"},
+			CreateTopics: true,
+			Partitions:   4,
+		},
+		ClickHouse: ClickHouse{Addr: "127.0.0.1:9000", Database: "qfence", Username: "default",
+			RetentionDays: 28, BatchRows: 50000, FlushInterval: time.Second, Timeout: 30 * time.Second},
+		Metrics:         Metrics{Listen: "127.0.0.1:9464"},
+		Rules:           processor.DefaultRules(),
+		Limits:          Limits{MaxMessageBytes: 4096, MaxClockSkew: 5 * time.Minute, MaxInflightRows: 200000},
+		Log:             Log{Format: "text", Level: "info"},
+		ShutdownTimeout: 15 * time.Second,
+	}
+}
+
+// secretKeys may come only from the environment (or their _file key).
+var secretKeys = []string{"kafka.sasl.password", "clickhouse.password", "privacy.pseudonymize_key"}
+
+// Load reads the YAML file at path ("" for none), applies the environment
+// (environ is os.Environ() in production) and validates. Every problem is
+// reported, each naming its key; the error never holds a secret's value.
+func Load(path string, environ []string) (*Config, error) {
+	var data []byte
+	if path != "" {
+		var err error
+		if data, err = os.ReadFile(path); err != nil {
+			return nil, fmt.Errorf("read config file: %w", err)
+		}
+	}
+	return parse(path, data, environ)
+}
+
+func parse(path string, data []byte, environ []string) (*Config, error) {
+	k := koanf.New(".")
+	if err := k.Load(structs.Provider(Default(), "koanf"), nil); err != nil {
+		return nil, fmt.Errorf("BUG: load defaults: %w", err)
+	}
+	known := k.All()
+	envKeys := make(map[string]string, len(known))
+	for key := range known {
+		envKeys[EnvName(key)] = key
+	}
+	var errs []error
+	if len(data) > 0 {
+		file := koanf.New(".")
+		if err := file.Load(rawbytes.Provider(data), yaml.Parser()); err != nil {
+			return nil, fmt.Errorf("config file %s: not valid YAML: %w", path, err)
+		}
+		for _, key := range file.Keys() {
+			if _, ok := known[key]; !ok {
+				errs = append(errs, fmt.Errorf("%s: unknown key (see config/qfence.example.yaml)", key))
+			}
+			if slices.Contains(secretKeys, key) {
+				errs = append(errs, fmt.Errorf("%s: secrets are not read from the config file; set %s or %s_file", key, EnvName(key), key))
+			}
+		}
+		if err := k.Merge(file); err != nil {
+			return nil, fmt.Errorf("config file %s: %w", path, err)
+		}
+	}
+	err := k.Load(env.Provider(".", env.Opt{
+		EnvironFunc: func() []string { return environ },
+		TransformFunc: func(name, value string) (string, any) {
+			key, ok := envKeys[name]
+			if !ok {
+				return "", nil // not one of ours: ignored
+			}
+			return key, value
+		},
+	}), nil)
+	if err != nil {
+		return nil, fmt.Errorf("read environment: %w", err)
+	}
+	c := &Config{}
+	for key := range known {
+		// Decode key by key, so that every bad value is reported with its key.
+		if derr := decode(k, key, c); derr != nil {
+			errs = append(errs, derr)
+		}
+	}
+	if err := c.resolveSecrets(); err != nil {
+		errs = append(errs, err)
+	}
+	errs = append(errs, c.validate()...)
+	if len(errs) > 0 {
+		slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
+		where := "configuration"
+		if path != "" {
+			where = "config file " + path
+		}
+		return nil, fmt.Errorf("%s is invalid:\n  %w", where, joinIndented(errs))
+	}
+	return c, nil
+}
+
+func decode(k *koanf.Koanf, key string, c *Config) error {
+	one := koanf.New(".")
+	_ = one.Set(key, k.Get(key))
+	dc := &mapstructure.DecoderConfig{
+		DecodeHook: mapstructure.ComposeDecodeHookFunc(mapstructure.StringToTimeDurationHookFunc()),
+		// Weak typing lets environment strings become numbers and booleans.
+		WeaklyTypedInput: true,
+		TagName:          "koanf",
+	}
+	if err := one.UnmarshalWithConf("", c, koanf.UnmarshalConf{DecoderConfig: dc}); err != nil {
+		v := fmt.Sprint(k.Get(key))
+		if slices.Contains(secretKeys, key) {
+			v = "[redacted]"
+		}
+		return fmt.Errorf("%s: cannot use %q: %s", key, v, reasonOf(err))
+	}
+	return nil
+}
+
+func reasonOf(err error) string {
+	msg := err.Error()
+	if i := strings.LastIndex(msg, ": "); i >= 0 {
+		msg = msg[i+2:]
+	}
+	return strings.TrimSpace(msg)
+}
+
+type indented []error
+
+func (e indented) Error() string {
+	parts := make([]string, len(e))
+	for i, err := range e {
+		parts[i] = err.Error()
+	}
+	return strings.Join(parts, "\n  ")
+}
+
+func (e indented) Unwrap() []error { return e }
+
+func joinIndented(errs []error) error { return indented(errs) }
+
+// EnvName is the environment variable that overrides key:
+// kafka.topics.pings → QFENCE_KAFKA_TOPICS_PINGS.
+func EnvName(key string) string {
+	return "QFENCE_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+}
+
+func (c *Config) resolveSecrets() error {
+	var errs []error
+	read := func(s *Secret, file, key string) {
+		if file == "" {
+			return
+		}
+		b, err := os.ReadFile(file)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s_file: %w", key, err))
+			return
+		}
+		*s = Secret(strings.TrimRight(string(b), "\r\n"))
+	}
+	read(&c.Kafka.SASL.Password, c.Kafka.SASL.PasswordFile, "kafka.sasl.password")
+	read(&c.ClickHouse.Password, c.ClickHouse.PasswordFile, "clickhouse.password")
+	read(&c.Privacy.PseudonymizeKey, c.Privacy.PseudonymizeKeyFile, "privacy.pseudonymize_key")
+	return errors.Join(errs...)
+}
+
+func (c *Config) validate() []error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	if len(c.Kafka.BrokerList()) == 0 {
+		bad("kafka.brokers", "must be \"embedded\" or a comma-separated list of host:port")
+	}
+	for _, b := range c.Kafka.BrokerList() {
+		if _, _, err := net.SplitHostPort(b); err != nil && !c.Kafka.Embedded() {
+			bad("kafka.brokers", "%q is not host:port", b)
+		}
+	}
+	if c.Kafka.GroupID == "" {
+		bad("kafka.group_id", "must not be empty")
+	}
+	t := c.Kafka.Topics
+	for key, v := range map[string]string{"pings": t.Pings, "orders": t.Orders, "violations": t.Violations,
+		"state": t.State, "pings_dlq": t.PingsDLQ, "orders_dlq": t.OrdersDLQ} {
+		if v == "" {
+			bad("kafka.topics."+key, "must not be empty")
+		}
+	}
+	if c.Kafka.Partitions < 1 {
+		bad("kafka.partitions", "must be >= 1, got %d", c.Kafka.Partitions)
+	}
+	switch c.Kafka.SASL.Mechanism {
+	case "", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512":
+	default:
+		bad("kafka.sasl.mechanism", "must be PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, got %q", c.Kafka.SASL.Mechanism)
+	}
+	if c.Kafka.SASL.Mechanism != "" && c.Kafka.SASL.Username == "" {
+		bad("kafka.sasl.username", "is required with kafka.sasl.mechanism %s", c.Kafka.SASL.Mechanism)
+	}
+	if _, _, err := net.SplitHostPort(c.ClickHouse.Addr); err != nil {
+		bad("clickhouse.addr", "%q is not host:port", c.ClickHouse.Addr)
+	}
+	if c.ClickHouse.Database == "" || strings.ContainsAny(c.ClickHouse.Database, "`.; ") {
+		bad("clickhouse.database", "%q is not a plain database name", c.ClickHouse.Database)
+	}
+	if c.ClickHouse.RetentionDays < 1 {
+		bad("clickhouse.retention_days", "must be >= 1, got %d", c.ClickHouse.RetentionDays)
+	}
+	if c.ClickHouse.BatchRows < 1 {
+		bad("clickhouse.batch_rows", "must be >= 1, got %d", c.ClickHouse.BatchRows)
+	}
+	if c.ClickHouse.FlushInterval <= 0 {
+		bad("clickhouse.flush_interval", "must be > 0, got %s", c.ClickHouse.FlushInterval)
+	}
+	if c.ClickHouse.Timeout <= 0 {
+		bad("clickhouse.timeout", "must be > 0, got %s", c.ClickHouse.Timeout)
+	}
+	if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
+		bad("metrics.listen", "%q is not host:port", c.Metrics.Listen)
+	}
+	for _, err := range c.Rules.Validate() {
+		errs = append(errs, err)
+	}
+	if c.Limits.MaxMessageBytes < 64 {
+		bad("limits.max_message_bytes", "must be >= 64, got %d", c.Limits.MaxMessageBytes)
+	}
+	if c.Limits.MaxClockSkew < 0 {
+		bad("limits.max_clock_skew", "must not be negative, got %s", c.Limits.MaxClockSkew)
+	}
+	if c.Limits.MaxInflightRows < 1 {
+		bad("limits.max_inflight_rows", "must be >= 1, got %d", c.Limits.MaxInflightRows)
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		bad("log.format", "must be text or json, got %q", c.Log.Format)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "must be debug, info, warn or error, got %q", c.Log.Level)
+	}
+	if c.ShutdownTimeout <= 0 {
+		bad("shutdown_timeout", "must be > 0, got %s", c.ShutdownTimeout)
+	}
+	return errs
+}
+
+// Embedded reports whether qfence runs its own in-process broker.
+func (k Kafka) Embedded() bool { return strings.TrimSpace(k.Brokers) == "embedded" }
+
+// BrokerList is the broker addresses ("embedded" is 127.0.0.1:9092).
+func (k Kafka) BrokerList() []string {
+	if k.Embedded() {
+		return []string{EmbeddedBroker}
+	}
+	var out []string
+	for _, b := range strings.Split(k.Brokers, ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// EmbeddedBroker is where `brokers: embedded` listens.
+const EmbeddedBroker = "127.0.0.1:9092"

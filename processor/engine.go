@@ -1,0 +1,196 @@
+package processor
+
+import (
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/qfence/qfence/geo"
+)
+
+// sweepEvery is how much event time passes between two sweeps of a
+// partition's patients for lost signals and ended orders. Events carry the
+// exact time they are due whatever the sweep cadence; the cadence only
+// decides how soon they are noticed.
+const sweepEvery = 60_000 // ms
+
+// Engine is one partition's engine: it owns the state of the patients whose
+// pings arrive on that partition and the partition's watermark. It is not
+// safe for concurrent use: one goroutine per partition owns one Engine.
+type Engine struct {
+	rules     Rules
+	orders    *OrderBook
+	patients  map[string]*State
+	watermark int64 // newest accepted ts
+	nextSweep int64
+	dirty     []string // patients changed since TakeDirty, in order of change
+	sweep     []Event
+}
+
+// NewEngine returns an engine for one partition.
+func NewEngine(r Rules, orders *OrderBook) *Engine {
+	return &Engine{rules: r, orders: orders, patients: make(map[string]*State)}
+}
+
+// Rules returns the engine's rules.
+func (e *Engine) Rules() *Rules { return &e.rules }
+
+// Watermark is the newest accepted ts (or the wall clock fed to Advance).
+func (e *Engine) Watermark() int64 { return e.watermark }
+
+// Patients is the number of patients with state in this partition.
+func (e *Engine) Patients() int { return len(e.patients) }
+
+// Process decides one valid ping. Events (the sweep's first, if the ping
+// moved the watermark across a sweep point) are appended to ev. The row is
+// meaningful for Accepted and Late.
+func (e *Engine) Process(p *Ping, zones *geo.Zones, ev []Event) ([]Event, Outcome, Track) {
+	o := e.orders.Get(p.PatientID)
+	if !o.ActiveAt(p.TS) {
+		return ev, NoOrder, Track{}
+	}
+	st := e.patients[string(p.PatientID)]
+	if st == nil {
+		st = &State{}
+		e.patients[o.PatientID] = st // the order's string: no new key memory
+	}
+	if p.TS > st.Last.TS && p.TS > e.watermark {
+		ev = e.Advance(p.TS, ev)
+	}
+	wasDirty := st.flags&flagDirty != 0
+	ev, out, t := Step(st, p, o, zones, &e.rules, ev)
+	if !wasDirty && st.flags&flagDirty != 0 {
+		e.dirty = append(e.dirty, o.PatientID)
+	}
+	return ev, out, t
+}
+
+// Advance moves the watermark to wm (if it is newer) and sweeps when a sweep
+// point has been crossed. qfence run calls it with the wall clock for an
+// idle partition; Process calls it with each accepted ts.
+func (e *Engine) Advance(wm int64, ev []Event) []Event {
+	if wm <= e.watermark {
+		return ev
+	}
+	e.watermark = wm
+	if wm < e.nextSweep {
+		return ev
+	}
+	e.nextSweep = (wm/sweepEvery + 1) * sweepEvery
+	return e.Sweep(ev)
+}
+
+// Sweep checks every patient of the partition against the watermark now:
+// lost signals, and open breaches whose order ended or was revoked. States
+// of patients without an order are dropped. Its events are ordered by (at,
+// patient_id, type), so the output does not depend on map order. qfence
+// replay calls it once at the end of input.
+func (e *Engine) Sweep(ev []Event) []Event {
+	e.sweep = e.sweep[:0]
+	wm, timeout := e.watermark, e.rules.SignalTimeout.Milliseconds()
+	for id, st := range e.patients {
+		o := e.orders.Get([]byte(id))
+		if o == nil || o.EndsAt <= wm {
+			if st.InBreach() {
+				ended := wm
+				if o != nil {
+					ended = max(o.EndsAt, st.ep.BreachStart)
+				}
+				e.sweep = append(e.sweep, closeBreach(st, ended))
+			}
+			delete(e.patients, id)
+			e.markDirty(id, st)
+			continue
+		}
+		deadline := st.Last.TS + timeout
+		if st.flags&flagSignalLost == 0 && wm > deadline && deadline >= o.StartsAt {
+			e.sweep = append(e.sweep, signalLost(st, o, &e.rules))
+			e.markDirty(id, st)
+		}
+	}
+	slices.SortFunc(e.sweep, func(a, b Event) int {
+		if a.At != b.At {
+			return int(a.At - b.At)
+		}
+		if c := strings.Compare(a.PatientID, b.PatientID); c != 0 {
+			return c
+		}
+		return int(a.Type) - int(b.Type)
+	})
+	return append(ev, e.sweep...)
+}
+
+func (e *Engine) markDirty(id string, st *State) {
+	if st.flags&flagDirty == 0 {
+		st.flags |= flagDirty
+		e.dirty = append(e.dirty, id)
+	}
+}
+
+// TakeDirty calls fn for every patient whose state changed since the last
+// call, with the state's serialised form, or nil when the state was dropped
+// (a tombstone for the changelog), and clears the marks.
+func (e *Engine) TakeDirty(fn func(id string, state []byte)) {
+	var buf []byte
+	for _, id := range e.dirty {
+		st := e.patients[id]
+		if st == nil {
+			fn(id, nil)
+			continue
+		}
+		st.flags &^= flagDirty
+		buf = st.AppendBinary(buf[:0])
+		fn(id, buf)
+	}
+	clear(e.dirty)
+	e.dirty = e.dirty[:0]
+}
+
+// Snapshot calls fn for every patient's serialised state, in no order.
+func (e *Engine) Snapshot(fn func(id string, state []byte)) {
+	var buf []byte
+	for id, st := range e.patients {
+		buf = st.AppendBinary(buf[:0])
+		fn(id, buf)
+	}
+}
+
+// Restore loads one patient's state from its serialised form, replacing any
+// state held for the patient; nil removes it.
+func (e *Engine) Restore(id string, state []byte) error {
+	if state == nil {
+		delete(e.patients, id)
+		return nil
+	}
+	st := &State{}
+	if err := st.UnmarshalBinary(state); err != nil {
+		return fmt.Errorf("restore state of a patient: %w", err)
+	}
+	if o := e.orders.Get([]byte(id)); o != nil {
+		id = o.PatientID
+	}
+	e.patients[id] = st
+	return nil
+}
+
+// MarshalMeta serialises the partition's own state (watermark, sweep point).
+func (e *Engine) MarshalMeta() []byte {
+	b := []byte{stateVersion}
+	b = binary.AppendVarint(b, e.watermark)
+	return binary.AppendVarint(b, e.nextSweep)
+}
+
+// UnmarshalMeta restores what MarshalMeta wrote.
+func (e *Engine) UnmarshalMeta(b []byte) error {
+	r := reader{b: b}
+	if v := r.byte1(); v != stateVersion {
+		return fmt.Errorf("restore partition meta: %w", errCorrupt)
+	}
+	wm, next := r.varint(), r.varint()
+	if r.err != nil {
+		return fmt.Errorf("restore partition meta: %w", r.err)
+	}
+	e.watermark, e.nextSweep = wm, next
+	return nil
+}

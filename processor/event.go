@@ -1,0 +1,194 @@
+package processor
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"math"
+	"strconv"
+)
+
+// EventType is the kind of an event (shared/CONTRACT.md 3.1).
+type EventType uint8
+
+// The event vocabulary.
+const (
+	BreachStarted EventType = iota + 1
+	BreachEnded
+	SignalLost
+	SignalRestored
+	ImplausibleLocation
+)
+
+var eventNames = [...]string{"", "breach_started", "breach_ended", "signal_lost", "signal_restored", "implausible_location"}
+
+// EventTypes lists every type, for metrics and tests.
+var EventTypes = []EventType{BreachStarted, BreachEnded, SignalLost, SignalRestored, ImplausibleLocation}
+
+func (t EventType) String() string {
+	if int(t) < len(eventNames) {
+		return eventNames[t]
+	}
+	return "unknown"
+}
+
+// Event is one decision worth telling enforcement about.
+type Event struct {
+	Type        EventType
+	PatientID   string
+	At          int64 // Unix ms
+	StartedAt   int64
+	EndedAt     int64 // 0: null
+	DurationS   int64
+	Reason      string // "": null
+	Location    Evidence
+	MaxDistance float32
+	Home        [2]float64 // [lon, lat]
+	RadiusM     float64
+	District    string // "": null
+	Zone        string // "": null
+	Evidence    []Evidence
+}
+
+// ID is the event's deterministic id: a hash of (patient_id, type, the
+// episode's start ts), so an event emitted again carries the same id.
+func (e *Event) ID() [16]byte {
+	h := sha256.New()
+	h.Write([]byte(e.PatientID))
+	h.Write([]byte{0})
+	h.Write([]byte(e.Type.String()))
+	h.Write([]byte{0})
+	h.Write(AppendTS(nil, e.episodeStart()))
+	var id [16]byte
+	copy(id[:], h.Sum(nil))
+	return id
+}
+
+// IDString is ID in 32 hex digits.
+func (e *Event) IDString() string {
+	id := e.ID()
+	return hex.EncodeToString(id[:])
+}
+
+func (e *Event) episodeStart() int64 {
+	if e.Type == ImplausibleLocation {
+		return e.At
+	}
+	return e.StartedAt
+}
+
+// AppendJSON appends the event as one JSON object in the contract's field
+// order. The encoding is fixed: the same event gives the same bytes.
+func (e *Event) AppendJSON(b []byte, r *Rules) []byte {
+	b = append(b, `{"event_id":"`...)
+	b = append(b, e.IDString()...)
+	b = append(b, `","type":"`...)
+	b = append(b, e.Type.String()...)
+	b = append(b, `","patient_id":`...)
+	b = appendJSONString(b, e.PatientID)
+	b = append(b, `,"at":`...)
+	b = appendTSJSON(b, e.At)
+	b = append(b, `,"started_at":`...)
+	b = appendTSJSON(b, e.StartedAt)
+	b = append(b, `,"ended_at":`...)
+	if e.EndedAt == 0 {
+		b = append(b, "null"...)
+	} else {
+		b = appendTSJSON(b, e.EndedAt)
+	}
+	b = append(b, `,"duration_s":`...)
+	b = strconv.AppendInt(b, e.DurationS, 10)
+	b = append(b, `,"reason":`...)
+	b = appendNullableString(b, e.Reason)
+	b = append(b, `,"location":{"lat":`...)
+	b = appendFloat(b, e.Location.Lat)
+	b = append(b, `,"lon":`...)
+	b = appendFloat(b, e.Location.Lon)
+	b = append(b, `,"accuracy_m":`...)
+	b = appendFloat32(b, e.Location.Accuracy)
+	b = append(b, `},"distance_m":`...)
+	b = appendDistance(b, e.Location.Distance)
+	b = append(b, `,"max_distance_m":`...)
+	b = appendDistance(b, e.MaxDistance)
+	b = append(b, `,"home":{"lat":`...)
+	b = appendFloat(b, e.Home[1])
+	b = append(b, `,"lon":`...)
+	b = appendFloat(b, e.Home[0])
+	b = append(b, `,"radius_m":`...)
+	b = appendFloat(b, e.RadiusM)
+	b = append(b, `},"district":`...)
+	b = appendNullableString(b, e.District)
+	b = append(b, `,"zone":`...)
+	b = appendNullableString(b, e.Zone)
+	b = append(b, `,"rule":{"margin_m":`...)
+	b = appendFloat(b, r.MarginM)
+	b = append(b, `,"breach_after_s":`...)
+	b = appendFloat(b, r.BreachAfter.Seconds())
+	b = append(b, `,"breach_min_pings":`...)
+	b = strconv.AppendInt(b, int64(r.BreachMinPings), 10)
+	b = append(b, `},"evidence":`...)
+	b = AppendEvidenceJSON(b, e.Evidence)
+	return append(b, '}')
+}
+
+// AppendEvidenceJSON appends the evidence list as a JSON array.
+func AppendEvidenceJSON(b []byte, evidence []Evidence) []byte {
+	b = append(b, '[')
+	for i, ev := range evidence {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"ts":`...)
+		b = appendTSJSON(b, ev.TS)
+		b = append(b, `,"lat":`...)
+		b = appendFloat(b, ev.Lat)
+		b = append(b, `,"lon":`...)
+		b = appendFloat(b, ev.Lon)
+		b = append(b, `,"accuracy_m":`...)
+		b = appendFloat32(b, ev.Accuracy)
+		b = append(b, `,"distance_m":`...)
+		b = appendDistance(b, ev.Distance)
+		b = append(b, `,"state":"`...)
+		b = append(b, ev.State.String()...)
+		b = append(b, `"}`...)
+	}
+	return append(b, ']')
+}
+
+func appendTSJSON(b []byte, ms int64) []byte {
+	b = append(b, '"')
+	b = AppendTS(b, ms)
+	return append(b, '"')
+}
+
+func appendFloat(b []byte, f float64) []byte {
+	return strconv.AppendFloat(b, f, 'f', -1, 64)
+}
+
+func appendFloat32(b []byte, f float32) []byte {
+	return strconv.AppendFloat(b, float64(f), 'f', -1, 32)
+}
+
+// appendDistance writes metres rounded to 0.1 m.
+func appendDistance(b []byte, d float32) []byte {
+	return strconv.AppendFloat(b, math.Round(float64(d)*10)/10, 'f', -1, 64)
+}
+
+func appendNullableString(b []byte, s string) []byte {
+	if s == "" {
+		return append(b, "null"...)
+	}
+	return appendJSONString(b, s)
+}
+
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x80 {
+			q, _ := json.Marshal(s) // rare: zone ids with quotes or non-ASCII
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}

@@ -1,0 +1,233 @@
+package processor
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"math"
+	"sync"
+
+	"github.com/paulmach/orb"
+
+	"github.com/qfence/qfence/geo"
+)
+
+// Order is one quarantine order (shared/CONTRACT.md 1.2). It is immutable:
+// a new version replaces the pointer in the OrderBook.
+type Order struct {
+	PatientID string
+	Home      orb.Point // [lon, lat]
+	RadiusM   float64
+	StartsAt  int64 // Unix ms
+	EndsAt    int64 // Unix ms; math.MaxInt64 when open
+	District  string
+}
+
+// ActiveAt reports whether the order covers ts: starts_at <= ts < ends_at.
+func (o *Order) ActiveAt(ts int64) bool {
+	return o != nil && ts >= o.StartsAt && ts < o.EndsAt
+}
+
+// Open reports whether the order has no end.
+func (o *Order) Open() bool { return o.EndsAt == math.MaxInt64 }
+
+type orderWire struct {
+	PatientID *string `json:"patient_id"`
+	Home      *struct {
+		Lat *float64 `json:"lat"`
+		Lon *float64 `json:"lon"`
+	} `json:"home"`
+	RadiusM  *float64        `json:"radius_m"`
+	StartsAt json.RawMessage `json:"starts_at"`
+	EndsAt   json.RawMessage `json:"ends_at"`
+	District *string         `json:"district"`
+}
+
+// DecodeOrder decodes one order. key is the Kafka key, or nil for a line of
+// orders.file. maxBytes is limits.max_message_bytes (0: no limit). When the
+// order has no district, zones (if any) supply the district holding the home.
+// Errors are *Reject.
+func DecodeOrder(key, value []byte, maxBytes int, zones *geo.Zones) (*Order, error) {
+	if maxBytes > 0 && len(value) > maxBytes {
+		return nil, reject(TooLarge, "message is %d bytes, more than limits.max_message_bytes (%d)", len(value), maxBytes)
+	}
+	var w orderWire
+	dec := json.NewDecoder(bytes.NewReader(value))
+	if err := dec.Decode(&w); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return nil, reject(reasonOfField(te.Field), "order field %s has the wrong type (%s)", te.Field, te.Value)
+		}
+		return nil, reject(MalformedJSON, "order is not a JSON object: %v", err)
+	}
+	if dec.More() {
+		return nil, reject(MalformedJSON, "unexpected data after the order's JSON object")
+	}
+	switch {
+	case w.PatientID == nil:
+		return nil, reject(MissingField, "patient_id is required")
+	case w.Home == nil || w.Home.Lat == nil || w.Home.Lon == nil:
+		return nil, reject(MissingField, "home.lat and home.lon are required")
+	case w.RadiusM == nil:
+		return nil, reject(MissingField, "radius_m is required")
+	case len(w.StartsAt) == 0 || string(w.StartsAt) == "null":
+		return nil, reject(MissingField, "starts_at is required")
+	}
+	if !ValidPatientID([]byte(*w.PatientID)) {
+		return nil, reject(BadPatientID, "patient_id %q must be 1-128 bytes of [A-Za-z0-9._:-]", truncate([]byte(*w.PatientID)))
+	}
+	if key != nil && string(key) != *w.PatientID {
+		return nil, reject(BadPatientID, "key %q differs from patient_id %q", truncate(key), *w.PatientID)
+	}
+	lat, lon := *w.Home.Lat, *w.Home.Lon
+	if lat < -90 || lat > 90 || lon < -180 || lon > 180 {
+		return nil, reject(BadCoordinates, "home lat %v, lon %v: lat must be in [-90, 90] and lon in [-180, 180]", lat, lon)
+	}
+	if r := *w.RadiusM; !(r >= 10 && r <= 10000) {
+		return nil, reject(BadRadius, "radius_m %v must be between 10 and 10000", r)
+	}
+	o := &Order{PatientID: *w.PatientID, Home: orb.Point{lon, lat}, RadiusM: *w.RadiusM, EndsAt: math.MaxInt64}
+	var ok bool
+	if o.StartsAt, ok = orderTime(w.StartsAt); !ok {
+		return nil, reject(BadTimestamp, "starts_at %s is not an RFC 3339 time with a zone", truncate(w.StartsAt))
+	}
+	if len(w.EndsAt) > 0 && string(w.EndsAt) != "null" {
+		if o.EndsAt, ok = orderTime(w.EndsAt); !ok {
+			return nil, reject(BadTimestamp, "ends_at %s is not an RFC 3339 time with a zone", truncate(w.EndsAt))
+		}
+		if o.EndsAt <= o.StartsAt {
+			return nil, reject(BadPeriod, "ends_at %s is not after starts_at %s", FormatTS(o.EndsAt), FormatTS(o.StartsAt))
+		}
+	}
+	if w.District != nil {
+		o.District = *w.District
+	} else if d, _ := zones.Lookup(o.Home); d != nil {
+		o.District = d.ID
+	}
+	return o, nil
+}
+
+func reasonOfField(field string) Reason {
+	switch field {
+	case "patient_id":
+		return BadPatientID
+	case "home", "home.lat", "home.lon":
+		return BadCoordinates
+	case "radius_m":
+		return BadRadius
+	}
+	return MalformedJSON
+}
+
+// orderTime accepts the same two forms as a ping's ts.
+func orderTime(raw json.RawMessage) (int64, bool) {
+	var ts int64
+	var ok bool
+	if len(raw) > 0 && raw[0] == '"' {
+		ts, ok = parseRFC3339(raw[1 : len(raw)-1])
+	} else {
+		ts, ok = parseUnixMillis(raw)
+	}
+	return ts, ok && ts >= minTS && ts <= maxTS
+}
+
+// OrderBook is the table of active orders, keyed by patient id. Orders are a
+// global table (every instance reads the whole topic) read by every
+// partition's goroutine and written by the orders reader, so unlike patient
+// state it is shared: sharded, each shard behind a read-mostly lock.
+type OrderBook struct {
+	seed   maphash.Seed
+	shards [orderShards]orderShard
+}
+
+const orderShards = 64
+
+type orderShard struct {
+	mu sync.RWMutex
+	m  map[string]*Order
+	_  [40]byte // keeps shards on separate cache lines
+}
+
+// NewOrderBook returns an empty book.
+func NewOrderBook() *OrderBook {
+	b := &OrderBook{seed: maphash.MakeSeed()}
+	for i := range b.shards {
+		b.shards[i].m = make(map[string]*Order)
+	}
+	return b
+}
+
+func (b *OrderBook) shard(id []byte) *orderShard {
+	return &b.shards[maphash.Bytes(b.seed, id)%orderShards]
+}
+
+// Get returns the patient's order, or nil.
+func (b *OrderBook) Get(id []byte) *Order {
+	s := b.shard(id)
+	s.mu.RLock()
+	o := s.m[string(id)]
+	s.mu.RUnlock()
+	return o
+}
+
+// Put adds or replaces the patient's order and returns the one it replaced.
+func (b *OrderBook) Put(o *Order) (old *Order) {
+	s := b.shard([]byte(o.PatientID))
+	s.mu.Lock()
+	old = s.m[o.PatientID]
+	if old != nil {
+		// Keep the key string already in the map: states share it.
+		o.PatientID = old.PatientID
+	}
+	s.m[o.PatientID] = o
+	s.mu.Unlock()
+	return old
+}
+
+// Revoke removes the patient's order and returns it (nil if there was none).
+func (b *OrderBook) Revoke(id []byte) *Order {
+	s := b.shard(id)
+	s.mu.Lock()
+	o := s.m[string(id)]
+	delete(s.m, string(id))
+	s.mu.Unlock()
+	return o
+}
+
+// Len is the number of orders in the book.
+func (b *OrderBook) Len() int {
+	n := 0
+	for i := range b.shards {
+		s := &b.shards[i]
+		s.mu.RLock()
+		n += len(s.m)
+		s.mu.RUnlock()
+	}
+	return n
+}
+
+// LoadOrders reads NDJSON orders (the orders.file format) into the book.
+// Blank lines are skipped; a line that is JSON null is ignored (there is no
+// key to revoke). It returns how many orders it loaded and the rejects with
+// their line numbers; it stops only on a read error.
+func LoadOrders(lines func() ([]byte, bool), b *OrderBook, zones *geo.Zones) (loaded int, rejects []error) {
+	for n := 1; ; n++ {
+		line, ok := lines()
+		if !ok {
+			return loaded, rejects
+		}
+		line = bytes.TrimSpace(line)
+		if len(line) == 0 || string(line) == "null" {
+			continue
+		}
+		o, err := DecodeOrder(nil, line, 0, zones)
+		if err != nil {
+			rejects = append(rejects, fmt.Errorf("line %d: %w", n, err))
+			continue
+		}
+		b.Put(o)
+		loaded++
+	}
+}

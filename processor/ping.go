@@ -1,0 +1,294 @@
+package processor
+
+import (
+	"encoding/json"
+	"math"
+	"strconv"
+	"time"
+	"unicode/utf8"
+)
+
+// Ping is one decoded location ping (shared/CONTRACT.md 1.1).
+//
+// Aliasing: PatientID, DeviceID and Source point into the message passed to
+// PingDecoder.Decode (or, when the JSON escaped them, into fresh memory), so
+// they are valid only while that message is. Copy what must outlive it.
+type Ping struct {
+	PatientID []byte
+	TS        int64 // Unix milliseconds
+	Lat, Lon  float64
+	Accuracy  float64 // metres; the configured default when the ping had none
+	Mock      bool
+	DeviceID  []byte
+	Source    []byte
+}
+
+// PingDecoder decodes and validates pings. It holds no per-message state,
+// so one decoder may be shared by goroutines.
+type PingDecoder struct {
+	// MaxBytes is limits.max_message_bytes.
+	MaxBytes int
+	// MaxSkew is limits.max_clock_skew; zero turns the future check off
+	// (qfence replay works in event time only).
+	MaxSkew time.Duration
+	// DefaultAccuracy is rules.default_accuracy_m.
+	DefaultAccuracy float64
+}
+
+var patientIDChars = func() (t [256]bool) {
+	for c := 0; c < 256; c++ {
+		t[c] = c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' ||
+			c == '.' || c == '_' || c == ':' || c == '-'
+	}
+	return t
+}()
+
+// ValidPatientID reports whether id is 1–128 bytes of [A-Za-z0-9._:-].
+func ValidPatientID(id []byte) bool {
+	if len(id) == 0 || len(id) > 128 {
+		return false
+	}
+	for _, c := range id {
+		if !patientIDChars[c] {
+			return false
+		}
+	}
+	return true
+}
+
+const (
+	seenPatient = 1 << iota
+	seenTS
+	seenLat
+	seenLon
+)
+
+// Decode fills p from data. now is the wall clock in Unix milliseconds, for
+// the future check. It returns a *Reject for a message that breaks a rule of
+// the contract, and allocates nothing for a valid, unescaped ping.
+func (d *PingDecoder) Decode(data []byte, now int64, p *Ping) error {
+	if d.MaxBytes > 0 && len(data) > d.MaxBytes {
+		return reject(TooLarge, "message is %d bytes, more than limits.max_message_bytes (%d)", len(data), d.MaxBytes)
+	}
+	if !utf8.Valid(data) {
+		return reject(MalformedJSON, "message is not valid UTF-8")
+	}
+	*p = Ping{Accuracy: d.DefaultAccuracy}
+	var (
+		s     = scanner{b: data}
+		seen  int
+		first *Reject // the first field error; reported once the JSON is known to be well-formed
+	)
+	fieldErr := func(r Reason, format string, args ...any) {
+		if first == nil {
+			first = reject(r, format, args...)
+		}
+	}
+	if !s.eat('{') {
+		return reject(MalformedJSON, "message is not a JSON object")
+	}
+	if !s.eat('}') {
+		for {
+			key, kesc, ok := s.str()
+			if !ok || !s.eat(':') {
+				return malformed(&s)
+			}
+			if kesc {
+				// An escaped key is never one of ours in practice; compare it decoded.
+				var k string
+				if json.Unmarshal(quote(key), &k) != nil {
+					return malformed(&s)
+				}
+				key = []byte(k)
+			}
+			c := s.peek()
+			if c == 'n' { // null: the field is absent
+				if !s.lit("null") {
+					return malformed(&s)
+				}
+			} else {
+				switch string(key) {
+				case "patient_id":
+					v, ok := s.strValue(c)
+					if !ok {
+						return malformed(&s)
+					}
+					if v == nil {
+						fieldErr(BadPatientID, "patient_id must be a string")
+					}
+					p.PatientID, seen = v, seen|seenPatient
+				case "ts":
+					seen |= seenTS
+					if c == '"' {
+						raw, esc, ok := s.str()
+						if !ok {
+							return malformed(&s)
+						}
+						ts, good := parseRFC3339(raw)
+						if esc || !good {
+							fieldErr(BadTimestamp, "ts %q is not an RFC 3339 time with a zone", raw)
+						}
+						p.TS = ts
+					} else {
+						raw, integer, ok := s.number()
+						if !ok {
+							if !s.skip(0) {
+								return malformed(&s)
+							}
+							fieldErr(BadTimestamp, "ts must be an RFC 3339 string or integer Unix milliseconds")
+							break
+						}
+						ts, good := parseUnixMillis(raw)
+						if !integer || !good {
+							fieldErr(BadTimestamp, "ts %s is not integer Unix milliseconds", raw)
+						}
+						p.TS = ts
+					}
+				case "lat", "lon":
+					v, ok := s.floatValue(c)
+					if !ok {
+						return malformed(&s)
+					}
+					if math.IsNaN(v) {
+						fieldErr(BadCoordinates, "%s must be a finite number", key)
+					}
+					if key[1] == 'a' {
+						p.Lat, seen = v, seen|seenLat
+					} else {
+						p.Lon, seen = v, seen|seenLon
+					}
+				case "accuracy_m":
+					v, ok := s.floatValue(c)
+					if !ok {
+						return malformed(&s)
+					}
+					if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
+						fieldErr(BadAccuracy, "accuracy_m must be a finite number >= 0")
+					}
+					p.Accuracy = v
+				case "mock":
+					switch {
+					case s.lit("true"):
+						p.Mock = true
+					case s.lit("false"):
+					default:
+						if !s.skip(0) {
+							return malformed(&s)
+						}
+						fieldErr(MalformedJSON, "mock must be true or false")
+					}
+				case "device_id", "source":
+					v, ok := s.strValue(c)
+					if !ok {
+						return malformed(&s)
+					}
+					if v == nil {
+						fieldErr(MalformedJSON, "%s must be a string", key)
+					}
+					if key[0] == 'd' {
+						p.DeviceID = v
+					} else {
+						p.Source = v
+					}
+				default:
+					if !s.skip(0) {
+						return malformed(&s)
+					}
+				}
+			}
+			if s.eat('}') {
+				break
+			}
+			if !s.eat(',') {
+				return malformed(&s)
+			}
+		}
+	}
+	if s.peek() != 0 {
+		return reject(MalformedJSON, "unexpected data after the JSON object at byte %d", s.i)
+	}
+	if first != nil {
+		return first
+	}
+	switch {
+	case seen&seenPatient == 0:
+		return reject(MissingField, "patient_id is required")
+	case seen&seenTS == 0:
+		return reject(MissingField, "ts is required")
+	case seen&seenLat == 0:
+		return reject(MissingField, "lat is required")
+	case seen&seenLon == 0:
+		return reject(MissingField, "lon is required")
+	}
+	if !ValidPatientID(p.PatientID) {
+		return reject(BadPatientID, "patient_id %q must be 1-128 bytes of [A-Za-z0-9._:-]", truncate(p.PatientID))
+	}
+	if math.IsInf(p.Lat, 0) || math.IsInf(p.Lon, 0) || p.Lat < -90 || p.Lat > 90 || p.Lon < -180 || p.Lon > 180 {
+		return reject(BadCoordinates, "lat %v, lon %v: lat must be in [-90, 90] and lon in [-180, 180]", p.Lat, p.Lon)
+	}
+	if p.TS < minTS || p.TS > maxTS {
+		return reject(BadTimestamp, "ts %s is before 2000 or after 9999 (Unix seconds instead of milliseconds?)", FormatTS(p.TS))
+	}
+	if d.MaxSkew > 0 && p.TS > now+d.MaxSkew.Milliseconds() {
+		return reject(FutureTimestamp, "ts %s is more than %s ahead of the clock (%s)", FormatTS(p.TS), d.MaxSkew, FormatTS(now))
+	}
+	return nil
+}
+
+func malformed(s *scanner) *Reject {
+	return reject(MalformedJSON, "message is not valid JSON (at byte %d)", s.i)
+}
+
+// strValue reads a string value; for a value of another type it skips it and
+// returns nil, true. Escaped strings are decoded into new memory.
+func (s *scanner) strValue(c byte) ([]byte, bool) {
+	if c != '"' {
+		return nil, s.skip(0)
+	}
+	raw, esc, ok := s.str()
+	if !ok {
+		return nil, false
+	}
+	if !esc {
+		if raw == nil {
+			raw = []byte{}
+		}
+		return raw, true
+	}
+	var v string
+	if json.Unmarshal(quote(raw), &v) != nil {
+		return nil, false
+	}
+	return []byte(v), true
+}
+
+// floatValue reads a number value; for a value of another type it skips it
+// and returns NaN, true. Out-of-range numbers come back as ±Inf.
+func (s *scanner) floatValue(c byte) (float64, bool) {
+	if c != '-' && !isDigit(c) {
+		return math.NaN(), s.skip(0)
+	}
+	raw, _, ok := s.number()
+	if !ok {
+		return 0, false
+	}
+	v, err := strconv.ParseFloat(string(raw), 64)
+	if err != nil && !math.IsInf(v, 0) {
+		return 0, false
+	}
+	return v, true
+}
+
+func quote(raw []byte) []byte {
+	q := make([]byte, 0, len(raw)+2)
+	q = append(q, '"')
+	q = append(q, raw...)
+	return append(q, '"')
+}
+
+func truncate(b []byte) string {
+	if len(b) > 40 {
+		return string(b[:40]) + "…"
+	}
+	return string(b)
+}

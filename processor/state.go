@@ -1,0 +1,232 @@
+package processor
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+)
+
+// PingState is the verdict on one ping (shared/CONTRACT.md 2).
+type PingState uint8
+
+// The four verdicts. The zero value is not a verdict.
+const (
+	Inside PingState = iota + 1
+	Outside
+	Excused
+	Uncertain
+)
+
+var stateNames = [...]string{"", "inside", "outside", "excused", "uncertain"}
+
+func (s PingState) String() string {
+	if int(s) < len(stateNames) {
+		return stateNames[s]
+	}
+	return "unknown"
+}
+
+// Evidence is one ping as the events quote it.
+type Evidence struct {
+	TS       int64
+	Lat, Lon float64
+	Accuracy float32
+	Distance float32
+	State    PingState
+}
+
+// State is one patient's state. Its zero value is a patient never seen.
+// It is owned by the goroutine of the partition the patient's pings arrive
+// on, and serialises with AppendBinary for the qfence-state changelog.
+type State struct {
+	Last  Evidence // newest processed ping (TS 0: none yet)
+	Ref   Evidence // newest plausible ping: the reference for the speed check
+	flags uint8
+	ep    *episode // nil while nothing is going on: keeps idle patients small
+}
+
+const (
+	flagSignalLost  = 1 << iota // signal_lost emitted, signal_restored pending
+	flagImplausible             // inside an implausible episode (one event per episode)
+	flagDirty                   // changed since the last checkpoint (not serialised)
+)
+
+// episode is what a patient has going on: an outside run, an open breach, a
+// visit to an allowed zone.
+type episode struct {
+	RunStart    int64 // first outside ping of the run; 0: no run
+	RunCount    int32
+	BreachStart int64 // the open breach's started_at; 0: no breach
+	ReturnStart int64 // first inside ping of the return run
+	ReturnCount int32
+	MaxDist     float32
+	Evidence    []Evidence // the run's pings, then the return run's
+	Order       *Order     // the order the breach is judged against (for order_ended)
+	VisitZone   string     // allowed zone of the current visit; "" none
+	VisitStart  int64
+}
+
+func (e *episode) idle() bool {
+	return e.RunStart == 0 && e.BreachStart == 0 && e.VisitZone == ""
+}
+
+// InBreach reports whether the patient has an open breach.
+func (s *State) InBreach() bool { return s.ep != nil && s.ep.BreachStart != 0 }
+
+const stateVersion = 1
+
+// AppendBinary appends the state's serialised form to b.
+func (s *State) AppendBinary(b []byte) []byte {
+	b = append(b, stateVersion, s.flags&^flagDirty)
+	b = appendEvidence(b, s.Last)
+	b = appendEvidence(b, s.Ref)
+	if s.ep == nil {
+		return append(b, 0)
+	}
+	e := s.ep
+	b = append(b, 1)
+	b = binary.AppendVarint(b, e.RunStart)
+	b = binary.AppendVarint(b, int64(e.RunCount))
+	b = binary.AppendVarint(b, e.BreachStart)
+	b = binary.AppendVarint(b, e.ReturnStart)
+	b = binary.AppendVarint(b, int64(e.ReturnCount))
+	b = binary.LittleEndian.AppendUint32(b, math.Float32bits(e.MaxDist))
+	b = binary.AppendUvarint(b, uint64(len(e.Evidence)))
+	for _, ev := range e.Evidence {
+		b = appendEvidence(b, ev)
+	}
+	b = appendString(b, e.VisitZone)
+	b = binary.AppendVarint(b, e.VisitStart)
+	if e.Order == nil {
+		return append(b, 0)
+	}
+	o := e.Order
+	b = append(b, 1)
+	b = appendString(b, o.PatientID)
+	b = binary.LittleEndian.AppendUint64(b, math.Float64bits(o.Home[0]))
+	b = binary.LittleEndian.AppendUint64(b, math.Float64bits(o.Home[1]))
+	b = binary.LittleEndian.AppendUint64(b, math.Float64bits(o.RadiusM))
+	b = binary.AppendVarint(b, o.StartsAt)
+	b = binary.AppendVarint(b, o.EndsAt)
+	return appendString(b, o.District)
+}
+
+func appendEvidence(b []byte, e Evidence) []byte {
+	b = binary.AppendVarint(b, e.TS)
+	b = binary.LittleEndian.AppendUint64(b, math.Float64bits(e.Lat))
+	b = binary.LittleEndian.AppendUint64(b, math.Float64bits(e.Lon))
+	b = binary.LittleEndian.AppendUint32(b, math.Float32bits(e.Accuracy))
+	b = binary.LittleEndian.AppendUint32(b, math.Float32bits(e.Distance))
+	return append(b, byte(e.State))
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+// errCorrupt is the one error of UnmarshalBinary: the bytes are not a state.
+var errCorrupt = errors.New("corrupt patient state")
+
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (r *reader) byte1() byte {
+	if r.err != nil || len(r.b) < 1 {
+		r.err = errCorrupt
+		return 0
+	}
+	c := r.b[0]
+	r.b = r.b[1:]
+	return c
+}
+
+func (r *reader) varint() int64 {
+	v, n := binary.Varint(r.b)
+	if r.err != nil || n <= 0 {
+		r.err = errCorrupt
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) uvarint() uint64 {
+	v, n := binary.Uvarint(r.b)
+	if r.err != nil || n <= 0 {
+		r.err = errCorrupt
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) u32() uint32 {
+	if r.err != nil || len(r.b) < 4 {
+		r.err = errCorrupt
+		return 0
+	}
+	v := binary.LittleEndian.Uint32(r.b)
+	r.b = r.b[4:]
+	return v
+}
+
+func (r *reader) u64() uint64 {
+	if r.err != nil || len(r.b) < 8 {
+		r.err = errCorrupt
+		return 0
+	}
+	v := binary.LittleEndian.Uint64(r.b)
+	r.b = r.b[8:]
+	return v
+}
+
+func (r *reader) str() string {
+	n := r.uvarint()
+	if r.err != nil || n > uint64(len(r.b)) {
+		r.err = errCorrupt
+		return ""
+	}
+	s := string(r.b[:n])
+	r.b = r.b[n:]
+	return s
+}
+
+func (r *reader) evidence() Evidence {
+	return Evidence{TS: r.varint(), Lat: math.Float64frombits(r.u64()), Lon: math.Float64frombits(r.u64()),
+		Accuracy: math.Float32frombits(r.u32()), Distance: math.Float32frombits(r.u32()), State: PingState(r.byte1())}
+}
+
+// UnmarshalBinary restores a state written by AppendBinary.
+func (s *State) UnmarshalBinary(b []byte) error {
+	r := reader{b: b}
+	if v := r.byte1(); v != stateVersion {
+		return fmt.Errorf("%w: version %d, want %d", errCorrupt, v, stateVersion)
+	}
+	*s = State{flags: r.byte1() &^ flagDirty, Last: r.evidence(), Ref: r.evidence()}
+	if r.byte1() == 1 {
+		e := &episode{RunStart: r.varint(), RunCount: int32(r.varint()), BreachStart: r.varint(),
+			ReturnStart: r.varint(), ReturnCount: int32(r.varint()), MaxDist: math.Float32frombits(r.u32())}
+		n := r.uvarint()
+		if n > uint64(len(r.b)) {
+			return errCorrupt
+		}
+		for i := uint64(0); i < n && r.err == nil; i++ {
+			e.Evidence = append(e.Evidence, r.evidence())
+		}
+		e.VisitZone = r.str()
+		e.VisitStart = r.varint()
+		if r.byte1() == 1 {
+			e.Order = &Order{PatientID: r.str(), Home: [2]float64{math.Float64frombits(r.u64()), math.Float64frombits(r.u64())},
+				RadiusM: math.Float64frombits(r.u64()), StartsAt: r.varint(), EndsAt: r.varint(), District: r.str()}
+		}
+		s.ep = e
+	}
+	if r.err == nil && len(r.b) != 0 {
+		return fmt.Errorf("%w: %d trailing bytes", errCorrupt, len(r.b))
+	}
+	return r.err
+}

@@ -1,0 +1,298 @@
+package processor
+
+import (
+	"github.com/paulmach/orb"
+
+	"github.com/qfence/qfence/geo"
+)
+
+// Outcome is what became of a valid ping (the qfence_pings_total outcomes
+// other than rejected).
+type Outcome uint8
+
+// Outcomes.
+const (
+	Accepted Outcome = iota + 1
+	NoOrder
+	Late
+	Duplicate
+)
+
+var outcomeNames = [...]string{"", "accepted", "no_order", "late", "duplicate"}
+
+func (o Outcome) String() string { return outcomeNames[o] }
+
+// Flag marks a stored ping that did not move the breach state.
+type Flag uint8
+
+// Flags of a stored ping.
+const (
+	FlagNone Flag = iota
+	FlagLate
+	FlagSpeed
+	FlagMock
+)
+
+var flagNames = [...]string{"", "late", "speed", "mock_provider"}
+
+func (f Flag) String() string { return flagNames[f] }
+
+// Track is one stored ping: the row for the pings table. DeviceID and Source
+// alias the ping's message (see Ping).
+type Track struct {
+	PatientID string
+	Evidence
+	DeviceID, Source []byte
+	District, Zone   string
+	InBreach         bool
+	Flag             Flag
+}
+
+// Step decides one ping of a patient whose order o is active at the ping's
+// ts. It is the whole decision and a pure function: it reads the ping, the
+// order, the zones and the rules, updates st in place, appends the events it
+// decides to ev, and returns them with the ping's outcome and its row (the
+// row is meaningful unless the outcome is Duplicate). It allocates only for
+// events and for a patient's first episode.
+func Step(st *State, p *Ping, o *Order, zones *geo.Zones, r *Rules, ev []Event) ([]Event, Outcome, Track) {
+	pt := orb.Point{p.Lon, p.Lat}
+	d := geo.Distance(o.Home, pt)
+	district, allowed := zones.Lookup(pt)
+	cur := Evidence{TS: p.TS, Lat: p.Lat, Lon: p.Lon, Accuracy: float32(p.Accuracy), Distance: float32(d),
+		State: classify(d, p.Accuracy, o, r)}
+	t := Track{PatientID: o.PatientID, DeviceID: p.DeviceID, Source: p.Source,
+		District: zoneID(district), Zone: zoneID(allowed)}
+
+	switch {
+	case p.TS == st.Last.TS:
+		return ev, Duplicate, t
+	case p.TS < st.Last.TS:
+		// Late: stored, but it moves nothing. Excused is judged without the
+		// visit clock, which belongs to the in-order pings.
+		if cur.State == Outside && allowed != nil {
+			cur.State = Excused
+		}
+		t.Evidence, t.InBreach, t.Flag = cur, st.InBreach(), FlagLate
+		return ev, Late, t
+	}
+	st.flags |= flagDirty
+
+	// Signal: a gap longer than the timeout is a loss, whether or not a
+	// sweep noticed it first; the ping that ends it restores the signal.
+	if st.Last.TS != 0 {
+		deadline := st.Last.TS + r.SignalTimeout.Milliseconds()
+		if st.flags&flagSignalLost == 0 && p.TS > deadline && deadline >= o.StartsAt {
+			ev = append(ev, signalLost(st, o, r))
+		}
+		if st.flags&flagSignalLost != 0 {
+			st.flags &^= flagSignalLost
+			e := newEvent(SignalRestored, o, p.TS, st.Last.TS, cur)
+			e.EndedAt = p.TS
+			e.DurationS = (p.TS - st.Last.TS) / 1000
+			e.Evidence = []Evidence{st.Last, cur}
+			ev = append(ev, e)
+		}
+	}
+
+	// Implausible: stored, but not a reference and no move of the breach.
+	if flag := implausible(st, p, pt, r); flag != FlagNone {
+		if cur.State == Outside && allowed != nil {
+			cur.State = Excused
+		}
+		if st.flags&flagImplausible == 0 {
+			st.flags |= flagImplausible
+			e := newEvent(ImplausibleLocation, o, p.TS, p.TS, cur)
+			e.Reason = flag.String()
+			e.Zone = t.Zone
+			if flag == FlagSpeed {
+				e.Evidence = []Evidence{st.Ref, cur}
+			} else {
+				e.Evidence = []Evidence{cur}
+			}
+			ev = append(ev, e)
+		}
+		st.Last = cur
+		t.Evidence, t.InBreach, t.Flag = cur, st.InBreach(), flag
+		return ev, Accepted, t
+	}
+	st.flags &^= flagImplausible
+
+	// Allowed zones: time in one is excused until its max_minutes.
+	if allowed != nil {
+		if st.ep == nil || st.ep.VisitZone != allowed.ID {
+			ep := st.episode()
+			ep.VisitZone, ep.VisitStart = allowed.ID, p.TS
+		}
+		if cur.State == Outside && (allowed.MaxMinutes == 0 || float64(p.TS-st.ep.VisitStart) <= allowed.MaxMinutes*60000) {
+			cur.State = Excused
+		}
+	} else if st.ep != nil {
+		st.ep.VisitZone, st.ep.VisitStart = "", 0
+	}
+
+	ev = breach(st, cur, o, r, t.Zone, ev)
+	st.Last, st.Ref = cur, cur
+	st.tidy()
+	t.Evidence, t.InBreach = cur, st.InBreach()
+	return ev, Accepted, t
+}
+
+// classify is the geometry of section 2, before allowed zones are applied.
+// Boundaries: d == r+m is inside; d-a == r+m is not confidently outside;
+// a == max_accuracy_m is still judged.
+func classify(d, a float64, o *Order, r *Rules) PingState {
+	limit := o.RadiusM + r.MarginM
+	switch {
+	case a > r.MaxAccuracyM:
+		return Uncertain
+	case d <= limit:
+		return Inside
+	case d-a > limit:
+		return Outside
+	}
+	return Uncertain
+}
+
+// implausible checks the ping against the last plausible one. The implied
+// speed gives the benefit of the doubt to both fixes' reported accuracy:
+// only the distance beyond the two accuracy radii counts.
+func implausible(st *State, p *Ping, pt orb.Point, r *Rules) Flag {
+	if p.Mock {
+		return FlagMock
+	}
+	if st.Ref.TS == 0 {
+		return FlagNone
+	}
+	moved := geo.Distance(orb.Point{st.Ref.Lon, st.Ref.Lat}, pt) - float64(st.Ref.Accuracy) - p.Accuracy
+	if moved > r.MaxSpeedMps*float64(p.TS-st.Ref.TS)/1000 {
+		return FlagSpeed
+	}
+	return FlagNone
+}
+
+// breach runs the dwell-and-hysteresis machine for one plausible ping.
+func breach(st *State, cur Evidence, o *Order, r *Rules, zone string, ev []Event) []Event {
+	ep := st.ep
+	if ep == nil || ep.BreachStart == 0 {
+		switch cur.State {
+		case Inside, Excused:
+			if ep != nil {
+				ep.resetRun()
+			}
+		case Outside:
+			ep = st.episode()
+			if ep.RunCount == 0 {
+				ep.RunStart = cur.TS
+			}
+			ep.RunCount++
+			ep.MaxDist = max(ep.MaxDist, cur.Distance)
+			ep.Evidence = addEvidence(ep.Evidence, cur, r.MaxEvidence)
+			if int(ep.RunCount) >= r.BreachMinPings && cur.TS-ep.RunStart >= r.BreachAfter.Milliseconds() {
+				e := newEvent(BreachStarted, o, cur.TS, ep.RunStart, cur)
+				e.DurationS = (cur.TS - ep.RunStart) / 1000
+				e.MaxDistance = ep.MaxDist
+				e.Zone = zone
+				e.Evidence = append([]Evidence(nil), ep.Evidence...)
+				ev = append(ev, e)
+				ep.BreachStart, ep.Order = ep.RunStart, o
+				ep.RunStart, ep.RunCount, ep.ReturnCount = 0, 0, 0
+				ep.Evidence = ep.Evidence[:0]
+			}
+		}
+		return ev
+	}
+	ep.Order = o
+	switch cur.State {
+	case Inside:
+		if ep.ReturnCount == 0 {
+			ep.ReturnStart = cur.TS
+			ep.Evidence = ep.Evidence[:0]
+		}
+		ep.ReturnCount++
+		ep.Evidence = addEvidence(ep.Evidence, cur, r.MaxEvidence)
+		if int(ep.ReturnCount) >= r.ReturnMinPings {
+			e := newEvent(BreachEnded, o, cur.TS, ep.BreachStart, cur)
+			e.EndedAt = ep.ReturnStart
+			e.DurationS = (ep.ReturnStart - ep.BreachStart) / 1000
+			e.MaxDistance = ep.MaxDist
+			e.Zone = zone
+			e.Evidence = append([]Evidence(nil), ep.Evidence...)
+			ev = append(ev, e)
+			ep.endBreach()
+		}
+	case Outside, Excused:
+		ep.ReturnCount = 0
+		ep.MaxDist = max(ep.MaxDist, cur.Distance)
+	}
+	return ev
+}
+
+// closeBreach ends an open breach because its order ended (at its ends_at)
+// or was revoked (at the watermark when the engine noticed).
+func closeBreach(st *State, endedAt int64) Event {
+	ep := st.ep
+	e := newEvent(BreachEnded, ep.Order, endedAt, ep.BreachStart, st.Last)
+	e.EndedAt = endedAt
+	e.DurationS = (endedAt - ep.BreachStart) / 1000
+	e.MaxDistance = ep.MaxDist
+	e.Reason = "order_ended"
+	e.Evidence = []Evidence{}
+	ep.endBreach()
+	st.ep = ep
+	st.flags |= flagDirty
+	st.tidy()
+	return e
+}
+
+func signalLost(st *State, o *Order, r *Rules) Event {
+	st.flags |= flagSignalLost | flagDirty
+	e := newEvent(SignalLost, o, st.Last.TS+r.SignalTimeout.Milliseconds(), st.Last.TS, st.Last)
+	e.DurationS = int64(r.SignalTimeout.Seconds())
+	e.Evidence = []Evidence{st.Last}
+	return e
+}
+
+func newEvent(t EventType, o *Order, at, started int64, loc Evidence) Event {
+	return Event{Type: t, PatientID: o.PatientID, At: at, StartedAt: started, Location: loc,
+		MaxDistance: loc.Distance, Home: o.Home, RadiusM: o.RadiusM, District: o.District}
+}
+
+func (st *State) episode() *episode {
+	if st.ep == nil {
+		st.ep = &episode{}
+	}
+	return st.ep
+}
+
+// tidy drops an episode with nothing going on, so idle patients stay small.
+func (st *State) tidy() {
+	if st.ep != nil && st.ep.idle() {
+		st.ep = nil
+	}
+}
+
+func (ep *episode) resetRun() {
+	ep.RunStart, ep.RunCount, ep.MaxDist = 0, 0, 0
+	ep.Evidence = ep.Evidence[:0]
+}
+
+func (ep *episode) endBreach() {
+	ep.BreachStart, ep.ReturnStart, ep.ReturnCount, ep.Order = 0, 0, 0, nil
+	ep.resetRun()
+}
+
+// addEvidence keeps the first max-1 pings and the newest one.
+func addEvidence(list []Evidence, e Evidence, max int) []Evidence {
+	if len(list) < max {
+		return append(list, e)
+	}
+	list[len(list)-1] = e
+	return list
+}
+
+func zoneID(z *geo.Zone) string {
+	if z == nil {
+		return ""
+	}
+	return z.ID
+}
