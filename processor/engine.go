@@ -58,10 +58,9 @@ func (e *Engine) Process(p *Ping, zones *geo.Zones, ev []Event) ([]Event, Outcom
 	if p.TS > st.Last.TS && p.TS > e.watermark {
 		ev = e.Advance(p.TS, ev)
 	}
-	wasDirty := st.flags&flagDirty != 0
 	ev, out, t := Step(st, p, o, zones, &e.rules, ev)
-	if !wasDirty && st.flags&flagDirty != 0 {
-		e.dirty = append(e.dirty, o.PatientID)
+	if out == Accepted {
+		e.markDirty(o.PatientID, st)
 	}
 	return ev, out, t
 }

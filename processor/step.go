@@ -75,8 +75,6 @@ func Step(st *State, p *Ping, o *Order, zones *geo.Zones, r *Rules, ev []Event) 
 		t.Evidence, t.InBreach, t.Flag = cur, st.InBreach(), FlagLate
 		return ev, Late, t
 	}
-	st.flags |= flagDirty
-
 	// Signal: a gap longer than the timeout is a loss, whether or not a
 	// sweep noticed it first; the ping that ends it restores the signal.
 	if st.Last.TS != 0 {
@@ -238,14 +236,12 @@ func closeBreach(st *State, endedAt int64) Event {
 	e.Reason = "order_ended"
 	e.Evidence = []Evidence{}
 	ep.endBreach()
-	st.ep = ep
-	st.flags |= flagDirty
 	st.tidy()
 	return e
 }
 
 func signalLost(st *State, o *Order, r *Rules) Event {
-	st.flags |= flagSignalLost | flagDirty
+	st.flags |= flagSignalLost
 	e := newEvent(SignalLost, o, st.Last.TS+r.SignalTimeout.Milliseconds(), st.Last.TS, st.Last)
 	e.DurationS = int64(r.SignalTimeout.Seconds())
 	e.Evidence = []Evidence{st.Last}
