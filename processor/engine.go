@@ -120,6 +120,8 @@ func (e *Engine) Sweep(ev []Event) []Event {
 	return append(ev, e.sweep...)
 }
 
+// markDirty queues a changed state for the next TakeDirty. Dirtiness is the
+// engine's business alone: Step and the sweep only change state.
 func (e *Engine) markDirty(id string, st *State) {
 	if st.flags&flagDirty == 0 {
 		st.flags |= flagDirty

@@ -207,4 +207,3 @@ func TestStateRoundTrip(t *testing.T) {
 		t.Fatal("no states to check")
 	}
 }
-
