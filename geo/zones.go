@@ -9,7 +9,6 @@ import (
 
 	"github.com/paulmach/orb"
 	"github.com/paulmach/orb/geojson"
-	"github.com/paulmach/orb/planar"
 )
 
 // Kind is what a zone is for.
@@ -42,7 +41,7 @@ type Zone struct {
 
 	rank   int // position by ID: overlapping zones resolve to the lowest rank
 	bound  orb.Bound
-	poly   orb.MultiPolygon // nil for a circle
+	poly   []polygon // nil for a circle
 	center orb.Point
 	radius float64 // metres, circles only
 }
@@ -59,7 +58,7 @@ func (z *Zone) Contains(p orb.Point) bool {
 	if z.poly == nil {
 		return Distance(z.center, p) <= z.radius
 	}
-	return planar.MultiPolygonContains(z.poly, p)
+	return containsPolygons(z.poly, p)
 }
 
 // ParseZones decodes a GeoJSON FeatureCollection into an index. The error
@@ -108,6 +107,7 @@ func zoneOf(f *geojson.Feature) (*Zone, error) {
 		return nil, fmt.Errorf("property id is required and must be a non-empty string")
 	}
 	z := &Zone{ID: id}
+	var mp orb.MultiPolygon
 	if n, ok := p["name"]; ok && n != nil {
 		s, ok := n.(string)
 		if !ok {
@@ -135,9 +135,9 @@ func zoneOf(f *geojson.Feature) (*Zone, error) {
 	}
 	switch g := f.Geometry.(type) {
 	case orb.Polygon:
-		z.poly = orb.MultiPolygon{g}
+		mp = orb.MultiPolygon{g}
 	case orb.MultiPolygon:
-		z.poly = g
+		mp = g
 	case orb.Point:
 		r, ok := p["radius_m"].(float64)
 		if !ok || !(r > 0) || math.IsInf(r, 0) {
@@ -154,10 +154,10 @@ func zoneOf(f *geojson.Feature) (*Zone, error) {
 	default:
 		return nil, fmt.Errorf("geometry %s is not supported (Polygon, MultiPolygon or Point with radius_m)", f.Geometry.GeoJSONType())
 	}
-	if len(z.poly) == 0 {
+	if len(mp) == 0 {
 		return nil, fmt.Errorf("geometry has no polygons")
 	}
-	for _, poly := range z.poly {
+	for _, poly := range mp {
 		if len(poly) == 0 {
 			return nil, fmt.Errorf("polygon has no rings")
 		}
@@ -172,7 +172,7 @@ func zoneOf(f *geojson.Feature) (*Zone, error) {
 			}
 		}
 	}
-	z.bound = z.poly.Bound()
+	z.poly, z.bound = prepare(mp), mp.Bound()
 	return z, nil
 }
 
@@ -191,7 +191,7 @@ func NewCircleZone(id string, kind Kind, center orb.Point, radius, maxMinutes fl
 
 // NewPolygonZone makes a polygon zone (for tests and the simulator).
 func NewPolygonZone(id string, kind Kind, mp orb.MultiPolygon, maxMinutes float64) *Zone {
-	return &Zone{ID: id, Kind: kind, MaxMinutes: maxMinutes, poly: mp, bound: mp.Bound()}
+	return &Zone{ID: id, Kind: kind, MaxMinutes: maxMinutes, poly: prepare(mp), bound: mp.Bound()}
 }
 
 // sortZones orders zones by ID and records the rank used to break overlaps.

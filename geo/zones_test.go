@@ -2,12 +2,15 @@ package geo_test
 
 import (
 	"math"
+	"math/rand/v2"
 	"strings"
 	"testing"
 
 	"github.com/paulmach/orb"
+	"github.com/paulmach/orb/planar"
 
 	"github.com/qfence/qfence/geo"
+	"github.com/qfence/qfence/geo/synth"
 )
 
 // square is a 0.01° × 0.01° district with its south-west corner at (lon, lat):
@@ -166,4 +169,32 @@ func FuzzParseZones(f *testing.F) {
 			z.Lookup(b.Center())
 		}
 	})
+}
+
+// TestContainsMatchesOrb: the prepared polygon test agrees with
+// orb/planar.MultiPolygonContains, boundary included, on random points near
+// and on the edges of random polygons with holes.
+func TestContainsMatchesOrb(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 7))
+	for k := 0; k < 200; k++ {
+		c := orb.Point{r.Float64()*2 - 1, r.Float64()*2 - 1}
+		outer := synth.Circle(c, 5000+r.Float64()*5000, 3+r.IntN(20))
+		hole := synth.Circle(c, 1000+r.Float64()*2000, 3+r.IntN(8))
+		mp := orb.MultiPolygon{{outer, hole}}
+		z := geo.NewZones([]*geo.Zone{geo.NewPolygonZone("z", geo.District, mp, 0)})
+		var probes []orb.Point
+		for i := 0; i < 50; i++ {
+			probes = append(probes, synth.Offset(c, r.NormFloat64()*6000, r.NormFloat64()*6000))
+		}
+		for _, ring := range mp[0] {
+			probes = append(probes, ring[0], ring[1], orb.Point{(ring[0][0] + ring[1][0]) / 2, (ring[0][1] + ring[1][1]) / 2})
+		}
+		for _, p := range probes {
+			want := planar.MultiPolygonContains(mp, p)
+			d, _ := z.Lookup(p)
+			if got := d != nil; got != want {
+				t.Fatalf("polygon %d, point %v: got %v, orb says %v", k, p, got, want)
+			}
+		}
+	}
 }

@@ -89,7 +89,15 @@ func (e *Engine) Sweep(ev []Event) []Event {
 	e.sweep = e.sweep[:0]
 	wm, timeout := e.watermark, e.rules.SignalTimeout.Milliseconds()
 	for id, st := range e.patients {
-		o := e.orders.Get([]byte(id))
+		deadline := st.Last.TS + timeout
+		lost := st.flags&flagSignalLost == 0 && wm > deadline
+		// The order of the last ping says whether there can be anything to
+		// do; only then is the book asked (an open breach always asks, as its
+		// order may be revoked at any time).
+		if st.order != nil && st.order.EndsAt > wm && !lost && !st.InBreach() {
+			continue
+		}
+		o := e.orders.Lookup(id)
 		if o == nil || o.EndsAt <= wm {
 			if st.InBreach() {
 				ended := wm
@@ -102,8 +110,8 @@ func (e *Engine) Sweep(ev []Event) []Event {
 			e.markDirty(id, st)
 			continue
 		}
-		deadline := st.Last.TS + timeout
-		if st.flags&flagSignalLost == 0 && wm > deadline && deadline >= o.StartsAt {
+		st.order = o
+		if lost && deadline >= o.StartsAt {
 			e.sweep = append(e.sweep, signalLost(st, o, &e.rules))
 			e.markDirty(id, st)
 		}
@@ -168,8 +176,8 @@ func (e *Engine) Restore(id string, state []byte) error {
 	if err := st.UnmarshalBinary(state); err != nil {
 		return fmt.Errorf("restore state of a patient: %w", err)
 	}
-	if o := e.orders.Get([]byte(id)); o != nil {
-		id = o.PatientID
+	if o := e.orders.Lookup(id); o != nil {
+		id, st.order = o.PatientID, o
 	}
 	e.patients[id] = st
 	return nil

@@ -140,7 +140,15 @@ func orderTime(raw json.RawMessage) (int64, bool) {
 type OrderBook struct {
 	seed   maphash.Seed
 	shards [orderShards]orderShard
+
+	// districts interns district names: a million orders share a few
+	// hundred strings instead of holding a copy each.
+	dmu       sync.Mutex
+	districts map[string]string
 }
+
+// maxDistricts bounds the interning table against orders with made-up names.
+const maxDistricts = 10000
 
 const orderShards = 64
 
@@ -152,7 +160,7 @@ type orderShard struct {
 
 // NewOrderBook returns an empty book.
 func NewOrderBook() *OrderBook {
-	b := &OrderBook{seed: maphash.MakeSeed()}
+	b := &OrderBook{seed: maphash.MakeSeed(), districts: make(map[string]string)}
 	for i := range b.shards {
 		b.shards[i].m = make(map[string]*Order)
 	}
@@ -172,9 +180,27 @@ func (b *OrderBook) Get(id []byte) *Order {
 	return o
 }
 
+// Lookup is Get for a string id.
+func (b *OrderBook) Lookup(id string) *Order {
+	s := &b.shards[maphash.String(b.seed, id)%orderShards]
+	s.mu.RLock()
+	o := s.m[id]
+	s.mu.RUnlock()
+	return o
+}
+
 // Put adds or replaces the patient's order and returns the one it replaced.
 func (b *OrderBook) Put(o *Order) (old *Order) {
-	s := b.shard([]byte(o.PatientID))
+	if o.District != "" {
+		b.dmu.Lock()
+		if d, ok := b.districts[o.District]; ok {
+			o.District = d
+		} else if len(b.districts) < maxDistricts {
+			b.districts[o.District] = o.District
+		}
+		b.dmu.Unlock()
+	}
+	s := &b.shards[maphash.String(b.seed, o.PatientID)%orderShards]
 	s.mu.Lock()
 	old = s.m[o.PatientID]
 	if old != nil {

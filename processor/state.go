@@ -39,9 +39,15 @@ type Evidence struct {
 // State is one patient's state. Its zero value is a patient never seen.
 // It is owned by the goroutine of the partition the patient's pings arrive
 // on, and serialises with AppendBinary for the qfence-state changelog.
+//
+// It is laid out for size (a million patients fit in the 300-byte budget of
+// BENCHMARKS.md): 64 bytes while the patient is idle, the rest in episode.
 type State struct {
-	Last  Evidence // newest processed ping (TS 0: none yet)
-	Ref   Evidence // newest plausible ping: the reference for the speed check
+	Last Evidence // newest processed ping (TS 0: none yet)
+	// order is the order of the newest accepted ping. It spares the sweep a
+	// look-up in the order book for every patient: the sweep goes to the
+	// book only when it is about to act on what this one says.
+	order *Order
 	flags uint8
 	ep    *episode // nil while nothing is going on: keeps idle patients small
 }
@@ -49,6 +55,7 @@ type State struct {
 const (
 	flagSignalLost  = 1 << iota // signal_lost emitted, signal_restored pending
 	flagImplausible             // inside an implausible episode (one event per episode)
+	flagRefAside                // the speed reference is ep.Ref, not Last
 	flagDirty                   // changed since the last checkpoint (not serialised)
 )
 
@@ -62,25 +69,36 @@ type episode struct {
 	ReturnCount int32
 	MaxDist     float32
 	Evidence    []Evidence // the run's pings, then the return run's
-	Order       *Order     // the order the breach is judged against (for order_ended)
 	VisitZone   string     // allowed zone of the current visit; "" none
 	VisitStart  int64
+	// Ref is the newest plausible ping while an implausible one is Last.
+	Ref Evidence
 }
 
 func (e *episode) idle() bool {
-	return e.RunStart == 0 && e.BreachStart == 0 && e.VisitZone == ""
+	return e.RunStart == 0 && e.BreachStart == 0 && e.VisitZone == "" && e.Ref.TS == 0
+}
+
+// ref is the newest plausible ping: the reference for the speed check.
+func (s *State) ref() Evidence {
+	switch {
+	case s.flags&flagRefAside == 0:
+		return s.Last
+	case s.ep != nil:
+		return s.ep.Ref
+	}
+	return Evidence{}
 }
 
 // InBreach reports whether the patient has an open breach.
 func (s *State) InBreach() bool { return s.ep != nil && s.ep.BreachStart != 0 }
 
-const stateVersion = 1
+const stateVersion = 2
 
 // AppendBinary appends the state's serialised form to b.
 func (s *State) AppendBinary(b []byte) []byte {
 	b = append(b, stateVersion, s.flags&^flagDirty)
 	b = appendEvidence(b, s.Last)
-	b = appendEvidence(b, s.Ref)
 	if s.ep == nil {
 		return append(b, 0)
 	}
@@ -98,10 +116,13 @@ func (s *State) AppendBinary(b []byte) []byte {
 	}
 	b = appendString(b, e.VisitZone)
 	b = binary.AppendVarint(b, e.VisitStart)
-	if e.Order == nil {
+	b = appendEvidence(b, e.Ref)
+	// An open breach keeps its order: if the order is revoked while qfence
+	// is down, the breach is still closed with its home.
+	if e.BreachStart == 0 || s.order == nil {
 		return append(b, 0)
 	}
-	o := e.Order
+	o := s.order
 	b = append(b, 1)
 	b = appendString(b, o.PatientID)
 	b = binary.LittleEndian.AppendUint64(b, math.Float64bits(o.Home[0]))
@@ -206,7 +227,7 @@ func (s *State) UnmarshalBinary(b []byte) error {
 	if v := r.byte1(); v != stateVersion {
 		return fmt.Errorf("%w: version %d, want %d", errCorrupt, v, stateVersion)
 	}
-	*s = State{flags: r.byte1() &^ flagDirty, Last: r.evidence(), Ref: r.evidence()}
+	*s = State{flags: r.byte1() &^ flagDirty, Last: r.evidence()}
 	if r.byte1() == 1 {
 		e := &episode{RunStart: r.varint(), RunCount: int32(r.varint()), BreachStart: r.varint(),
 			ReturnStart: r.varint(), ReturnCount: int32(r.varint()), MaxDist: math.Float32frombits(r.u32())}
@@ -219,8 +240,9 @@ func (s *State) UnmarshalBinary(b []byte) error {
 		}
 		e.VisitZone = r.str()
 		e.VisitStart = r.varint()
+		e.Ref = r.evidence()
 		if r.byte1() == 1 {
-			e.Order = &Order{PatientID: r.str(), Home: [2]float64{math.Float64frombits(r.u64()), math.Float64frombits(r.u64())},
+			s.order = &Order{PatientID: r.str(), Home: [2]float64{math.Float64frombits(r.u64()), math.Float64frombits(r.u64())},
 				RadiusM: math.Float64frombits(r.u64()), StartsAt: r.varint(), EndsAt: r.varint(), District: r.str()}
 		}
 		s.ep = e

@@ -57,11 +57,18 @@ type Track struct {
 func Step(st *State, p *Ping, o *Order, zones *geo.Zones, r *Rules, ev []Event) ([]Event, Outcome, Track) {
 	pt := orb.Point{p.Lon, p.Lat}
 	d := geo.Distance(o.Home, pt)
-	district, allowed := zones.Lookup(pt)
 	cur := Evidence{TS: p.TS, Lat: p.Lat, Lon: p.Lon, Accuracy: float32(p.Accuracy), Distance: float32(d),
 		State: classify(d, p.Accuracy, o, r)}
-	t := Track{PatientID: o.PatientID, DeviceID: p.DeviceID, Source: p.Source,
-		District: zoneID(district), Zone: zoneID(allowed)}
+	t := Track{PatientID: o.PatientID, DeviceID: p.DeviceID, Source: p.Source, District: o.District}
+	// A ping at home is in the home's district and needs no allowed zone, so
+	// the common case never queries the zones (BENCHMARKS.md: the lookup is
+	// most of a ping's cost at 5k zones).
+	var allowed *geo.Zone
+	if cur.State != Inside {
+		var district *geo.Zone
+		district, allowed = zones.Lookup(pt)
+		t.District, t.Zone = zoneID(district), zoneID(allowed)
+	}
 
 	switch {
 	case p.TS == st.Last.TS:
@@ -75,6 +82,8 @@ func Step(st *State, p *Ping, o *Order, zones *geo.Zones, r *Rules, ev []Event) 
 		t.Evidence, t.InBreach, t.Flag = cur, st.InBreach(), FlagLate
 		return ev, Late, t
 	}
+	st.order = o
+
 	// Signal: a gap longer than the timeout is a loss, whether or not a
 	// sweep noticed it first; the ping that ends it restores the signal.
 	if st.Last.TS != 0 {
@@ -93,7 +102,8 @@ func Step(st *State, p *Ping, o *Order, zones *geo.Zones, r *Rules, ev []Event) 
 	}
 
 	// Implausible: stored, but not a reference and no move of the breach.
-	if flag := implausible(st, p, pt, r); flag != FlagNone {
+	ref := st.ref()
+	if flag := implausible(ref, p, pt, r); flag != FlagNone {
 		if cur.State == Outside && allowed != nil {
 			cur.State = Excused
 		}
@@ -103,11 +113,15 @@ func Step(st *State, p *Ping, o *Order, zones *geo.Zones, r *Rules, ev []Event) 
 			e.Reason = flag.String()
 			e.Zone = t.Zone
 			if flag == FlagSpeed {
-				e.Evidence = []Evidence{st.Ref, cur}
+				e.Evidence = []Evidence{ref, cur}
 			} else {
 				e.Evidence = []Evidence{cur}
 			}
 			ev = append(ev, e)
+		}
+		if st.flags&flagRefAside == 0 {
+			st.episode().Ref = ref
+			st.flags |= flagRefAside
 		}
 		st.Last = cur
 		t.Evidence, t.InBreach, t.Flag = cur, st.InBreach(), flag
@@ -115,21 +129,28 @@ func Step(st *State, p *Ping, o *Order, zones *geo.Zones, r *Rules, ev []Event) 
 	}
 	st.flags &^= flagImplausible
 
-	// Allowed zones: time in one is excused until its max_minutes.
-	if allowed != nil {
+	// Allowed zones: time in one is excused until its max_minutes. The visit
+	// clock runs over consecutive outside pings in the same zone; a ping at
+	// home or outside the zone ends the visit, an uncertain one leaves it be.
+	switch {
+	case cur.State == Outside && allowed != nil:
 		if st.ep == nil || st.ep.VisitZone != allowed.ID {
 			ep := st.episode()
 			ep.VisitZone, ep.VisitStart = allowed.ID, p.TS
 		}
-		if cur.State == Outside && (allowed.MaxMinutes == 0 || float64(p.TS-st.ep.VisitStart) <= allowed.MaxMinutes*60000) {
+		if allowed.MaxMinutes == 0 || float64(p.TS-st.ep.VisitStart) <= allowed.MaxMinutes*60000 {
 			cur.State = Excused
 		}
-	} else if st.ep != nil {
+	case cur.State != Uncertain && st.ep != nil:
 		st.ep.VisitZone, st.ep.VisitStart = "", 0
 	}
 
 	ev = breach(st, cur, o, r, t.Zone, ev)
-	st.Last, st.Ref = cur, cur
+	st.Last = cur
+	st.flags &^= flagRefAside
+	if st.ep != nil {
+		st.ep.Ref = Evidence{}
+	}
 	st.tidy()
 	t.Evidence, t.InBreach = cur, st.InBreach()
 	return ev, Accepted, t
@@ -154,15 +175,15 @@ func classify(d, a float64, o *Order, r *Rules) PingState {
 // implausible checks the ping against the last plausible one. The implied
 // speed gives the benefit of the doubt to both fixes' reported accuracy:
 // only the distance beyond the two accuracy radii counts.
-func implausible(st *State, p *Ping, pt orb.Point, r *Rules) Flag {
+func implausible(ref Evidence, p *Ping, pt orb.Point, r *Rules) Flag {
 	if p.Mock {
 		return FlagMock
 	}
-	if st.Ref.TS == 0 {
+	if ref.TS == 0 {
 		return FlagNone
 	}
-	moved := geo.Distance(orb.Point{st.Ref.Lon, st.Ref.Lat}, pt) - float64(st.Ref.Accuracy) - p.Accuracy
-	if moved > r.MaxSpeedMps*float64(p.TS-st.Ref.TS)/1000 {
+	moved := geo.Distance(orb.Point{ref.Lon, ref.Lat}, pt) - float64(ref.Accuracy) - p.Accuracy
+	if moved > r.MaxSpeedMps*float64(p.TS-ref.TS)/1000 {
 		return FlagSpeed
 	}
 	return FlagNone
@@ -192,14 +213,13 @@ func breach(st *State, cur Evidence, o *Order, r *Rules, zone string, ev []Event
 				e.Zone = zone
 				e.Evidence = append([]Evidence(nil), ep.Evidence...)
 				ev = append(ev, e)
-				ep.BreachStart, ep.Order = ep.RunStart, o
+				ep.BreachStart = ep.RunStart
 				ep.RunStart, ep.RunCount, ep.ReturnCount = 0, 0, 0
 				ep.Evidence = ep.Evidence[:0]
 			}
 		}
 		return ev
 	}
-	ep.Order = o
 	switch cur.State {
 	case Inside:
 		if ep.ReturnCount == 0 {
@@ -226,10 +246,11 @@ func breach(st *State, cur Evidence, o *Order, r *Rules, zone string, ev []Event
 }
 
 // closeBreach ends an open breach because its order ended (at its ends_at)
-// or was revoked (at the watermark when the engine noticed).
+// or was revoked (at the watermark when the engine noticed). The event
+// quotes the order the breach was judged against.
 func closeBreach(st *State, endedAt int64) Event {
 	ep := st.ep
-	e := newEvent(BreachEnded, ep.Order, endedAt, ep.BreachStart, st.Last)
+	e := newEvent(BreachEnded, st.order, endedAt, ep.BreachStart, st.Last)
 	e.EndedAt = endedAt
 	e.DurationS = (endedAt - ep.BreachStart) / 1000
 	e.MaxDistance = ep.MaxDist
@@ -273,7 +294,7 @@ func (ep *episode) resetRun() {
 }
 
 func (ep *episode) endBreach() {
-	ep.BreachStart, ep.ReturnStart, ep.ReturnCount, ep.Order = 0, 0, 0, nil
+	ep.BreachStart, ep.ReturnStart, ep.ReturnCount = 0, 0, 0
 	ep.resetRun()
 }
 

@@ -1,0 +1,229 @@
+package processor_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"runtime"
+	"slices"
+	"strconv"
+	"time"
+	"testing"
+
+	"github.com/qfence/qfence/geo"
+	"github.com/qfence/qfence/geo/synth"
+	"github.com/qfence/qfence/processor"
+)
+
+// Compare runs with:
+//   go test -run '^$' -bench . -count 6 ./processor/ | tee new.txt; benchstat old.txt new.txt
+// `make bench` runs them all; BENCHMARKS.md keeps the table.
+
+// pingBench is n patients with homes around Moscow and one ping message per
+// patient whose ts (the last 13 digits before '}') is patched in place, so
+// every round of messages is new, in-order data for every patient.
+type pingBench struct {
+	book  *processor.OrderBook
+	zones *geo.Zones
+	msgs  [][]byte
+	base  int64
+}
+
+var benchEnvs = map[string]*pingBench{}
+
+// newPingBench builds (once per shape) n orders and messages placed `away`
+// metres from home with accuracy acc.
+func newPingBench(n, zones int, away, acc float64) *pingBench {
+	key := fmt.Sprint(n, zones, away, acc)
+	if e := benchEnvs[key]; e != nil {
+		return e
+	}
+	r := rand.New(rand.NewPCG(uint64(n), uint64(zones)))
+	e := &pingBench{book: processor.NewOrderBook(), base: t0}
+	e.zones = geo.NewZones(synth.Zones(r, synth.Moscow, 100, zones-100))
+	e.msgs = make([][]byte, n)
+	for i := range n {
+		id := fmt.Sprintf("p-%07d", i)
+		home := synth.Point(r, synth.Moscow)
+		e.book.Put(&processor.Order{PatientID: id, Home: home, RadiusM: 50, StartsAt: t0 - 86400_000, EndsAt: math.MaxInt64, District: "district-001"})
+		p := synth.Offset(home, away, 0)
+		e.msgs[i] = fmt.Appendf(nil, `{"patient_id":%q,"lat":%.6f,"lon":%.6f,"accuracy_m":%g,"ts":%d}`, id, p[1], p[0], acc, t0)
+	}
+	benchEnvs[key] = e
+	return e
+}
+
+// next patches message i of the stream with its ts: every patient pings
+// every 30 s, in patient order within a round.
+func (e *pingBench) next(i int) []byte {
+	n := len(e.msgs)
+	m := e.msgs[i%n]
+	ts := e.base + int64(i/n)*30_000 + int64(i%n)*30_000/int64(n)
+	for k := len(m) - 2; k >= len(m)-14; k-- {
+		m[k] = byte('0' + ts%10)
+		ts /= 10
+	}
+	return m
+}
+
+type jsonPing struct {
+	PatientID string  `json:"patient_id"`
+	TS        any     `json:"ts"`
+	Lat       float64 `json:"lat"`
+	Lon       float64 `json:"lon"`
+	Accuracy  float64 `json:"accuracy_m"`
+	Mock      bool    `json:"mock"`
+	DeviceID  string  `json:"device_id"`
+	Source    string  `json:"source"`
+}
+
+// BenchmarkDecodeDecide is the per-ping hot path: decode the message and
+// decide it, for a ping that produces no event. ratio-vs-json is the whole
+// step's time over encoding/json.Unmarshal of the same message into a struct,
+// measured in the same run (the target is < 1).
+func BenchmarkDecodeDecide(b *testing.B) {
+	for _, c := range []struct {
+		name      string
+		n         int
+		away, acc float64
+	}{
+		{"patients=100k/zones=5k/at-home", 100_000, 5, 10},
+		{"patients=100k/zones=5k/uncertain", 100_000, 120, 60}, // not at home: queries the zones
+		{"patients=1M/zones=5k/at-home", 1_000_000, 5, 10},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			e := newPingBench(c.n, 5000, c.away, c.acc)
+			jsonNs := jsonBaseline(e)
+			eng := processor.NewEngine(processor.DefaultRules(), e.book)
+			dec := processor.PingDecoder{MaxBytes: 4096, DefaultAccuracy: 50}
+			var (
+				p      processor.Ping
+				events []processor.Event
+				i      int
+			)
+			for ; i < c.n; i++ { // first round: creates every patient's state
+				_ = dec.Decode(e.next(i), 0, &p)
+				events, _, _ = eng.Process(&p, e.zones, events[:0])
+			}
+			b.SetBytes(int64(len(e.msgs[0])))
+			b.ReportAllocs()
+			start := i
+			for b.Loop() {
+				if err := dec.Decode(e.next(i), 0, &p); err != nil {
+					b.Fatal(err)
+				}
+				var out processor.Outcome
+				events, out, _ = eng.Process(&p, e.zones, events[:0])
+				if out != processor.Accepted || len(events) != 0 {
+					b.Fatalf("ping %d: outcome %s with %d events, want accepted with none", i, out, len(events))
+				}
+				i++
+			}
+			perOp := float64(b.Elapsed().Nanoseconds()) / float64(i-start)
+			b.ReportMetric(perOp/jsonNs, "ratio-vs-json")
+		})
+	}
+}
+
+// jsonBaseline measures encoding/json.Unmarshal of the same messages, in
+// ns per message: the median of five timed runs of 200k messages.
+// (testing.Benchmark cannot nest inside a benchmark.)
+func jsonBaseline(e *pingBench) float64 {
+	var p jsonPing
+	runs := make([]float64, 5)
+	for r := range runs {
+		start := time.Now()
+		for i := range 200_000 {
+			if err := json.Unmarshal(e.msgs[i%len(e.msgs)], &p); err != nil {
+				panic(err)
+			}
+		}
+		runs[r] = float64(time.Since(start).Nanoseconds()) / 200_000
+	}
+	slices.Sort(runs)
+	return runs[len(runs)/2]
+}
+
+// BenchmarkDecode compares the ping decoder alone with encoding/json.
+func BenchmarkDecode(b *testing.B) {
+	msg := []byte(`{"patient_id":"p-0001234","ts":"2026-04-02T10:21:00.123+03:00","lat":55.760123,"lon":37.629045,"accuracy_m":8.5,"device_id":"a1b2c3","source":"gps"}`)
+	b.Run("decoder=qfence", func(b *testing.B) {
+		dec := processor.PingDecoder{MaxBytes: 4096, DefaultAccuracy: 50}
+		var p processor.Ping
+		b.SetBytes(int64(len(msg)))
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := dec.Decode(msg, 0, &p); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("decoder=encoding-json", func(b *testing.B) {
+		var p jsonPing
+		b.SetBytes(int64(len(msg)))
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := json.Unmarshal(msg, &p); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkHeapPerPatient reports the heap that n patients cost: the order
+// (decoded from JSON, as from Kafka), its place in the order book, and the
+// patient's state after one ping. Run it with -benchtime 1x.
+func BenchmarkHeapPerPatient(b *testing.B) {
+	for _, n := range []int{100_000, 1_000_000} {
+		b.Run("patients="+strconv.Itoa(n/1000)+"k", func(b *testing.B) {
+			for b.Loop() {
+				b.ReportMetric(heapPerPatient(b, n), "bytes/patient")
+			}
+		})
+	}
+}
+
+func heapPerPatient(tb testing.TB, n int) float64 {
+	r := rand.New(rand.NewPCG(3, uint64(n)))
+	lines := make([][]byte, n)
+	for i := range lines {
+		h := synth.Point(r, synth.Moscow)
+		lines[i] = fmt.Appendf(nil, `{"patient_id":"p-%07d","home":{"lat":%.6f,"lon":%.6f},"radius_m":50,"starts_at":"2026-04-01T00:00:00Z","ends_at":"2026-04-15T00:00:00Z","district":"district-%03d"}`,
+			i, h[1], h[0], r.IntN(125))
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	book := processor.NewOrderBook()
+	eng := processor.NewEngine(processor.DefaultRules(), book)
+	for _, l := range lines {
+		o, err := processor.DecodeOrder(nil, l, 0, nil)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		book.Put(o)
+		p := processor.Ping{PatientID: []byte(o.PatientID), TS: t0, Lat: o.Home[1], Lon: o.Home[0], Accuracy: 10}
+		_, _, _ = eng.Process(&p, nil, nil)
+	}
+	eng.TakeDirty(func(string, []byte) {})
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if eng.Patients() != n || book.Len() != n {
+		tb.Fatalf("built %d states and %d orders, want %d", eng.Patients(), book.Len(), n)
+	}
+	runtime.KeepAlive(book)
+	runtime.KeepAlive(eng)
+	runtime.KeepAlive(lines) // input, not patients: it must not be freed in between
+	return float64(after.HeapAlloc-before.HeapAlloc) / float64(n)
+}
+
+// TestHeapPerPatientBudget holds the memory budget of issue 2: a patient
+// (order, book entry and state) costs at most 300 bytes of heap.
+func TestHeapPerPatientBudget(t *testing.T) {
+	if got := heapPerPatient(t, 100_000); got > 300 {
+		t.Errorf("a patient costs %.0f bytes of heap, the budget is 300", got)
+	} else {
+		t.Logf("%.0f bytes per patient", got)
+	}
+}
