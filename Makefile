@@ -18,8 +18,13 @@ test: ## Every test: unit, golden, equivalence, fuzz seeds; race detector where 
 	$(GO) test -count=1 $(PKGS)
 	$(GO) test -count=1 -race $(RACE_PKGS)
 
-bench: ## Go benchmarks (6 runs each); compare runs with benchstat.
-	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./geo/ ./processor/ | tee bench.txt
+BENCHSTAT := golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da
+
+bench: ## Benchmarks (6 runs of the hot paths, 3 of the big ones) and their medians: the table of BENCHMARKS.md.
+	$(GO) test -run '^$$' -bench 'DecodeDecide|Decode$$|Lookup|Distance' -benchmem -count 6 ./geo/ ./processor/ | tee bench.txt
+	$(GO) test -run '^$$' -bench HeapPerPatient -benchtime 1x -count 3 ./processor/ | tee -a bench.txt
+	$(GO) test -run '^$$' -bench Replay -benchtime 3x -count 3 ./cmd/qfence/ | tee -a bench.txt
+	$(GO) run $(BENCHSTAT) bench.txt
 
 fuzz: ## Fuzz every decoder for FUZZTIME each (default 30s).
 	$(GO) test -run '^$$' -fuzz FuzzPingDecode -fuzztime $${FUZZTIME:-30s} ./processor/

@@ -8,8 +8,8 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
-	"time"
 	"testing"
+	"time"
 
 	"github.com/qfence/qfence/geo"
 	"github.com/qfence/qfence/geo/synth"
