@@ -3,7 +3,7 @@ GO      ?= go
 PKGS    := ./...
 # Packages that start goroutines run under the race detector in `make test`.
 RACE_PKGS := ./processor/... ./sinks/... ./cmd/...
-STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.7.0
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 .PHONY: help build test bench fuzz lint demo clean
 

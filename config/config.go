@@ -352,9 +352,7 @@ func (c *Config) validate() []error {
 	if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
 		bad("metrics.listen", "%q is not host:port", c.Metrics.Listen)
 	}
-	for _, err := range c.Rules.Validate() {
-		errs = append(errs, err)
-	}
+	errs = append(errs, c.Rules.Validate()...)
 	if c.Limits.MaxMessageBytes < 64 {
 		bad("limits.max_message_bytes", "must be >= 64, got %d", c.Limits.MaxMessageBytes)
 	}
