@@ -26,7 +26,12 @@ type Engine struct {
 	nextSweep int64
 	dirty     []string // patients changed since TakeDirty, in order of change
 	sweep     []Event
+	// openBreaches counts the partition's patients in a breach (a gauge).
+	openBreaches int
 }
+
+// OpenBreaches is the number of open breaches in the partition.
+func (e *Engine) OpenBreaches() int { return e.openBreaches }
 
 // NewEngine returns an engine for one partition.
 func NewEngine(r Rules, orders *OrderBook) *Engine {
@@ -58,9 +63,11 @@ func (e *Engine) Process(p *Ping, zones *geo.Zones, ev []Event) ([]Event, Outcom
 	if p.TS > st.Last.TS && p.TS > e.watermark {
 		ev = e.Advance(p.TS, ev)
 	}
+	was := st.InBreach()
 	ev, out, t := Step(st, p, o, zones, &e.rules, ev)
 	if out == Accepted {
 		e.markDirty(o.PatientID, st)
+		e.openBreaches += b2i(st.InBreach()) - b2i(was)
 	}
 	return ev, out, t
 }
@@ -105,6 +112,7 @@ func (e *Engine) Sweep(ev []Event) []Event {
 					ended = max(o.EndsAt, st.ep.BreachStart)
 				}
 				e.sweep = append(e.sweep, closeBreach(st, ended))
+				e.openBreaches--
 			}
 			delete(e.patients, id)
 			e.markDirty(id, st)
@@ -168,6 +176,9 @@ func (e *Engine) Snapshot(fn func(id string, state []byte)) {
 // Restore loads one patient's state from its serialised form, replacing any
 // state held for the patient; nil removes it.
 func (e *Engine) Restore(id string, state []byte) error {
+	if old := e.patients[id]; old != nil && old.InBreach() {
+		e.openBreaches--
+	}
 	if state == nil {
 		delete(e.patients, id)
 		return nil
@@ -180,7 +191,15 @@ func (e *Engine) Restore(id string, state []byte) error {
 		id, st.order = o.PatientID, o
 	}
 	e.patients[id] = st
+	e.openBreaches += b2i(st.InBreach())
 	return nil
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // MarshalMeta serialises the partition's own state (watermark, sweep point).

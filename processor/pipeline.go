@@ -1,0 +1,430 @@
+package processor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/semaphore"
+
+	"github.com/qfence/qfence/geo"
+)
+
+// Message is one record read from the pings topic.
+type Message struct {
+	Offset int64
+	Key    []byte
+	Value  []byte
+	Time   time.Time // the broker's append time
+}
+
+// Record is one message to produce.
+type Record struct {
+	Topic   string
+	Key     []byte
+	Value   []byte
+	Headers []Header
+}
+
+// Header is a Kafka record header.
+type Header struct {
+	Key   string
+	Value []byte
+}
+
+// Fetcher reads one partition in offset order.
+type Fetcher interface {
+	Fetch(ctx context.Context) (Message, error)
+	// CaughtUp reports whether the fetcher has read everything the broker
+	// has (and the broker answers): only then may an idle partition's
+	// watermark follow the wall clock.
+	CaughtUp(ctx context.Context) bool
+}
+
+// Sink stores rows of the pings table. Write copies what it keeps before it
+// returns (rows alias the messages) and calls done exactly once: nil when
+// the rows are durable, an error when it gave up (only when stopping).
+// Write may block while the sink is full.
+type Sink interface {
+	Write(ctx context.Context, rows []Track, done func(error))
+}
+
+// Producer produces records (events, dead letters) and calls done exactly
+// once, when all of them are acknowledged or it gave up.
+type Producer interface {
+	Produce(ctx context.Context, records []Record, done func(error))
+}
+
+// Checkpointer writes changelog records to the partition's state
+// partition, and Committer commits the partition's next offset. Both return
+// once the broker has acknowledged.
+type Checkpointer interface {
+	Checkpoint(ctx context.Context, partition int, records []StateRecord) error
+}
+
+// Committer commits consumer-group offsets.
+type Committer interface {
+	Commit(ctx context.Context, partition int, next int64) error
+}
+
+// Topics names what the loop produces to.
+type Topics struct {
+	Pings, Violations, PingsDLQ string
+}
+
+// Partition is everything one partition's loop needs.
+type Partition struct {
+	ID           int
+	Engine       *Engine
+	Zones        func() *geo.Zones
+	Decoder      PingDecoder
+	Fetcher      Fetcher
+	Sink         Sink
+	Producer     Producer
+	Checkpointer Checkpointer
+	Committer    Committer
+	// InFlight bounds the rows and records waiting for acknowledgement,
+	// across all partitions (limits.max_inflight_rows).
+	InFlight *semaphore.Weighted
+	Topics   Topics
+	Metrics  *Metrics
+	Log      *slog.Logger
+	// Now is the wall clock (a test may drive it).
+	Now func() time.Time
+	// MaxBatch bounds a batch; CommitEvery spaces checkpoints and commits;
+	// IdleAfter is how long a caught-up partition waits before its
+	// watermark follows the wall clock; Tick is how often the loop looks.
+	MaxBatch    int
+	CommitEvery time.Duration
+	IdleAfter   time.Duration
+	Tick        time.Duration
+	// Blocked is set while the loop waits for in-flight budget (not ready).
+	Blocked *atomic.Int32
+	// MaxInFlight is the size of InFlight: a batch never asks for more.
+	MaxInFlight int64
+	// Start is the partition's first offset to consume (the committed one).
+	Start int64
+}
+
+// Run consumes the partition until ctx ends, then stops fetching, waits
+// (up to drain) for what is in flight, checkpoints and commits.
+// The patient state must already be restored into Engine.
+func (p *Partition) Run(ctx context.Context, drain time.Duration) error {
+	fetchCtx, stopFetch := context.WithCancel(ctx)
+	defer stopFetch()
+	// The buffer is the next batch being gathered: the fetcher fills it while
+	// the loop decides the previous one.
+	msgs := make(chan Message, p.MaxBatch)
+	fetchErr := make(chan error, 1)
+	go func() {
+		defer close(msgs)
+		for {
+			m, err := p.Fetcher.Fetch(fetchCtx)
+			if err != nil {
+				fetchErr <- err
+				return
+			}
+			select {
+			case msgs <- m:
+			case <-fetchCtx.Done():
+				return
+			}
+		}
+	}()
+	tracker := NewTracker()
+	tick := time.NewTicker(p.Tick)
+	defer tick.Stop()
+	st := &loopState{p: p, tracker: tracker, lastMsg: p.Now(), lastCommit: p.Now(), next: p.Start}
+	st.reportOpen()
+	defer p.Metrics.OpenBreaches.Sub(float64(st.open)) // the partition leaves with its breaches
+	var runErr error
+loop:
+	for {
+		select {
+		case m, ok := <-msgs:
+			if !ok {
+				break loop
+			}
+			batch := append(st.batch[:0], m)
+			for len(batch) < p.MaxBatch {
+				select {
+				case m, ok := <-msgs:
+					if !ok {
+						break
+					}
+					batch = append(batch, m)
+					continue
+				default:
+				}
+				break
+			}
+			st.batch = batch
+			if err := st.process(ctx, batch); err != nil {
+				runErr = err
+				break loop
+			}
+		case <-tracker.Wake():
+			st.commit(ctx, false)
+		case <-tick.C:
+			st.idle(ctx)
+			st.commit(ctx, false)
+		case <-ctx.Done():
+			break loop
+		}
+	}
+	stopFetch()
+	select {
+	case err := <-fetchErr:
+		if runErr == nil && ctx.Err() == nil && !errors.Is(err, context.Canceled) {
+			runErr = fmt.Errorf("fetch partition %d: %w", p.ID, err)
+		}
+	default:
+	}
+	// Drain: wait for the sinks to acknowledge what is in flight, then
+	// checkpoint and commit. The sinks' own contexts outlive ours.
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), drain)
+	defer cancel()
+	for tracker.InFlight() > 0 && !tracker.Failed() {
+		select {
+		case <-tracker.Wake():
+			st.collect()
+		case <-dctx.Done():
+			p.Log.Warn("partition stopped with batches unacknowledged; they will be consumed again",
+				"partition", p.ID, "batches", tracker.InFlight())
+			st.commit(dctx, true)
+			return runErr
+		}
+	}
+	st.commit(dctx, true)
+	return runErr
+}
+
+type loopState struct {
+	p          *Partition
+	tracker    *Tracker
+	batch      []Message
+	events     []Event
+	rows       []Track
+	lastMsg    time.Time
+	lastCommit time.Time
+	next       int64 // the offset after the last message decided
+	open       int   // open breaches last reported to the gauge
+	// ready accumulates released batches until the next checkpoint.
+	readyNext   int64
+	readyStates map[string][]byte
+	readyOrder  []string
+}
+
+func (s *loopState) process(ctx context.Context, batch []Message) error {
+	p := s.p
+	now := p.Now()
+	s.lastMsg = now
+	zones := p.Zones()
+	var (
+		ping    Ping
+		records []Record
+		sources []time.Time // the append time of the ping behind each event record
+		counts  [Duplicate + 1]int
+	)
+	s.rows = s.rows[:0]
+	for i := range batch {
+		m := &batch[i]
+		err := p.Decoder.Decode(m.Value, now.UnixMilli(), &ping)
+		if err != nil {
+			var rj *Reject
+			if !errors.As(err, &rj) {
+				return fmt.Errorf("BUG: decoder returned %w", err)
+			}
+			records = append(records, p.deadLetter(m, rj))
+			p.Metrics.Rejected.WithLabelValues(string(rj.Reason)).Inc()
+			p.Metrics.Pings.WithLabelValues("rejected").Inc()
+			continue
+		}
+		var outcome Outcome
+		var t Track
+		s.events, outcome, t = p.Engine.Process(&ping, zones, s.events[:0])
+		counts[outcome]++
+		if outcome == Accepted || outcome == Late {
+			s.rows = append(s.rows, t)
+		}
+		for j := range s.events {
+			records = append(records, p.eventRecord(&s.events[j]))
+			sources = append(sources, m.Time)
+		}
+	}
+	s.reportOpen()
+	for o := Accepted; o <= Duplicate; o++ {
+		if counts[o] > 0 {
+			p.Metrics.Pings.WithLabelValues(o.String()).Add(float64(counts[o]))
+		}
+	}
+	s.next = batch[len(batch)-1].Offset + 1
+	return s.submit(ctx, s.next, records, sources)
+}
+
+// reportOpen moves the open-breaches gauge by the partition's change.
+func (s *loopState) reportOpen() {
+	n := s.p.Engine.OpenBreaches()
+	s.p.Metrics.OpenBreaches.Add(float64(n - s.open))
+	s.open = n
+}
+
+// submit hands a batch's rows and records to the sinks and registers it.
+func (s *loopState) submit(ctx context.Context, next int64, records []Record, sources []time.Time) error {
+	p := s.p
+	var states []StateRecord
+	p.Engine.TakeDirty(func(id string, st []byte) {
+		states = append(states, StateRecord{Key: id, Value: cloneOrNil(st)})
+	})
+	states = append(states, StateRecord{Key: MetaKey, Value: p.Engine.MarshalMeta()})
+	// A batch never asks for more than the whole budget (a sweep can emit an
+	// event for every patient at once), or it would wait forever.
+	tokens := min(int64(len(s.rows)+len(records)), p.MaxInFlight)
+	if tokens > 0 {
+		if !p.InFlight.TryAcquire(tokens) {
+			p.Blocked.Add(1)
+			err := p.InFlight.Acquire(ctx, tokens)
+			p.Blocked.Add(-1)
+			if err != nil {
+				return nil // stopping: the batch is not registered, so not committed
+			}
+		}
+	}
+	pending := 0
+	if len(s.rows) > 0 {
+		pending++
+	}
+	if len(records) > 0 {
+		pending++
+	}
+	b := s.tracker.Add(next, pending, states, tokens)
+	if pending == 0 { // nothing to wait for: released in order behind the others
+		s.tracker.poke()
+		return nil
+	}
+	release := func(err error) {
+		s.tracker.Ack(b, err)
+	}
+	if tokens > 0 {
+		var left atomic.Int32
+		left.Store(int32(pending))
+		inner := release
+		release = func(err error) {
+			if left.Add(-1) == 0 {
+				p.InFlight.Release(tokens) // once both sinks are done with the batch
+			}
+			inner(err)
+		}
+	}
+	if len(s.rows) > 0 {
+		p.Sink.Write(ctx, s.rows, release)
+	}
+	if len(records) > 0 {
+		p.Producer.Produce(ctx, records, func(err error) {
+			if err == nil {
+				now := time.Now()
+				for _, t := range sources {
+					p.Metrics.EventLatency.Observe(now.Sub(t).Seconds())
+				}
+			}
+			release(err)
+		})
+	}
+	return nil
+}
+
+func cloneOrNil(b []byte) []byte {
+	if b == nil {
+		return nil
+	}
+	return append([]byte(nil), b...)
+}
+
+func (p *Partition) eventRecord(e *Event) Record {
+	p.Metrics.Events.WithLabelValues(e.Type.String()).Inc()
+	return Record{Topic: p.Topics.Violations, Key: []byte(e.PatientID), Value: e.AppendJSON(nil, &p.Engine.rules)}
+}
+
+// deadLetter copies a rejected message unchanged with the contract's headers.
+func (p *Partition) deadLetter(m *Message, rj *Reject) Record {
+	return Record{Topic: p.Topics.PingsDLQ, Key: m.Key, Value: m.Value, Headers: []Header{
+		{Key: "qfence-reason", Value: []byte(rj.Reason)},
+		{Key: "qfence-error", Value: []byte(rj.Msg)},
+		{Key: "qfence-topic", Value: []byte(p.Topics.Pings)},
+		{Key: "qfence-partition", Value: strconv.AppendInt(nil, int64(p.ID), 10)},
+		{Key: "qfence-offset", Value: strconv.AppendInt(nil, m.Offset, 10)},
+	}}
+}
+
+// idle lets a caught-up partition's watermark follow the wall clock, so a
+// silent patient loses signal even when nobody pings.
+func (s *loopState) idle(ctx context.Context) {
+	p := s.p
+	now := p.Now()
+	if now.Sub(s.lastMsg) < p.IdleAfter || now.UnixMilli() <= p.Engine.Watermark() || !p.Fetcher.CaughtUp(ctx) {
+		return
+	}
+	s.events = p.Engine.Advance(now.UnixMilli(), s.events[:0])
+	var records []Record
+	var sources []time.Time
+	for j := range s.events {
+		records = append(records, p.eventRecord(&s.events[j]))
+		sources = append(sources, now)
+	}
+	s.reportOpen()
+	s.rows = s.rows[:0]
+	// The events and the new watermark ride on a batch without messages, so
+	// they are checkpointed in order behind everything before them.
+	if err := s.submit(ctx, s.next, records, sources); err != nil {
+		p.Log.Warn("idle watermark not submitted", "partition", p.ID, "err", err)
+	}
+}
+
+// collect moves released batches into the pending checkpoint.
+func (s *loopState) collect() {
+	next, states, ok := s.tracker.Ready()
+	if !ok {
+		return
+	}
+	if s.readyStates == nil {
+		s.readyStates = make(map[string][]byte)
+	}
+	for _, r := range states {
+		if _, seen := s.readyStates[r.Key]; !seen {
+			s.readyOrder = append(s.readyOrder, r.Key)
+		}
+		s.readyStates[r.Key] = r.Value
+	}
+	s.readyNext = max(s.readyNext, next)
+}
+
+// commit checkpoints the released states, then commits their offset: at
+// most every CommitEvery unless forced. A failure keeps them for next time.
+func (s *loopState) commit(ctx context.Context, force bool) {
+	p := s.p
+	s.collect()
+	if len(s.readyOrder) == 0 || (!force && p.Now().Sub(s.lastCommit) < p.CommitEvery) {
+		return
+	}
+	records := make([]StateRecord, 0, len(s.readyOrder))
+	for _, k := range s.readyOrder {
+		records = append(records, StateRecord{Key: k, Value: s.readyStates[k]})
+	}
+	if err := p.Checkpointer.Checkpoint(ctx, p.ID, records); err != nil {
+		p.Log.Warn("checkpoint failed; will retry", "partition", p.ID, "err", err)
+		return
+	}
+	if s.readyNext > p.Start {
+		if err := p.Committer.Commit(ctx, p.ID, s.readyNext); err != nil {
+			p.Log.Warn("offset commit failed; will retry", "partition", p.ID, "err", err)
+			return
+		}
+	}
+	s.lastCommit = p.Now()
+	clear(s.readyStates)
+	s.readyOrder = s.readyOrder[:0]
+}

@@ -1,0 +1,119 @@
+package sinks
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync/atomic"
+
+	"github.com/segmentio/kafka-go"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/qfence/qfence/geo"
+	"github.com/qfence/qfence/processor"
+)
+
+// OrdersTable reads the quarantine-orders topic as a global table: every
+// partition from the beginning, with no consumer group. It is ready once it
+// has read up to the end offsets it saw at start; then it keeps tailing.
+type OrdersTable struct {
+	Kafka    *Kafka
+	Book     *processor.OrderBook
+	Zones    func() *geo.Zones
+	Producer processor.Producer // for the dead letters
+	Metrics  *processor.Metrics
+	Log      *slog.Logger
+	MaxBytes int
+
+	loaded atomic.Bool
+}
+
+// Loaded reports whether the topic has been read to its end once.
+func (o *OrdersTable) Loaded() bool { return o.loaded.Load() }
+
+// Run reads until ctx ends.
+func (o *OrdersTable) Run(ctx context.Context) error {
+	topic := o.Kafka.cfg.Topics.Orders
+	parts, err := o.Kafka.Partitions(ctx, topic)
+	if err != nil {
+		return err
+	}
+	n := parts[topic]
+	ends, err := o.Kafka.EndOffsets(ctx, topic, n)
+	if err != nil {
+		return err
+	}
+	var left atomic.Int32
+	left.Store(int32(n))
+	caughtUp := func() {
+		if left.Add(-1) == 0 {
+			o.loaded.Store(true)
+			o.Log.Info("orders loaded", "orders", o.Book.Len())
+		}
+	}
+	eg, ctx := errgroup.WithContext(ctx)
+	for p := 0; p < n; p++ {
+		eg.Go(func() error { return o.readPartition(ctx, topic, p, ends[p], caughtUp) })
+	}
+	if n == 0 {
+		o.loaded.Store(true)
+	}
+	return eg.Wait()
+}
+
+func (o *OrdersTable) readPartition(ctx context.Context, topic string, p int, end int64, caughtUp func()) error {
+	r, err := o.Kafka.reader(topic, p, kafka.FirstOffset)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	if end == 0 {
+		caughtUp()
+	}
+	for {
+		m, err := r.FetchMessage(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("read orders partition %d: %w", p, err)
+		}
+		o.apply(topic, p, &m)
+		if m.Offset == end-1 {
+			caughtUp()
+		}
+	}
+}
+
+func (o *OrdersTable) apply(topic string, p int, m *kafka.Message) {
+	if m.Value == nil {
+		if o.Book.Revoke(m.Key) != nil {
+			o.Metrics.OrdersApplied.WithLabelValues("revoked").Inc()
+		}
+		o.Metrics.ActiveOrders.Set(float64(o.Book.Len()))
+		return
+	}
+	ord, err := processor.DecodeOrder(m.Key, m.Value, o.MaxBytes, o.Zones())
+	if err != nil {
+		rj, _ := err.(*processor.Reject)
+		o.Metrics.OrdersApplied.WithLabelValues("rejected").Inc()
+		o.Log.Warn("order rejected", "partition", p, "offset", m.Offset, "reason", rj.Reason)
+		o.Producer.Produce(context.Background(), []processor.Record{{Topic: o.Kafka.cfg.Topics.OrdersDLQ, Key: m.Key, Value: m.Value,
+			Headers: []processor.Header{
+				{Key: "qfence-reason", Value: []byte(rj.Reason)},
+				{Key: "qfence-error", Value: []byte(rj.Msg)},
+				{Key: "qfence-topic", Value: []byte(topic)},
+				{Key: "qfence-partition", Value: strconv.AppendInt(nil, int64(p), 10)},
+				{Key: "qfence-offset", Value: strconv.AppendInt(nil, m.Offset, 10)},
+			}}}, func(err error) {
+			if err != nil {
+				o.Log.Error("order dead letter not written", "partition", p, "offset", m.Offset, "err", err)
+			}
+		})
+		return
+	}
+	o.Book.Put(ord)
+	o.Metrics.OrdersApplied.WithLabelValues("applied").Inc()
+	o.Metrics.ActiveOrders.Set(float64(o.Book.Len()))
+}

@@ -1,0 +1,167 @@
+package sinks
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/qfence/qfence/processor"
+)
+
+// Producer produces events and dead letters: the processor's Producer. Each
+// Produce runs on a goroutine the Producer owns (Close waits for them) and
+// retries with backoff until the broker acknowledges or the Producer stops,
+// so a Kafka outage delays events but loses none.
+type Producer struct {
+	k       *Kafka
+	w       *kafka.Writer
+	ctx     context.Context // the Producer's lifetime: retries stop when it ends
+	stop    context.CancelFunc
+	wg      sync.WaitGroup
+	metrics *Metrics
+}
+
+// NewProducer makes a producer with the Java client's key partitioner
+// (murmur2), so other clients agree on which partition holds a patient, and
+// acks from all in-sync replicas.
+func (k *Kafka) NewProducer(metrics *Metrics) *Producer {
+	ctx, stop := context.WithCancel(context.Background())
+	return &Producer{k: k, ctx: ctx, stop: stop, metrics: metrics, w: &kafka.Writer{
+		Addr: kafka.TCP(k.brokers...), Transport: k.transport, Balancer: &kafka.Murmur2Balancer{},
+		RequiredAcks: kafka.RequireAll, BatchTimeout: 5 * time.Millisecond, BatchSize: 1000, BatchBytes: 8 << 20,
+		MaxAttempts: 3, WriteTimeout: 10 * time.Second, AllowAutoTopicCreation: false,
+	}}
+}
+
+// Produce implements processor.Producer. The records are copied into the
+// writer's messages before Produce returns.
+func (p *Producer) Produce(_ context.Context, records []processor.Record, done func(error)) {
+	msgs := make([]kafka.Message, len(records))
+	for i, r := range records {
+		msgs[i] = kafka.Message{Topic: r.Topic, Key: r.Key, Value: r.Value}
+		for _, h := range r.Headers {
+			msgs[i].Headers = append(msgs[i].Headers, kafka.Header{Key: h.Key, Value: h.Value})
+		}
+	}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		done(p.write(msgs))
+	}()
+}
+
+// write retries until every message is acknowledged. A retry resends the
+// whole set: what was already written is written again with the same event
+// ids, which is what at-least-once allows.
+func (p *Producer) write(msgs []kafka.Message) error {
+	for attempt := 0; ; attempt++ {
+		start := time.Now()
+		err := p.w.WriteMessages(p.ctx, msgs...)
+		if err == nil {
+			p.metrics.observeFlush("kafka", start, len(msgs))
+			return nil
+		}
+		p.metrics.SinkErrors.WithLabelValues("kafka").Inc()
+		if p.ctx.Err() != nil {
+			return fmt.Errorf("produce %d records: stopped before they were acknowledged: %w", len(msgs), err)
+		}
+		if attempt == 0 || attempt%20 == 0 {
+			p.k.log.Warn("produce failed; retrying", "records", len(msgs), "attempt", attempt+1, "err", err)
+		}
+		_ = sleep(p.ctx, backoff(attempt))
+	}
+}
+
+// Close stops retrying, waits for the goroutines and closes the writer.
+// Call it after the partitions have drained.
+func (p *Producer) Close() error {
+	p.stop()
+	p.wg.Wait()
+	return p.w.Close()
+}
+
+// Changelog is the qfence-state topic: the processor's Checkpointer, and the
+// restore of a partition's states on assignment.
+type Changelog struct {
+	k     *Kafka
+	topic string
+	w     *kafka.Writer
+}
+
+// NewChangelog writes each partition's states to the state partition of the
+// same number.
+func (k *Kafka) NewChangelog() *Changelog {
+	return &Changelog{k: k, topic: k.cfg.Topics.State, w: &kafka.Writer{
+		Addr: kafka.TCP(k.brokers...), Topic: k.cfg.Topics.State, Transport: k.transport, Balancer: samePartition{},
+		RequiredAcks: kafka.RequireAll, BatchTimeout: 2 * time.Millisecond, BatchSize: 10000, BatchBytes: 8 << 20,
+		MaxAttempts: 3, WriteTimeout: 10 * time.Second,
+	}}
+}
+
+// samePartition sends a message to the partition it names.
+type samePartition struct{}
+
+func (samePartition) Balance(m kafka.Message, _ ...int) int { return m.Partition }
+
+// Checkpoint implements processor.Checkpointer: it returns once the broker
+// has every record, retrying until ctx ends.
+func (c *Changelog) Checkpoint(ctx context.Context, partition int, records []processor.StateRecord) error {
+	msgs := make([]kafka.Message, len(records))
+	for i, r := range records {
+		msgs[i] = kafka.Message{Partition: partition, Key: []byte(r.Key), Value: r.Value}
+	}
+	for attempt := 0; ; attempt++ {
+		err := c.w.WriteMessages(ctx, msgs...)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("checkpoint %d states of partition %d: %w", len(records), partition, err)
+		}
+		if err := sleep(ctx, backoff(attempt)); err != nil {
+			return fmt.Errorf("checkpoint %d states of partition %d: %w", len(records), partition, err)
+		}
+	}
+}
+
+// Restore reads the state partition from its start to its current end and
+// calls fn for every record in order (a nil value is a tombstone).
+func (c *Changelog) Restore(ctx context.Context, partition int, fn func(key string, value []byte) error) (int, error) {
+	ends, err := c.k.EndOffsets(ctx, c.topic, partition+1)
+	if err != nil {
+		return 0, err
+	}
+	end := ends[partition]
+	if end == 0 {
+		return 0, nil
+	}
+	r, err := c.k.reader(c.topic, partition, kafka.FirstOffset)
+	if err != nil {
+		return 0, err
+	}
+	defer r.Close()
+	n := 0
+	for {
+		m, err := r.FetchMessage(ctx)
+		if err != nil {
+			return n, fmt.Errorf("restore state partition %d at record %d: %w", partition, n, err)
+		}
+		var v []byte
+		if m.Value != nil {
+			v = m.Value
+		}
+		if err := fn(string(m.Key), v); err != nil {
+			return n, err
+		}
+		n++
+		if m.Offset >= end-1 {
+			return n, nil
+		}
+	}
+}
+
+// Close closes the writer.
+func (c *Changelog) Close() error { return c.w.Close() }
