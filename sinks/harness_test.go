@@ -1,0 +1,306 @@
+package sinks
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/qfence/qfence/config"
+	"github.com/qfence/qfence/geo"
+	"github.com/qfence/qfence/geo/synth"
+	"github.com/qfence/qfence/processor"
+)
+
+// The Kafka tests run a real Kafka-protocol broker (kfake) in the test
+// process and talk to it over TCP exactly as to a cluster.
+
+func testLog(t testing.TB) *slog.Logger {
+	if os.Getenv("QFENCE_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+func startBroker(t testing.TB) string {
+	t.Helper()
+	b, err := StartBroker("127.0.0.1:0", "", 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	return b.Addr()
+}
+
+func testConfig(addr string) *config.Config {
+	cfg := config.Default()
+	cfg.Kafka.Brokers = addr
+	cfg.Kafka.Partitions = 4
+	cfg.ShutdownTimeout = 10 * time.Second
+	return &cfg
+}
+
+// recorder is a processor.Sink that remembers every row it acknowledged:
+// the stand-in for ClickHouse in the Kafka tests (a sink implementation,
+// not a mock of Kafka).
+type recorder struct {
+	mu   sync.Mutex
+	rows map[string]int // patient|ts → times stored
+}
+
+func newRecorder() *recorder { return &recorder{rows: map[string]int{}} }
+
+func (r *recorder) Write(_ context.Context, rows []processor.Track, done func(error)) {
+	r.mu.Lock()
+	for _, t := range rows {
+		r.rows[t.PatientID+"|"+strconv.FormatInt(t.TS, 10)]++
+	}
+	r.mu.Unlock()
+	done(nil)
+}
+
+func (r *recorder) count() (unique, total int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, n := range r.rows {
+		unique++
+		total += n
+	}
+	return unique, total
+}
+
+// running is a Service running in the test.
+type running struct {
+	svc    *Service
+	cancel context.CancelFunc
+	done   chan struct{} // closed when Run has returned, with err set
+	err    error
+}
+
+func (r *running) stop(t testing.TB) {
+	t.Helper()
+	r.cancel()
+	select {
+	case <-r.done:
+		if r.err != nil {
+			t.Errorf("service stopped with %v", r.err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("service did not stop within 30s")
+	}
+}
+
+func runService(t testing.TB, cfg *config.Config, book *processor.OrderBook, sink processor.Sink, now func() time.Time) *running {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	svc, err := NewService(ServiceDeps{Config: cfg, Book: book, Zones: func() *geo.Zones { return nil }, Sink: sink,
+		Metrics: processor.NewMetrics(reg), Edge: NewMetrics(reg), Log: testLog(t), Now: now, IdleAfter: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{svc: svc, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		r.err = svc.Run(ctx)
+		close(r.done)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-r.done
+	})
+	return r
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", within, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// dataset is a stream of orders and pings with the mess of real life.
+type dataset struct {
+	orders []kafka.Message
+	pings  []kafka.Message
+	valid  int // pings that are not malformed
+	end    time.Time
+}
+
+var dataStart = time.Date(2026, 4, 2, 8, 0, 0, 0, time.UTC)
+
+// genData makes `patients` orders and pings in rounds of one ping per
+// patient every two minutes: 10 % take a trip that becomes a breach, 2 %
+// fall silent past the signal timeout, every badEvery-th message is broken.
+func genData(seed uint64, patients, pings, badEvery int) dataset {
+	r := rand.New(rand.NewPCG(seed, 99))
+	var d dataset
+	homes := make([][2]float64, patients)
+	for i := range homes {
+		homes[i] = synth.Point(r, synth.Moscow)
+		id := fmt.Sprintf("p-%06d", i)
+		d.orders = append(d.orders, kafka.Message{Key: []byte(id), Value: fmt.Appendf(nil,
+			`{"patient_id":%q,"home":{"lat":%.6f,"lon":%.6f},"radius_m":50,"starts_at":"2026-04-01T00:00:00Z"}`, id, homes[i][1], homes[i][0])})
+	}
+	rounds := pings / patients
+	for k := 0; len(d.pings) < pings; k++ {
+		for i := 0; i < patients && len(d.pings) < pings; i++ {
+			if badEvery > 0 && len(d.pings)%badEvery == badEvery-1 {
+				d.pings = append(d.pings, kafka.Message{Key: []byte("bad"), Value: []byte(`{"patient_id":"p-1","ts":`)})
+				continue
+			}
+			if i%50 == 7 && k > rounds/8 && k < rounds/8+17 {
+				continue // silent for 34 minutes
+			}
+			away := r.NormFloat64() * 8
+			if i%10 == 3 && k >= rounds/3 && k < rounds/3+5 {
+				away = 900 // a trip of ten minutes
+			}
+			ts := dataStart.Add(time.Duration(k)*2*time.Minute + time.Duration(i)*time.Millisecond)
+			p := synth.Offset(homes[i], away, r.NormFloat64()*8)
+			id := fmt.Sprintf("p-%06d", i)
+			d.pings = append(d.pings, kafka.Message{Key: []byte(id), Value: fmt.Appendf(nil,
+				`{"patient_id":%q,"ts":%q,"lat":%.6f,"lon":%.6f,"accuracy_m":%d}`, id, ts.Format(time.RFC3339Nano), p[1], p[0], 5+r.IntN(15))})
+			d.valid++
+			d.end = ts
+		}
+	}
+	return d
+}
+
+// produce writes messages with the Java client's partitioner, as a phone
+// gateway would.
+func produce(t testing.TB, addr, topic string, msgs []kafka.Message) {
+	t.Helper()
+	w := &kafka.Writer{Addr: kafka.TCP(addr), Topic: topic, Balancer: &kafka.Murmur2Balancer{}, RequiredAcks: kafka.RequireAll,
+		BatchSize: 5000, BatchTimeout: 2 * time.Millisecond, BatchBytes: 16 << 20}
+	defer w.Close()
+	for start := 0; start < len(msgs); start += 20000 {
+		if err := w.WriteMessages(context.Background(), msgs[start:min(len(msgs), start+20000)]...); err != nil {
+			t.Fatalf("produce to %s: %v", topic, err)
+		}
+	}
+}
+
+// readAll reads every partition of topic from the start to its end now.
+func readAll(t testing.TB, k *Kafka, topic string) map[int][]kafka.Message {
+	t.Helper()
+	ctx := context.Background()
+	parts, err := k.Partitions(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ends, err := k.EndOffsets(ctx, topic, parts[topic])
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[int][]kafka.Message{}
+	for p, end := range ends {
+		if end == 0 {
+			continue
+		}
+		r, err := k.reader(topic, p, kafka.FirstOffset)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for {
+			rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+			m, err := r.FetchMessage(rctx)
+			cancel()
+			if err != nil {
+				t.Fatalf("read %s/%d: %v", topic, p, err)
+			}
+			out[p] = append(out[p], m)
+			if m.Offset >= end-1 {
+				break
+			}
+		}
+		r.Close()
+	}
+	return out
+}
+
+// caughtUp reports whether the group has committed every pings partition
+// to its end.
+func caughtUp(t testing.TB, k *Kafka, topic string) bool {
+	ctx := context.Background()
+	parts, err := k.Partitions(ctx, topic)
+	if err != nil || parts[topic] == 0 {
+		return false
+	}
+	ends, err1 := k.EndOffsets(ctx, topic, parts[topic])
+	committed, err2 := k.CommittedOffsets(ctx, topic, parts[topic])
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	for p, end := range ends {
+		if committed[p] < end {
+			return false
+		}
+	}
+	return true
+}
+
+// replayPartitions runs what the pings topic holds through the engine, one
+// engine per partition in offset order, as qfence replay does with a file:
+// the events every run of the same input must produce, by event id.
+func replayPartitions(t testing.TB, cfg *config.Config, orders []kafka.Message, parts map[int][]kafka.Message, now time.Time) map[string]string {
+	t.Helper()
+	book := processor.NewOrderBook()
+	for _, m := range orders {
+		o, err := processor.DecodeOrder(m.Key, m.Value, 0, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		book.Put(o)
+	}
+	dec := processor.PingDecoder{MaxBytes: cfg.Limits.MaxMessageBytes, MaxSkew: cfg.Limits.MaxClockSkew, DefaultAccuracy: cfg.Rules.DefaultAccuracyM}
+	out := map[string]string{}
+	for _, msgs := range parts {
+		eng := processor.NewEngine(cfg.Rules, book)
+		var events []processor.Event
+		var p processor.Ping
+		for _, m := range msgs {
+			if dec.Decode(m.Value, now.UnixMilli(), &p) != nil {
+				continue
+			}
+			events, _, _ = eng.Process(&p, nil, events)
+		}
+		for i := range events {
+			out[events[i].IDString()] = string(events[i].AppendJSON(nil, eng.Rules()))
+		}
+	}
+	return out
+}
+
+// eventsByID reads the violations topic into id → JSON, failing on two
+// different events with one id.
+func eventsByID(t testing.TB, k *Kafka, topic string) (byID map[string]string, total int) {
+	t.Helper()
+	byID = map[string]string{}
+	for _, msgs := range readAll(t, k, topic) {
+		for _, m := range msgs {
+			id := string(m.Value[len(`{"event_id":"`) : len(`{"event_id":"`)+32])
+			if prev, ok := byID[id]; ok && prev != string(m.Value) {
+				t.Fatalf("event %s emitted twice with different contents:\n%s\n%s", id, prev, m.Value)
+			}
+			byID[id] = string(m.Value)
+			total++
+		}
+	}
+	return byID, total
+}
+
