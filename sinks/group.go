@@ -40,6 +40,9 @@ type Group struct {
 	Drain       time.Duration
 	// Tick, IdleAfter and CommitEvery tune the partition loops.
 	Tick, IdleAfter, CommitEvery time.Duration
+	// Observe, when set, hears when this instance starts owning a partition
+	// (after its state is restored) and stops (after its last commit).
+	Observe func(partition int, owned bool)
 
 	inFlight  *semaphore.Weighted
 	blocked   atomic.Int32
@@ -79,7 +82,6 @@ func (g *Group) Owned() []int {
 // partitions drain, checkpoint and commit before it returns.
 func (g *Group) Run(ctx context.Context) error {
 	g.inFlight = semaphore.NewWeighted(g.MaxInFlight)
-	g.owned = make(map[int]bool)
 	topic := g.Kafka.cfg.Topics.Pings
 	cg, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
 		ID: g.Kafka.cfg.GroupID, Brokers: g.Kafka.brokers, Dialer: g.Kafka.dialer, Topics: []string{topic},
@@ -147,14 +149,8 @@ func (g *Group) runPartition(gctx context.Context, gen *kafka.Generation, topic 
 		return
 	}
 	defer r.Close()
-	g.mu.Lock()
-	g.owned[a.ID] = true
-	g.mu.Unlock()
-	defer func() {
-		g.mu.Lock()
-		delete(g.owned, a.ID)
-		g.mu.Unlock()
-	}()
+	g.setOwned(a.ID, true)
+	defer g.setOwned(a.ID, false)
 	p := &processor.Partition{
 		ID: a.ID, Engine: eng, Zones: g.Zones, Decoder: g.Decoder, Fetcher: fetcher{r}, Sink: g.Sink,
 		Producer: g.Producer, Checkpointer: g.Changelog, Committer: committer{gen, topic},
@@ -165,6 +161,22 @@ func (g *Group) runPartition(gctx context.Context, gen *kafka.Generation, topic 
 	}
 	if err := p.Run(gctx, g.Drain); err != nil {
 		log.Error("partition stopped", "err", err)
+	}
+}
+
+func (g *Group) setOwned(p int, owned bool) {
+	g.mu.Lock()
+	if g.owned == nil {
+		g.owned = make(map[int]bool)
+	}
+	if owned {
+		g.owned[p] = true
+	} else {
+		delete(g.owned, p)
+	}
+	g.mu.Unlock()
+	if g.Observe != nil {
+		g.Observe(p, owned)
 	}
 }
 

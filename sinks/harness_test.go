@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -101,9 +102,18 @@ func (r *running) stop(t testing.TB) {
 
 func runService(t testing.TB, cfg *config.Config, book *processor.OrderBook, sink processor.Sink, now func() time.Time) *running {
 	t.Helper()
+	return runServiceWith(t, ServiceDeps{Config: cfg, Book: book, Sink: sink, Now: now, IdleAfter: time.Hour})
+}
+
+// runServiceWith runs a service; Zones, metrics and the log get defaults.
+func runServiceWith(t testing.TB, d ServiceDeps) *running {
+	t.Helper()
 	reg := prometheus.NewRegistry()
-	svc, err := NewService(ServiceDeps{Config: cfg, Book: book, Zones: func() *geo.Zones { return nil }, Sink: sink,
-		Metrics: processor.NewMetrics(reg), Edge: NewMetrics(reg), Log: testLog(t), Now: now, IdleAfter: time.Hour})
+	if d.Zones == nil {
+		d.Zones = func() *geo.Zones { return nil }
+	}
+	d.Metrics, d.Edge, d.Log = processor.NewMetrics(reg), NewMetrics(reg), testLog(t)
+	svc, err := NewService(d)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,8 +146,24 @@ func waitFor(t testing.TB, within time.Duration, what string, cond func() bool) 
 type dataset struct {
 	orders []kafka.Message
 	pings  []kafka.Message
-	valid  int // pings that are not malformed
+	valid  int                      // pings that are not malformed
+	bad    map[processor.Reason]int // malformed pings by the reason they must get
 	end    time.Time
+}
+
+// badPings are broken messages and the reason each must be rejected with.
+var badPings = []struct {
+	value  string
+	reason processor.Reason
+}{
+	{`{"patient_id":"p-1","ts":`, processor.MalformedJSON},
+	{`{"ts":"2026-04-02T08:00:00Z","lat":55.7,"lon":37.6}`, processor.MissingField},
+	{`{"patient_id":"p 1","ts":"2026-04-02T08:00:00Z","lat":55.7,"lon":37.6}`, processor.BadPatientID},
+	{`{"patient_id":"p-1","ts":"2026-04-02T08:00:00Z","lat":95.7,"lon":37.6}`, processor.BadCoordinates},
+	{`{"patient_id":"p-1","ts":"2026-04-02T08:00:00Z","lat":55.7,"lon":37.6,"accuracy_m":-3}`, processor.BadAccuracy},
+	{`{"patient_id":"p-1","ts":"yesterday","lat":55.7,"lon":37.6}`, processor.BadTimestamp},
+	{`{"patient_id":"p-1","ts":"2030-04-02T08:00:00Z","lat":55.7,"lon":37.6}`, processor.FutureTimestamp},
+	{`{"patient_id":"p-1","pad":"` + strings.Repeat("x", 5000) + `"}`, processor.TooLarge},
 }
 
 var dataStart = time.Date(2026, 4, 2, 8, 0, 0, 0, time.UTC)
@@ -147,7 +173,7 @@ var dataStart = time.Date(2026, 4, 2, 8, 0, 0, 0, time.UTC)
 // fall silent past the signal timeout, every badEvery-th message is broken.
 func genData(seed uint64, patients, pings, badEvery int) dataset {
 	r := rand.New(rand.NewPCG(seed, 99))
-	var d dataset
+	d := dataset{bad: map[processor.Reason]int{}}
 	homes := make([][2]float64, patients)
 	for i := range homes {
 		homes[i] = synth.Point(r, synth.Moscow)
@@ -159,7 +185,9 @@ func genData(seed uint64, patients, pings, badEvery int) dataset {
 	for k := 0; len(d.pings) < pings; k++ {
 		for i := 0; i < patients && len(d.pings) < pings; i++ {
 			if badEvery > 0 && len(d.pings)%badEvery == badEvery-1 {
-				d.pings = append(d.pings, kafka.Message{Key: []byte("bad"), Value: []byte(`{"patient_id":"p-1","ts":`)})
+				b := badPings[len(d.pings)/badEvery%len(badPings)]
+				d.pings = append(d.pings, kafka.Message{Key: []byte("bad"), Value: []byte(b.value)})
+				d.bad[b.reason]++
 				continue
 			}
 			if i%50 == 7 && k > rounds/8 && k < rounds/8+17 {
@@ -186,11 +214,11 @@ func genData(seed uint64, patients, pings, badEvery int) dataset {
 func produce(t testing.TB, addr, topic string, msgs []kafka.Message) {
 	t.Helper()
 	w := &kafka.Writer{Addr: kafka.TCP(addr), Topic: topic, Balancer: &kafka.Murmur2Balancer{}, RequiredAcks: kafka.RequireAll,
-		BatchSize: 5000, BatchTimeout: 2 * time.Millisecond, BatchBytes: 16 << 20}
+		BatchSize: 2000, BatchTimeout: 2 * time.Millisecond, BatchBytes: 900 << 10}
 	defer w.Close()
 	for start := 0; start < len(msgs); start += 20000 {
 		if err := w.WriteMessages(context.Background(), msgs[start:min(len(msgs), start+20000)]...); err != nil {
-			t.Fatalf("produce to %s: %v", topic, err)
+			t.Fatalf("produce to %s: %.300v", topic, err)
 		}
 	}
 }
@@ -247,7 +275,7 @@ func caughtUp(t testing.TB, k *Kafka, topic string) bool {
 		return false
 	}
 	for p, end := range ends {
-		if committed[p] < end {
+		if end > 0 && committed[p] < end {
 			return false
 		}
 	}
@@ -303,4 +331,3 @@ func eventsByID(t testing.TB, k *Kafka, topic string) (byID map[string]string, t
 	}
 	return byID, total
 }
-

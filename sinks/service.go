@@ -39,6 +39,8 @@ type ServiceDeps struct {
 	// IdleAfter overrides how long a caught-up partition waits before its
 	// watermark follows the wall clock (default 10 s).
 	IdleAfter time.Duration
+	// Observe hears partitions being taken and released (see Group).
+	Observe func(partition int, owned bool)
 }
 
 // NewService prepares the Kafka side; Run starts it.
@@ -62,7 +64,7 @@ func NewService(d ServiceDeps) (*Service, error) {
 			DefaultAccuracy: d.Config.Rules.DefaultAccuracyM},
 		Sink: d.Sink, Producer: producer, Changelog: k.NewChangelog(), Metrics: d.Metrics, Edge: d.Edge, Log: d.Log,
 		Now: d.Now, MaxInFlight: int64(d.Config.Limits.MaxInflightRows), Drain: d.Config.ShutdownTimeout,
-		Tick: time.Second, IdleAfter: d.IdleAfter, CommitEvery: time.Second}
+		Tick: time.Second, IdleAfter: d.IdleAfter, CommitEvery: time.Second, Observe: d.Observe}
 	return s, nil
 }
 
