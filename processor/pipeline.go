@@ -45,12 +45,12 @@ type Fetcher interface {
 	CaughtUp(ctx context.Context) bool
 }
 
-// Sink stores rows of the pings table. Write copies what it keeps before it
-// returns (rows alias the messages) and calls done exactly once: nil when
-// the rows are durable, an error when it gave up (only when stopping).
-// Write may block while the sink is full.
+// Sink stores the pings and events of a batch (ClickHouse). Write copies
+// what it keeps before it returns (rows alias the messages) and calls done
+// exactly once: nil when everything is durable, an error when it gave up
+// (only when stopping).
 type Sink interface {
-	Write(ctx context.Context, rows []Track, done func(error))
+	Write(ctx context.Context, rows []Track, events []Event, done func(error))
 }
 
 // Producer produces records (events, dead letters) and calls done exactly
@@ -207,7 +207,8 @@ type loopState struct {
 	p          *Partition
 	tracker    *Tracker
 	batch      []Message
-	events     []Event
+	events     []Event // one ping's
+	all        []Event // the batch's
 	rows       []Track
 	lastMsg    time.Time
 	lastCommit time.Time
@@ -230,7 +231,7 @@ func (s *loopState) process(ctx context.Context, batch []Message) error {
 		sources []time.Time // the append time of the ping behind each event record
 		counts  [Duplicate + 1]int
 	)
-	s.rows = s.rows[:0]
+	s.rows, s.all = s.rows[:0], s.all[:0]
 	for i := range batch {
 		m := &batch[i]
 		err := p.Decoder.Decode(m.Value, now.UnixMilli(), &ping)
@@ -255,6 +256,7 @@ func (s *loopState) process(ctx context.Context, batch []Message) error {
 			records = append(records, p.eventRecord(&s.events[j]))
 			sources = append(sources, m.Time)
 		}
+		s.all = append(s.all, s.events...)
 	}
 	s.reportOpen()
 	for o := Accepted; o <= Duplicate; o++ {
@@ -283,7 +285,7 @@ func (s *loopState) submit(ctx context.Context, next int64, records []Record, so
 	states = append(states, StateRecord{Key: MetaKey, Value: p.Engine.MarshalMeta()})
 	// A batch never asks for more than the whole budget (a sweep can emit an
 	// event for every patient at once), or it would wait forever.
-	tokens := min(int64(len(s.rows)+len(records)), p.MaxInFlight)
+	tokens := min(int64(len(s.rows)+len(s.all)+len(records)), p.MaxInFlight)
 	if tokens > 0 {
 		if !p.InFlight.TryAcquire(tokens) {
 			p.Blocked.Add(1)
@@ -295,7 +297,7 @@ func (s *loopState) submit(ctx context.Context, next int64, records []Record, so
 		}
 	}
 	pending := 0
-	if len(s.rows) > 0 {
+	if len(s.rows)+len(s.all) > 0 {
 		pending++
 	}
 	if len(records) > 0 {
@@ -320,8 +322,8 @@ func (s *loopState) submit(ctx context.Context, next int64, records []Record, so
 			inner(err)
 		}
 	}
-	if len(s.rows) > 0 {
-		p.Sink.Write(ctx, s.rows, release)
+	if len(s.rows)+len(s.all) > 0 {
+		p.Sink.Write(ctx, s.rows, s.all, release)
 	}
 	if len(records) > 0 {
 		p.Producer.Produce(ctx, records, func(err error) {
@@ -376,7 +378,7 @@ func (s *loopState) idle(ctx context.Context) {
 		sources = append(sources, now)
 	}
 	s.reportOpen()
-	s.rows = s.rows[:0]
+	s.rows, s.all = s.rows[:0], append(s.all[:0], s.events...)
 	// The events and the new watermark ride on a batch without messages, so
 	// they are checkpointed in order behind everything before them.
 	if err := s.submit(ctx, s.next, records, sources); err != nil {

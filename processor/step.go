@@ -45,6 +45,7 @@ type Track struct {
 	DeviceID, Source []byte
 	District, Zone   string
 	InBreach         bool
+	Mock             bool
 	Flag             Flag
 }
 
@@ -59,7 +60,7 @@ func Step(st *State, p *Ping, o *Order, zones *geo.Zones, r *Rules, ev []Event) 
 	d := geo.Distance(o.Home, pt)
 	cur := Evidence{TS: p.TS, Lat: p.Lat, Lon: p.Lon, Accuracy: float32(p.Accuracy), Distance: float32(d),
 		State: classify(d, p.Accuracy, o, r)}
-	t := Track{PatientID: o.PatientID, DeviceID: p.DeviceID, Source: p.Source, District: o.District}
+	t := Track{PatientID: o.PatientID, DeviceID: p.DeviceID, Source: p.Source, District: o.District, Mock: p.Mock}
 	// A ping at home is in the home's district and needs no allowed zone, so
 	// the common case never queries the zones (BENCHMARKS.md: the lookup is
 	// most of a ping's cost at 5k zones).

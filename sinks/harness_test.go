@@ -60,7 +60,7 @@ type recorder struct {
 
 func newRecorder() *recorder { return &recorder{rows: map[string]int{}} }
 
-func (r *recorder) Write(_ context.Context, rows []processor.Track, done func(error)) {
+func (r *recorder) Write(_ context.Context, rows []processor.Track, _ []processor.Event, done func(error)) {
 	r.mu.Lock()
 	for _, t := range rows {
 		r.rows[t.PatientID+"|"+strconv.FormatInt(t.TS, 10)]++

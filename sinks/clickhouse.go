@@ -1,0 +1,460 @@
+package sinks
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/qfence/qfence/config"
+	"github.com/qfence/qfence/processor"
+)
+
+// ClickHouse is the analysts' sink: pings, events and orders, batched into
+// native inserts. It implements processor.Sink: rows are acknowledged only
+// after the insert that holds them succeeded. A failed insert is retried
+// with backoff from qfence's own buffer (a clickhouse-go batch cannot be
+// reused after a failed Send), so an outage delays rows but loses none.
+type ClickHouse struct {
+	conn    driver.Conn
+	schema  Schema
+	cfg     config.ClickHouse
+	rules   *processor.Rules
+	pseudo  *pseudonymizer
+	metrics *Metrics
+	log     *slog.Logger
+
+	mu      sync.Mutex
+	pending chBuffer
+	kick    chan struct{} // size 1: a pending flush request is enough
+	failing atomic.Bool   // the last insert failed: not ready
+}
+
+// chBuffer is what waits for the next flush.
+type chBuffer struct {
+	pings   []pingRow
+	events  []processor.Event
+	orders  []OrderRow
+	waiters []func(error)
+}
+
+type pingRow struct {
+	processor.Track
+	deviceID, source string // copied: Track's alias the Kafka message
+}
+
+// OrderRow is one order version as received, or a revocation.
+type OrderRow struct {
+	Order    processor.Order
+	Revoked  bool
+	Received time.Time
+}
+
+// OpenClickHouse connects, learns the server's version and prepares the
+// sink (the schema must exist: see Migrate).
+func OpenClickHouse(ctx context.Context, cfg config.ClickHouse, pseudonymizeKey config.Secret, rules *processor.Rules, metrics *Metrics, log *slog.Logger) (*ClickHouse, error) {
+	conn, v, err := dialClickHouse(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	c := &ClickHouse{conn: conn, cfg: cfg, rules: rules, metrics: metrics, log: log, kick: make(chan struct{}, 1),
+		schema: Schema{DB: cfg.Database, F: FeaturesOf(v), RetentionDays: cfg.RetentionDays}}
+	if pseudonymizeKey != "" {
+		c.pseudo = newPseudonymizer([]byte(pseudonymizeKey))
+	}
+	log.Info("clickhouse connected", "addr", cfg.Addr, "version", fmt.Sprintf("%d.%d", v.Major, v.Minor),
+		"ttl", c.schema.F.TTL, "datetime64", c.schema.F.DateTime64, "pseudonymized", c.pseudo != nil)
+	return c, nil
+}
+
+func dialClickHouse(ctx context.Context, cfg config.ClickHouse) (driver.Conn, Version, error) {
+	tlsCfg, err := TLSConfig(cfg.TLS)
+	if err != nil {
+		return nil, Version{}, fmt.Errorf("clickhouse.tls: %w", err)
+	}
+	conn, err := clickhouse.Open(&clickhouse.Options{
+		Addr: []string{cfg.Addr}, TLS: tlsCfg,
+		Auth:        clickhouse.Auth{Username: cfg.Username, Password: string(cfg.Password)},
+		Compression: &clickhouse.Compression{Method: clickhouse.CompressionLZ4},
+		DialTimeout: 5 * time.Second, ReadTimeout: cfg.Timeout, MaxOpenConns: 4,
+	})
+	if err != nil {
+		return nil, Version{}, fmt.Errorf("clickhouse %s: %w", cfg.Addr, err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	if err := conn.Ping(pctx); err != nil {
+		conn.Close()
+		return nil, Version{}, fmt.Errorf("clickhouse %s does not answer (is it running? check clickhouse.addr): %w", cfg.Addr, err)
+	}
+	sv, err := conn.ServerVersion()
+	if err != nil {
+		conn.Close()
+		return nil, Version{}, fmt.Errorf("clickhouse server version: %w", err)
+	}
+	return conn, Version{int(sv.Version.Major), int(sv.Version.Minor)}, nil
+}
+
+// Migrate creates or upgrades the schema; running it again changes nothing.
+func Migrate(ctx context.Context, cfg config.ClickHouse, log *slog.Logger) error {
+	conn, v, err := dialClickHouse(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	s := Schema{DB: cfg.Database, F: FeaturesOf(v), RetentionDays: cfg.RetentionDays}
+	applied := map[uint32]bool{}
+	if rows, err := conn.Query(ctx, fmt.Sprintf("SELECT version FROM %s.schema_migrations", cfg.Database)); err == nil {
+		for rows.Next() {
+			var ver uint32
+			if err := rows.Scan(&ver); err != nil {
+				rows.Close()
+				return fmt.Errorf("read schema_migrations: %w", err)
+			}
+			applied[ver] = true
+		}
+		rows.Close()
+	}
+	for i, stmts := range s.Migrations() {
+		ver := uint32(i + 1)
+		if applied[ver] {
+			continue
+		}
+		for _, stmt := range stmts {
+			if err := conn.Exec(ctx, stmt); err != nil {
+				return fmt.Errorf("migration %d: %w\n%s", ver, err, stmt)
+			}
+		}
+		// A batch, not INSERT … VALUES through Exec: the latter hangs on 18.16.
+		b, err := conn.PrepareBatch(ctx, fmt.Sprintf("INSERT INTO %s.schema_migrations (version, applied_at)", cfg.Database))
+		if err == nil {
+			if err = b.Append(ver, time.Now().UTC()); err == nil {
+				err = send(b, 1, "schema_migrations")
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("record migration %d: %w", ver, err)
+		}
+		log.Info("schema migrated", "database", cfg.Database, "version", ver, "server", fmt.Sprintf("%d.%d", v.Major, v.Minor))
+	}
+	return nil
+}
+
+// Write implements processor.Sink.
+func (c *ClickHouse) Write(_ context.Context, rows []processor.Track, events []processor.Event, done func(error)) {
+	c.mu.Lock()
+	for _, r := range rows {
+		c.pending.pings = append(c.pending.pings, pingRow{Track: r, deviceID: string(r.DeviceID), source: string(r.Source)})
+	}
+	c.pending.events = append(c.pending.events, events...)
+	c.pending.waiters = append(c.pending.waiters, done)
+	full := len(c.pending.pings) >= c.cfg.BatchRows
+	c.mu.Unlock()
+	if full {
+		c.nudge()
+	}
+}
+
+// WriteOrders stores order versions (no acknowledgement: the orders topic
+// is read again at every start, so a lost write comes back).
+func (c *ClickHouse) WriteOrders(rows []OrderRow) {
+	c.mu.Lock()
+	c.pending.orders = append(c.pending.orders, rows...)
+	c.mu.Unlock()
+}
+
+func (c *ClickHouse) nudge() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Ready says why the sink is not ready, or "".
+func (c *ClickHouse) Ready(ctx context.Context) string {
+	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := c.conn.Ping(pctx); err != nil {
+		return "clickhouse unreachable: " + err.Error()
+	}
+	if c.failing.Load() {
+		return "clickhouse inserts are failing (retrying)"
+	}
+	return ""
+}
+
+// minInsertGap keeps inserts to at most two per second per table, however
+// fast rows arrive: ClickHouse wants few large inserts.
+const minInsertGap = 500 * time.Millisecond
+
+// Run flushes every clickhouse.flush_interval, or sooner when
+// clickhouse.batch_rows rows wait, until ctx ends; then it flushes what is
+// left, retrying until stop ends. Retention runs at start and daily.
+func (c *ClickHouse) Run(ctx, stop context.Context) error {
+	defer c.conn.Close()
+	if !c.schema.F.TTL {
+		c.dropExpired(ctx)
+	}
+	tick := time.NewTicker(c.cfg.FlushInterval)
+	defer tick.Stop()
+	daily := time.NewTicker(24 * time.Hour)
+	defer daily.Stop()
+	last := time.Time{}
+	for {
+		select {
+		case <-ctx.Done():
+			c.flush(stop)
+			return nil
+		case <-tick.C:
+		case <-c.kick:
+			if wait := minInsertGap - time.Since(last); wait > 0 {
+				if sleep(ctx, wait) != nil {
+					continue
+				}
+			}
+		case <-daily.C:
+			if !c.schema.F.TTL {
+				c.dropExpired(ctx)
+			}
+			continue
+		}
+		last = time.Now()
+		c.flush(stop)
+	}
+}
+
+// flush inserts everything pending, retrying until it succeeds or ctx ends,
+// then tells the waiters.
+func (c *ClickHouse) flush(ctx context.Context) {
+	c.mu.Lock()
+	b := c.pending
+	c.pending = chBuffer{}
+	c.mu.Unlock()
+	if len(b.pings)+len(b.events)+len(b.orders) == 0 && len(b.waiters) == 0 {
+		return
+	}
+	err := c.retry(ctx, "pings", len(b.pings), func(ctx context.Context) error { return c.insertPings(ctx, b.pings) })
+	if err == nil {
+		err = c.retry(ctx, "events", len(b.events), func(ctx context.Context) error { return c.insertEvents(ctx, b.events) })
+	}
+	if err == nil {
+		err = c.retry(ctx, "orders", len(b.orders), func(ctx context.Context) error { return c.insertOrders(ctx, b.orders) })
+	}
+	for _, w := range b.waiters {
+		w(err)
+	}
+}
+
+func (c *ClickHouse) retry(ctx context.Context, table string, n int, insert func(context.Context) error) error {
+	if n == 0 {
+		return nil
+	}
+	for attempt := 0; ; attempt++ {
+		start := time.Now()
+		ictx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+		err := insert(ictx)
+		cancel()
+		if err == nil {
+			c.failing.Store(false)
+			c.metrics.observeFlush("clickhouse", start, n)
+			return nil
+		}
+		c.failing.Store(true)
+		c.metrics.SinkErrors.WithLabelValues("clickhouse").Inc()
+		if attempt == 0 || attempt%20 == 0 {
+			c.log.Warn("clickhouse insert failed; retrying", "table", table, "rows", n, "attempt", attempt+1, "err", err)
+		}
+		if sleep(ctx, backoff(attempt)) != nil {
+			return fmt.Errorf("insert %d rows into %s: gave up when stopping: %w", n, table, err)
+		}
+	}
+}
+
+// send checks that the batch holds every row before sending it.
+func send(b driver.Batch, want int, table string) error {
+	if got := b.Rows(); got != want {
+		_ = b.Abort()
+		return fmt.Errorf("BUG: %s batch holds %d rows, want %d", table, got, want)
+	}
+	return b.Send()
+}
+
+func (c *ClickHouse) id(patient string) string {
+	if c.pseudo == nil {
+		return patient
+	}
+	return c.pseudo.of(patient)
+}
+
+// appendTime appends a millisecond time as DateTime64, or DateTime plus ms.
+func (c *ClickHouse) appendTime(vals []any, ms int64) []any {
+	t := time.UnixMilli(ms).UTC()
+	if c.schema.F.DateTime64 {
+		return append(vals, t)
+	}
+	return append(vals, t.Truncate(time.Second), uint16(ms%1000))
+}
+
+func (c *ClickHouse) insertPings(ctx context.Context, rows []pingRow) error {
+	b, err := c.conn.PrepareBatch(ctx, c.schema.Insert("pings"))
+	if err != nil {
+		return err
+	}
+	now := time.Now().UTC()
+	vals := make([]any, 0, 16)
+	for i := range rows {
+		r := &rows[i]
+		vals = append(vals[:0], c.id(r.PatientID))
+		vals = c.appendTime(vals, r.TS)
+		vals = append(vals, r.Lat, r.Lon, r.Accuracy, r.State.String(), r.Distance, r.District, r.Zone,
+			b2u(r.InBreach), r.Flag.String(), b2u(r.Mock), r.deviceID, r.source, now)
+		if err := b.Append(vals...); err != nil {
+			_ = b.Abort()
+			return fmt.Errorf("append ping: %w", err)
+		}
+	}
+	return send(b, len(rows), "pings")
+}
+
+func (c *ClickHouse) insertEvents(ctx context.Context, events []processor.Event) error {
+	b, err := c.conn.PrepareBatch(ctx, c.schema.Insert("events"))
+	if err != nil {
+		return err
+	}
+	now := time.Now().UTC()
+	vals := make([]any, 0, 32)
+	for i := range events {
+		e := &events[i]
+		var ended *time.Time
+		if e.EndedAt != 0 {
+			t := time.UnixMilli(e.EndedAt).UTC()
+			if !c.schema.F.DateTime64 {
+				t = t.Truncate(time.Second)
+			}
+			ended = &t
+		}
+		vals = append(vals[:0], e.IDString(), e.Type.String(), c.id(e.PatientID))
+		vals = c.appendTime(vals, e.At)
+		vals = c.appendTime(vals, e.StartedAt)
+		vals = append(vals, ended, e.DurationS, e.Reason, e.Location.Lat, e.Location.Lon, e.Location.Accuracy, e.Location.Distance,
+			e.MaxDistance, e.Home[1], e.Home[0], e.RadiusM, e.District, e.Zone, string(processor.AppendEvidenceJSON(nil, e.Evidence)), now)
+		if err := b.Append(vals...); err != nil {
+			_ = b.Abort()
+			return fmt.Errorf("append event: %w", err)
+		}
+	}
+	return send(b, len(events), "events")
+}
+
+func (c *ClickHouse) insertOrders(ctx context.Context, rows []OrderRow) error {
+	b, err := c.conn.PrepareBatch(ctx, c.schema.Insert("orders"))
+	if err != nil {
+		return err
+	}
+	for _, r := range rows {
+		o := &r.Order
+		var ends *time.Time
+		if !o.Open() && o.EndsAt != 0 {
+			t := time.UnixMilli(o.EndsAt).UTC()
+			ends = &t
+		}
+		if err := b.Append(c.id(o.PatientID), orderVersion(r), b2u(r.Revoked), o.Home[1], o.Home[0], o.RadiusM,
+			time.UnixMilli(o.StartsAt).UTC(), ends, o.District, r.Received.UTC()); err != nil {
+			_ = b.Abort()
+			return fmt.Errorf("append order: %w", err)
+		}
+	}
+	return send(b, len(rows), "orders")
+}
+
+// orderVersion identifies an order version by its content, so reading the
+// orders topic again writes the same rows, which collapse.
+func orderVersion(r OrderRow) uint64 {
+	h := fnv.New64a()
+	o := &r.Order
+	fmt.Fprintf(h, "%s|%v|%v|%v|%d|%d|%s|%v", o.PatientID, o.Home[0], o.Home[1], o.RadiusM, o.StartsAt, o.EndsAt, o.District, r.Revoked)
+	return h.Sum64()
+}
+
+func b2u(b bool) uint8 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// dropExpired is retention for servers without TTL: it drops every day
+// partition older than clickhouse.retention_days.
+func (c *ClickHouse) dropExpired(ctx context.Context) {
+	cutoff := time.Now().UTC().AddDate(0, 0, -c.cfg.RetentionDays).Format("20060102")
+	for _, t := range Tables {
+		rows, err := c.conn.Query(ctx, fmt.Sprintf(
+			"SELECT DISTINCT partition FROM system.parts WHERE database = '%s' AND table = '%s' AND active AND partition < '%s'",
+			c.cfg.Database, t.Name, cutoff))
+		if err != nil {
+			c.log.Warn("retention: list partitions failed", "table", t.Name, "err", err)
+			continue
+		}
+		var parts []string
+		for rows.Next() {
+			var p string
+			if rows.Scan(&p) == nil {
+				parts = append(parts, p)
+			}
+		}
+		rows.Close()
+		for _, p := range parts {
+			if err := c.conn.Exec(ctx, fmt.Sprintf("ALTER TABLE %s.%s DROP PARTITION %s", c.cfg.Database, t.Name, p)); err != nil {
+				c.log.Warn("retention: drop partition failed", "table", t.Name, "partition", p, "err", err)
+				continue
+			}
+			c.log.Info("retention: partition dropped", "table", t.Name, "partition", p, "retention_days", c.cfg.RetentionDays)
+		}
+	}
+}
+
+// DropExpired runs retention now (for tests and operators).
+func (c *ClickHouse) DropExpired(ctx context.Context) { c.dropExpired(ctx) }
+
+// Close closes the connection (Run does it on its way out).
+func (c *ClickHouse) Close() error { return c.conn.Close() }
+
+// pseudonymizer maps patient ids to the first 32 hex digits of their
+// HMAC-SHA256 under the configured key. Only the flush goroutine uses it.
+type pseudonymizer struct {
+	key   []byte
+	cache map[string]string
+}
+
+func newPseudonymizer(key []byte) *pseudonymizer {
+	return &pseudonymizer{key: key, cache: make(map[string]string)}
+}
+
+// Pseudonym is the pseudonym of id under key (shared/CONTRACT.md 3.2).
+func Pseudonym(key []byte, id string) string {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(id))
+	return hex.EncodeToString(m.Sum(nil))[:32]
+}
+
+func (p *pseudonymizer) of(id string) string {
+	if v, ok := p.cache[id]; ok {
+		return v
+	}
+	if len(p.cache) > 2_000_000 { // bound the cache; it refills with who pings now
+		clear(p.cache)
+	}
+	v := Pseudonym(p.key, id)
+	p.cache[strings.Clone(id)] = v
+	return v
+}
