@@ -29,7 +29,6 @@ type ClickHouse struct {
 	conn    driver.Conn
 	schema  Schema
 	cfg     config.ClickHouse
-	rules   *processor.Rules
 	pseudo  *pseudonymizer
 	metrics *Metrics
 	log     *slog.Logger
@@ -62,12 +61,12 @@ type OrderRow struct {
 
 // OpenClickHouse connects, learns the server's version and prepares the
 // sink (the schema must exist: see Migrate).
-func OpenClickHouse(ctx context.Context, cfg config.ClickHouse, pseudonymizeKey config.Secret, rules *processor.Rules, metrics *Metrics, log *slog.Logger) (*ClickHouse, error) {
+func OpenClickHouse(ctx context.Context, cfg config.ClickHouse, pseudonymizeKey config.Secret, metrics *Metrics, log *slog.Logger) (*ClickHouse, error) {
 	conn, v, err := dialClickHouse(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
-	c := &ClickHouse{conn: conn, cfg: cfg, rules: rules, metrics: metrics, log: log, kick: make(chan struct{}, 1),
+	c := &ClickHouse{conn: conn, cfg: cfg, metrics: metrics, log: log, kick: make(chan struct{}, 1),
 		schema: Schema{DB: cfg.Database, F: FeaturesOf(v), RetentionDays: cfg.RetentionDays}}
 	if pseudonymizeKey != "" {
 		c.pseudo = newPseudonymizer([]byte(pseudonymizeKey))
@@ -172,6 +171,9 @@ func (c *ClickHouse) WriteOrders(rows []OrderRow) {
 	c.pending.orders = append(c.pending.orders, rows...)
 	c.mu.Unlock()
 }
+
+// ArchiveOrder stores one order version (the OrdersTable's Archive).
+func (c *ClickHouse) ArchiveOrder(r OrderRow) { c.WriteOrders([]OrderRow{r}) }
 
 func (c *ClickHouse) nudge() {
 	select {

@@ -59,8 +59,7 @@ func openSink(t testing.TB, cfg config.ClickHouse, key config.Secret) *ClickHous
 	if err := Migrate(ctx, cfg, testLog(t)); err != nil {
 		t.Fatal(err)
 	}
-	rules := processor.DefaultRules()
-	c, err := OpenClickHouse(ctx, cfg, key, &rules, NewMetrics(prometheus.NewRegistry()), testLog(t))
+	c, err := OpenClickHouse(ctx, cfg, key, NewMetrics(prometheus.NewRegistry()), testLog(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -152,7 +152,7 @@ func (g *Group) runPartition(gctx context.Context, gen *kafka.Generation, topic 
 	g.setOwned(a.ID, true)
 	defer g.setOwned(a.ID, false)
 	p := &processor.Partition{
-		ID: a.ID, Engine: eng, Zones: g.Zones, Decoder: g.Decoder, Fetcher: fetcher{r}, Sink: g.Sink,
+		ID: a.ID, Engine: eng, Zones: g.Zones, Decoder: g.Decoder, Fetcher: fetcher{r: r, log: log}, Sink: g.Sink,
 		Producer: g.Producer, Checkpointer: g.Changelog, Committer: committer{gen, topic},
 		InFlight: g.inFlight, MaxInFlight: g.MaxInFlight, Blocked: &g.blocked, Start: a.Offset,
 		Topics:  processor.Topics{Pings: topic, Violations: g.Kafka.cfg.Topics.Violations, PingsDLQ: g.Kafka.cfg.Topics.PingsDLQ},
@@ -180,12 +180,30 @@ func (g *Group) setOwned(p int, owned bool) {
 	}
 }
 
-// fetcher reads one partition: the processor's Fetcher.
-type fetcher struct{ r *kafka.Reader }
+// fetcher reads one partition: the processor's Fetcher. While the broker
+// is away it retries (the reader keeps its offset and reconnects), so a
+// broker restart pauses the partition instead of ending it.
+type fetcher struct {
+	r   *kafka.Reader
+	log *slog.Logger
+}
 
 func (f fetcher) Fetch(ctx context.Context) (processor.Message, error) {
-	m, err := f.r.FetchMessage(ctx)
-	return processor.Message{Offset: m.Offset, Key: m.Key, Value: m.Value, Time: m.Time}, err
+	for attempt := 0; ; attempt++ {
+		m, err := f.r.FetchMessage(ctx)
+		if err == nil {
+			return processor.Message{Offset: m.Offset, Key: m.Key, Value: m.Value, Time: m.Time}, nil
+		}
+		if ctx.Err() != nil {
+			return processor.Message{}, err
+		}
+		if attempt%20 == 0 {
+			f.log.Warn("fetch failed; retrying", "err", err)
+		}
+		if err := sleep(ctx, backoff(attempt)); err != nil {
+			return processor.Message{}, err
+		}
+	}
 }
 
 func (f fetcher) CaughtUp(ctx context.Context) bool {

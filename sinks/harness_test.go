@@ -217,8 +217,18 @@ func produce(t testing.TB, addr, topic string, msgs []kafka.Message) {
 		BatchSize: 2000, BatchTimeout: 2 * time.Millisecond, BatchBytes: 900 << 10}
 	defer w.Close()
 	for start := 0; start < len(msgs); start += 20000 {
-		if err := w.WriteMessages(context.Background(), msgs[start:min(len(msgs), start+20000)]...); err != nil {
-			t.Fatalf("produce to %s: %.300v", topic, err)
+		// A topic just created may take a moment to be everywhere: retry
+		// for a bounded time.
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			err := w.WriteMessages(context.Background(), msgs[start:min(len(msgs), start+20000)]...)
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("produce to %s: %.300v", topic, err)
+			}
+			time.Sleep(200 * time.Millisecond)
 		}
 	}
 }

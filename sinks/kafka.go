@@ -270,3 +270,19 @@ func backoff(attempt int) time.Duration {
 	d := 100 * time.Millisecond << min(attempt, 6)
 	return min(d, 5*time.Second)
 }
+
+// WaitKafka waits until a broker answers at addr.
+func WaitKafka(ctx context.Context, addr string, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	c := &kafka.Client{Addr: kafka.TCP(addr), Timeout: time.Second}
+	var last error
+	for time.Now().Before(deadline) {
+		if _, last = c.Metadata(ctx, &kafka.MetadataRequest{}); last == nil {
+			return nil
+		}
+		if err := sleep(ctx, 100*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	return fmt.Errorf("no kafka broker answered at %s within %s: %w", addr, within, last)
+}

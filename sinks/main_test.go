@@ -5,13 +5,18 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
+	"sync"
 	"testing"
 )
 
 // chAddr is the private ClickHouse server every test of this package uses
 // (each test in its own database). make test never skips it: no server is
 // a failure.
-var chAddr string
+var (
+	chAddr   string
+	chServer *ClickHouseServer
+)
 
 func TestMain(m *testing.M) {
 	srv, err := StartClickHouseServer(context.Background(), slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
@@ -19,8 +24,35 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "the sinks tests need a ClickHouse server and none could be had: %v\n", err)
 		os.Exit(1)
 	}
-	chAddr = srv.Addr
+	chAddr, chServer = srv.Addr, srv
 	code := m.Run()
 	srv.Stop()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
 	os.Exit(code)
+}
+
+var (
+	binOnce sync.Once
+	binDir  string
+	binErr  error
+)
+
+// qfenceBinary builds cmd/qfence once for the tests that run it as a child.
+func qfenceBinary(t testing.TB) string {
+	t.Helper()
+	binOnce.Do(func() {
+		binDir, binErr = os.MkdirTemp("", "qfence-bin-")
+		if binErr == nil {
+			out, err := exec.Command("go", "build", "-o", binDir+"/qfence", "github.com/qfence/qfence/cmd/qfence").CombinedOutput()
+			if err != nil {
+				binErr = fmt.Errorf("go build: %v\n%s", err, out)
+			}
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binDir + "/qfence"
 }

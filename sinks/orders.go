@@ -2,7 +2,6 @@ package sinks
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"strconv"
 	"sync/atomic"
@@ -25,6 +24,9 @@ type OrdersTable struct {
 	Metrics  *processor.Metrics
 	Log      *slog.Logger
 	MaxBytes int
+	// Archive, when set, hears every order version and revocation applied
+	// (the ClickHouse orders table).
+	Archive func(OrderRow)
 
 	loaded atomic.Bool
 }
@@ -71,14 +73,21 @@ func (o *OrdersTable) readPartition(ctx context.Context, topic string, p int, en
 	if end == 0 {
 		caughtUp()
 	}
-	for {
+	for attempt := 0; ; {
 		m, err := r.FetchMessage(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			return fmt.Errorf("read orders partition %d: %w", p, err)
+			// The broker is away: the reader keeps its offset and reconnects.
+			if attempt%20 == 0 {
+				o.Log.Warn("reading orders failed; retrying", "partition", p, "err", err)
+			}
+			_ = sleep(ctx, backoff(attempt))
+			attempt++
+			continue
 		}
+		attempt = 0
 		o.apply(topic, p, &m)
 		if m.Offset == end-1 {
 			caughtUp()
@@ -88,8 +97,11 @@ func (o *OrdersTable) readPartition(ctx context.Context, topic string, p int, en
 
 func (o *OrdersTable) apply(topic string, p int, m *kafka.Message) {
 	if m.Value == nil {
-		if o.Book.Revoke(m.Key) != nil {
+		if old := o.Book.Revoke(m.Key); old != nil {
 			o.Metrics.OrdersApplied.WithLabelValues("revoked").Inc()
+			if o.Archive != nil {
+				o.Archive(OrderRow{Order: *old, Revoked: true, Received: m.Time})
+			}
 		}
 		o.Metrics.ActiveOrders.Set(float64(o.Book.Len()))
 		return
@@ -114,6 +126,9 @@ func (o *OrdersTable) apply(topic string, p int, m *kafka.Message) {
 		return
 	}
 	o.Book.Put(ord)
+	if o.Archive != nil {
+		o.Archive(OrderRow{Order: *ord, Received: m.Time})
+	}
 	o.Metrics.OrdersApplied.WithLabelValues("applied").Inc()
 	o.Metrics.ActiveOrders.Set(float64(o.Book.Len()))
 }

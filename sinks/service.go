@@ -41,6 +41,8 @@ type ServiceDeps struct {
 	IdleAfter time.Duration
 	// Observe hears partitions being taken and released (see Group).
 	Observe func(partition int, owned bool)
+	// ArchiveOrders, when set, stores every order version (ClickHouse).
+	ArchiveOrders func(OrderRow)
 }
 
 // NewService prepares the Kafka side; Run starts it.
@@ -58,7 +60,7 @@ func NewService(d ServiceDeps) (*Service, error) {
 	producer := k.NewProducer(d.Edge)
 	s := &Service{cfg: d.Config, kafka: k, producer: producer, log: d.Log}
 	s.orders = &OrdersTable{Kafka: k, Book: d.Book, Zones: d.Zones, Producer: producer, Metrics: d.Metrics,
-		Log: d.Log, MaxBytes: d.Config.Limits.MaxMessageBytes}
+		Log: d.Log, MaxBytes: d.Config.Limits.MaxMessageBytes, Archive: d.ArchiveOrders}
 	s.group = &Group{Kafka: k, Orders: d.Book, Zones: d.Zones, Rules: d.Config.Rules,
 		Decoder: processor.PingDecoder{MaxBytes: d.Config.Limits.MaxMessageBytes, MaxSkew: d.Config.Limits.MaxClockSkew,
 			DefaultAccuracy: d.Config.Rules.DefaultAccuracyM},
