@@ -13,6 +13,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
 
 	"github.com/qfence/qfence/config"
 	"github.com/qfence/qfence/geo/synth"
@@ -227,6 +228,39 @@ func TestPseudonymizationHidesEveryPatientID(t *testing.T) {
 	for _, table := range []string{"pings", "events", "orders"} {
 		if n := count(t, conn, fmt.Sprintf("SELECT count() FROM %s.%s WHERE patient_id = '%s'", cfg.Database, table, want)); n == 0 {
 			t.Errorf("%s has no row under p-00000's pseudonym %s", table, want)
+		}
+	}
+}
+
+// TestNoOrderNoRow: pings of a patient without an active order never reach
+// ClickHouse, through the whole pipeline.
+func TestNoOrderNoRow(t *testing.T) {
+	_, k, d := setup(t)
+	d.Config.ClickHouse = chConfig(t, chAddr)
+	d.Config.ClickHouse.RetentionDays = 3650
+	produce(t, d.Config.Kafka.Brokers, d.Config.Kafka.Topics.Orders, []kafka.Message{{Key: []byte("ordered"), Value: []byte(
+		`{"patient_id":"ordered","home":{"lat":55.7512,"lon":37.6184},"radius_m":50,"starts_at":"2026-04-01T00:00:00Z"}`)}})
+	sink := openSink(t, d.Config.ClickHouse, "")
+	d.Sink, d.Now = sink, func() time.Time { return dataStart.Add(time.Hour) }
+	svc := runServiceWith(t, *d)
+	var pings []kafka.Message
+	for i := 0; i < 10; i++ {
+		for _, id := range []string{"ordered", "stranger"} {
+			pings = append(pings, kafka.Message{Key: []byte(id), Value: fmt.Appendf(nil, `{"patient_id":%q,"ts":%q,"lat":55.76,"lon":37.6184,"accuracy_m":5}`,
+				id, dataStart.Add(time.Duration(i)*time.Minute).Format(time.RFC3339))})
+		}
+	}
+	produce(t, d.Config.Kafka.Brokers, d.Config.Kafka.Topics.Pings, pings)
+	waitFor(t, time.Minute, "every ping committed", func() bool { return caughtUp(t, k, d.Config.Kafka.Topics.Pings) })
+	svc.stop(t)
+	conn := chConn(t, chAddr)
+	db := d.Config.ClickHouse.Database
+	if n := count(t, conn, "SELECT count() FROM "+db+".pings WHERE patient_id = 'ordered'"); n != 10 {
+		t.Errorf("%d rows of the patient with an order, want 10", n)
+	}
+	for _, table := range []string{"pings", "events"} {
+		if n := count(t, conn, "SELECT count() FROM "+db+"."+table+" WHERE patient_id = 'stranger'"); n != 0 {
+			t.Errorf("%s holds %d rows of a patient without an order", table, n)
 		}
 	}
 }

@@ -1,0 +1,277 @@
+// Package sim generates quarantine orders, zones and pings with ground
+// truth (what a correct engine must report), and scores events against it.
+// It is qfence-sim's and qfence demo's.
+package sim
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"sort"
+	"time"
+
+	"github.com/paulmach/orb"
+
+	"github.com/qfence/qfence/geo"
+	"github.com/qfence/qfence/geo/synth"
+	"github.com/qfence/qfence/processor"
+)
+
+// Params shape a scenario.
+type Params struct {
+	Seed     uint64
+	Patients int
+	Start    time.Time     // first ping
+	Duration time.Duration // of simulated time
+	Interval time.Duration // between a phone's pings
+	Rules    processor.Rules
+	Box      orb.Bound
+}
+
+// Behaviour is what a patient does in the scenario.
+type Behaviour string
+
+// The behaviours, with the share of patients that have each.
+const (
+	Home      Behaviour = "home"       // stays home; GPS noise and rare multipath
+	ShortTrip Behaviour = "short_trip" // out for less than the dwell time: no breach
+	Walk      Behaviour = "walk"       // a real breach on foot
+	Drive     Behaviour = "drive"      // a real breach by car
+	Clinic    Behaviour = "clinic"     // visits an allowed zone within its max_minutes
+	PhoneOff  Behaviour = "phone_off"  // silent for longer than the signal timeout
+	Teleport  Behaviour = "teleport"   // one fix 40 km away
+	Mock      Behaviour = "mock"       // a mock location provider for a while
+)
+
+var mix = []struct {
+	b     Behaviour
+	share float64
+}{{Home, 0.66}, {ShortTrip, 0.08}, {Walk, 0.07}, {Drive, 0.03}, {Clinic, 0.05}, {PhoneOff, 0.05}, {Teleport, 0.03}, {Mock, 0.03}}
+
+// Truth is one event a correct engine must emit.
+type Truth struct {
+	PatientID string `json:"patient_id"`
+	Type      string `json:"type"`
+	At        int64  `json:"at_ms"` // when it truly began (breach: first step out)
+}
+
+// Scenario is a generated world.
+type Scenario struct {
+	Orders []string // NDJSON lines
+	Zones  []byte   // GeoJSON
+	Pings  []Ping   // in delivery order
+	Truth  []Truth
+	Counts map[Behaviour]int
+	Bad    int // malformed messages among Pings
+}
+
+// Ping is one message: its key and value.
+type Ping struct {
+	Key, Value []byte
+	TS         int64
+}
+
+type patient struct {
+	id    string
+	home  orb.Point
+	b     Behaviour
+	start int64 // when the behaviour begins
+	dur   time.Duration
+	away  orb.Point // the destination of a trip
+	// travel is how long the way there (and back) takes, at a speed a
+	// person on foot or in a car really has.
+	travel int64
+}
+
+// Generate builds a scenario; the same Params give the same scenario.
+func Generate(p Params) *Scenario {
+	r := rand.New(rand.NewPCG(p.Seed, 0x5eed))
+	if p.Box.IsEmpty() {
+		p.Box = synth.Moscow
+	}
+	zones := synth.Zones(r, p.Box, 36, 60)
+	s := &Scenario{Counts: map[Behaviour]int{}}
+	var clinics []*geo.Zone
+	for _, z := range zones {
+		if z.Kind == geo.Allowed && z.MaxMinutes == 0 {
+			clinics = append(clinics, z)
+		}
+	}
+	s.Zones = zonesGeoJSON(zones)
+	dwell := p.Rules.BreachAfter
+	patients := make([]patient, p.Patients)
+	t0 := p.Start.UnixMilli()
+	span := p.Duration.Milliseconds()
+	for i := range patients {
+		pt := &patients[i]
+		pt.id = fmt.Sprintf("p-%06d", i)
+		pt.home = synth.Point(r, p.Box)
+		pt.b = pick(r)
+		s.Counts[pt.b]++
+		// Behaviours start in the first half, leaving room to finish.
+		pt.start = t0 + int64(r.Float64()*0.4*float64(span)) + span/10
+		switch pt.b {
+		case ShortTrip:
+			pt.dur = dwell / 3
+			pt.away = synth.Offset(pt.home, 200+r.Float64()*300, 0)
+		case Walk: // jogging pace, 5 m/s
+			d := 300 + r.Float64()*400
+			pt.away, pt.travel = synth.Offset(pt.home, 0, d), int64(d/5*1000)
+			pt.dur = 2*dwell + time.Duration(r.Float64()*float64(dwell)) + 2*time.Duration(pt.travel)*time.Millisecond
+		case Drive: // city traffic, 15 m/s
+			d := 1500 + r.Float64()*2500
+			pt.away, pt.travel = synth.Offset(pt.home, d, 0), int64(d/15*1000)
+			pt.dur = 2*dwell + time.Duration(r.Float64()*float64(dwell)) + 2*time.Duration(pt.travel)*time.Millisecond
+		case Clinic: // lives 250 m from a clinic and walks there
+			c := clinics[r.IntN(len(clinics))]
+			pt.away = c.Bound().Center()
+			pt.home = synth.Offset(pt.away, -250, 0)
+			pt.travel = 250 / 5 * 1000
+			pt.dur = 2*dwell + 2*time.Duration(pt.travel)*time.Millisecond
+		case PhoneOff:
+			pt.dur = p.Rules.SignalTimeout + 3*p.Interval
+		case Mock:
+			pt.dur = 3 * p.Interval
+		}
+		s.Orders = append(s.Orders, fmt.Sprintf(`{"patient_id":%q,"home":{"lat":%.6f,"lon":%.6f},"radius_m":50,"starts_at":%q}`,
+			pt.id, pt.home[1], pt.home[0], p.Start.Add(-24*time.Hour).UTC().Format(time.RFC3339)))
+	}
+	// Pings, phone by phone, then in time order (with some delivered late).
+	for i := range patients {
+		s.pingsOf(r, &patients[i], p)
+	}
+	sort.SliceStable(s.Pings, func(a, b int) bool { return s.Pings[a].TS < s.Pings[b].TS })
+	// Late deliveries and duplicates: 0.5 % of pings come again 1-3 minutes
+	// later; 0.1 % of messages are broken.
+	var out []Ping
+	var late []Ping
+	for _, pg := range s.Pings {
+		for len(late) > 0 && late[0].TS <= pg.TS {
+			out = append(out, late[0])
+			late = late[1:]
+		}
+		out = append(out, Ping{Key: pg.Key, Value: pg.Value, TS: pg.TS})
+		if r.IntN(200) == 0 {
+			late = append(late, Ping{Key: pg.Key, Value: pg.Value, TS: pg.TS + int64(60_000+r.IntN(120_000))})
+			sort.Slice(late, func(a, b int) bool { return late[a].TS < late[b].TS })
+		}
+		if r.IntN(1000) == 0 {
+			out = append(out, Ping{Key: []byte("broken"), Value: []byte(`{"patient_id":"p-1","ts":`), TS: pg.TS})
+			s.Bad++
+		}
+	}
+	s.Pings = append(out, late...)
+	sort.Slice(s.Truth, func(a, b int) bool { return s.Truth[a].At < s.Truth[b].At })
+	return s
+}
+
+func pick(r *rand.Rand) Behaviour {
+	x := r.Float64()
+	for _, m := range mix {
+		if x < m.share {
+			return m.b
+		}
+		x -= m.share
+	}
+	return Home
+}
+
+// pingsOf lays out one phone's pings and records the truth they imply.
+func (s *Scenario) pingsOf(r *rand.Rand, pt *patient, p Params) {
+	t0, end := p.Start.UnixMilli(), p.Start.Add(p.Duration).UnixMilli()
+	step := p.Interval.Milliseconds()
+	phase := r.Int64N(step)
+	mockLeft := 0
+	teleported := false
+	for ts := t0 + phase; ts < end; ts += step + r.Int64N(step/5) - step/10 {
+		pos, acc := pt.home, 5+r.Float64()*30
+		// A phone reports accuracy as a 68 % radius: the error is normal with
+		// that spread per axis, plus a rare multipath error far beyond it.
+		e, n := r.NormFloat64()*acc/1.5, r.NormFloat64()*acc/1.5
+		if r.IntN(400) == 0 {
+			e, n = 120+r.Float64()*60, 0
+		}
+		in := ts >= pt.start && ts < pt.start+pt.dur.Milliseconds()
+		mock := false
+		switch pt.b {
+		case ShortTrip, Walk, Drive, Clinic:
+			if in {
+				pos = along(pt, ts)
+				if pt.b == Clinic {
+					e, n = e/4, n/4 // a clear indoor fix near a window
+				}
+			}
+		case PhoneOff:
+			if in {
+				continue
+			}
+		case Teleport:
+			if !teleported && ts >= pt.start {
+				teleported = true
+				pos = synth.Offset(pt.home, 40000, 0)
+				s.Truth = append(s.Truth, Truth{pt.id, "implausible_location", ts})
+			}
+		case Mock:
+			if ts >= pt.start && mockLeft == 0 && !teleported {
+				teleported, mockLeft = true, 3
+				s.Truth = append(s.Truth, Truth{pt.id, "implausible_location", ts})
+			}
+			if mockLeft > 0 {
+				mock = true
+				mockLeft--
+			}
+		}
+		pos = synth.Offset(pos, e, n)
+		v := fmt.Sprintf(`{"patient_id":%q,"ts":%q,"lat":%.6f,"lon":%.6f,"accuracy_m":%.0f,"device_id":"dev-%s","source":"gps"`,
+			pt.id, time.UnixMilli(ts).UTC().Format("2006-01-02T15:04:05.000Z"), pos[1], pos[0], math.Round(acc), pt.id[2:])
+		if mock {
+			v += `,"mock":true`
+		}
+		s.Pings = append(s.Pings, Ping{Key: []byte(pt.id), Value: []byte(v + "}"), TS: ts})
+	}
+	switch pt.b {
+	case Walk, Drive:
+		s.Truth = append(s.Truth, Truth{pt.id, "breach_started", pt.start + pt.travel/4})
+	case PhoneOff:
+		s.Truth = append(s.Truth, Truth{pt.id, "signal_lost", pt.start})
+	}
+}
+
+// along is where a travelling patient is at ts: on the straight way out,
+// at the destination, or on the way back.
+func along(pt *patient, ts int64) orb.Point {
+	el, dur := ts-pt.start, pt.dur.Milliseconds()
+	f := 1.0
+	switch {
+	case pt.travel == 0:
+	case el < pt.travel:
+		f = float64(el) / float64(pt.travel)
+	case el > dur-pt.travel:
+		f = float64(dur-el) / float64(pt.travel)
+	}
+	return orb.Point{pt.home[0] + (pt.away[0]-pt.home[0])*f, pt.home[1] + (pt.away[1]-pt.home[1])*f}
+}
+
+func zonesGeoJSON(zs []*geo.Zone) []byte {
+	type feature struct {
+		Type       string         `json:"type"`
+		Properties map[string]any `json:"properties"`
+		Geometry   map[string]any `json:"geometry"`
+	}
+	fc := struct {
+		Type     string    `json:"type"`
+		Features []feature `json:"features"`
+	}{Type: "FeatureCollection"}
+	for _, z := range zs {
+		props := map[string]any{"id": z.ID, "kind": z.Kind.String()}
+		if z.MaxMinutes > 0 {
+			props["max_minutes"] = z.MaxMinutes
+		}
+		b := z.Bound()
+		ring := [][2]float64{{b.Min[0], b.Min[1]}, {b.Max[0], b.Min[1]}, {b.Max[0], b.Max[1]}, {b.Min[0], b.Max[1]}, {b.Min[0], b.Min[1]}}
+		fc.Features = append(fc.Features, feature{"Feature", props, map[string]any{"type": "Polygon", "coordinates": [][][2]float64{ring}}})
+	}
+	out, _ := json.Marshal(fc)
+	return out
+}
