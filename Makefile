@@ -12,6 +12,9 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 help: ## List the targets and what they do.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
+demo: ## The whole system on this machine (private ClickHouse, embedded Kafka, simulator), ending in a summary.
+	$(GO) run ./cmd/qfence demo
+
 build: ## Build bin/qfence and bin/qfence-sim.
 	$(GO) build -o bin/ ./cmd/...
 

@@ -286,3 +286,59 @@ func WaitKafka(ctx context.Context, addr string, within time.Duration) error {
 	}
 	return fmt.Errorf("no kafka broker answered at %s within %s: %w", addr, within, last)
 }
+
+// ReadAll calls fn for every record of topic, partition by partition, from
+// the start to the end the partitions have now.
+func (k *Kafka) ReadAll(ctx context.Context, topic string, fn func(key, value []byte)) error {
+	parts, err := k.Partitions(ctx, topic)
+	if err != nil {
+		return err
+	}
+	ends, err := k.EndOffsets(ctx, topic, parts[topic])
+	if err != nil {
+		return err
+	}
+	for p, end := range ends {
+		if end == 0 {
+			continue
+		}
+		r, err := k.reader(topic, p, kafka.FirstOffset)
+		if err != nil {
+			return err
+		}
+		for {
+			m, err := r.FetchMessage(ctx)
+			if err != nil {
+				r.Close()
+				return fmt.Errorf("read %s/%d: %w", topic, p, err)
+			}
+			fn(m.Key, m.Value)
+			if m.Offset >= end-1 {
+				break
+			}
+		}
+		r.Close()
+	}
+	return nil
+}
+
+// Lag is how many messages of topic the group has not committed yet.
+func (k *Kafka) Lag(ctx context.Context, topic string) (int64, error) {
+	parts, err := k.Partitions(ctx, topic)
+	if err != nil {
+		return 0, err
+	}
+	ends, err := k.EndOffsets(ctx, topic, parts[topic])
+	if err != nil {
+		return 0, err
+	}
+	committed, err := k.CommittedOffsets(ctx, topic, parts[topic])
+	if err != nil {
+		return 0, err
+	}
+	var lag int64
+	for p, end := range ends {
+		lag += max(0, end-max(committed[p], 0))
+	}
+	return lag, nil
+}

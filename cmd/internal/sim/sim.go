@@ -87,7 +87,7 @@ type patient struct {
 // Generate builds a scenario; the same Params give the same scenario.
 func Generate(p Params) *Scenario {
 	r := rand.New(rand.NewPCG(p.Seed, 0x5eed))
-	if p.Box.IsEmpty() {
+	if p.Box == (orb.Bound{}) {
 		p.Box = synth.Moscow
 	}
 	zones := synth.Zones(r, p.Box, 36, 60)

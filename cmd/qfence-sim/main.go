@@ -1,0 +1,236 @@
+// Command qfence-sim generates quarantine orders and pings with ground
+// truth, produces them to Kafka or writes them to files, and scores events
+// against the truth.
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/qfence/qfence/cmd/internal/sim"
+	"github.com/qfence/qfence/config"
+	"github.com/qfence/qfence/processor"
+	"github.com/qfence/qfence/sinks"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	root := &cobra.Command{Use: "qfence-sim", Short: "Simulate patients for qfence and score its events", SilenceUsage: true, SilenceErrors: true}
+	root.AddCommand(newGenerate(), newProduce(), newScore())
+	if err := root.ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "qfence-sim:", err)
+		os.Exit(1)
+	}
+}
+
+func newGenerate() *cobra.Command {
+	var (
+		p       sim.Params
+		out     string
+		minutes int
+		rules   = processor.DefaultRules()
+	)
+	cmd := &cobra.Command{
+		Use:   "generate --out DIR",
+		Short: "Write orders.ndjson, zones.geojson, pings.ndjson and truth.ndjson for N patients",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			p.Duration = time.Duration(minutes) * time.Minute
+			if p.Start.IsZero() {
+				p.Start = time.Now().UTC().Add(-p.Duration).Truncate(time.Second)
+			}
+			p.Rules = rules
+			s := sim.Generate(p)
+			if err := os.MkdirAll(out, 0o755); err != nil {
+				return err
+			}
+			if err := writeScenario(out, s); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "wrote %d orders, %d pings (%d broken), %d truth events to %s; behaviours %v\n",
+				len(s.Orders), len(s.Pings), s.Bad, len(s.Truth), out, s.Counts)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&out, "out", "sim", "directory to write to")
+	cmd.Flags().IntVar(&p.Patients, "patients", 10000, "patients")
+	cmd.Flags().IntVar(&minutes, "minutes", 20, "simulated minutes")
+	cmd.Flags().DurationVar(&p.Interval, "interval", 30*time.Second, "time between a phone's pings")
+	cmd.Flags().Uint64Var(&p.Seed, "seed", 1, "random seed (the same seed gives the same files)")
+	cmd.Flags().DurationVar(&rules.BreachAfter, "breach-after", rules.BreachAfter, "the rules.breach_after qfence will use (shapes the trips)")
+	cmd.Flags().DurationVar(&rules.SignalTimeout, "signal-timeout", rules.SignalTimeout, "the rules.signal_timeout qfence will use (shapes the silences)")
+	cmd.Flags().TimeVar(&p.Start, "start", time.Time{}, []string{time.RFC3339}, "first ping (default: so that the last is now)")
+	return cmd
+}
+
+func writeScenario(dir string, s *sim.Scenario) error {
+	write := func(name string, fn func(w *bufio.Writer) error) error {
+		f, err := os.Create(filepath.Join(dir, name))
+		if err != nil {
+			return err
+		}
+		w := bufio.NewWriter(f)
+		if err := fn(w); err != nil {
+			f.Close()
+			return err
+		}
+		if err := w.Flush(); err != nil {
+			f.Close()
+			return err
+		}
+		return f.Close()
+	}
+	return errors.Join(
+		write("orders.ndjson", func(w *bufio.Writer) error {
+			for _, l := range s.Orders {
+				w.WriteString(l + "\n")
+			}
+			return nil
+		}),
+		write("zones.geojson", func(w *bufio.Writer) error { _, err := w.Write(s.Zones); return err }),
+		write("pings.ndjson", func(w *bufio.Writer) error {
+			for _, p := range s.Pings {
+				w.Write(p.Value)
+				w.WriteByte('\n')
+			}
+			return nil
+		}),
+		write("truth.ndjson", func(w *bufio.Writer) error {
+			enc := json.NewEncoder(w)
+			for _, t := range s.Truth {
+				if err := enc.Encode(t); err != nil {
+					return err
+				}
+			}
+			return nil
+		}),
+	)
+}
+
+func newProduce() *cobra.Command {
+	var dir string
+	var rate int
+	cmd := &cobra.Command{
+		Use:   "produce --dir DIR",
+		Short: "Produce a generated scenario's orders, then its pings, to Kafka (config: --config and QFENCE_*)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			path, _ := cmd.Flags().GetString("config")
+			cfg, err := config.Load(path, os.Environ())
+			if err != nil {
+				return err
+			}
+			orders, err := readLines(filepath.Join(dir, "orders.ndjson"))
+			if err != nil {
+				return err
+			}
+			pings, err := readLines(filepath.Join(dir, "pings.ndjson"))
+			if err != nil {
+				return err
+			}
+			brokers := cfg.Kafka.BrokerList()
+			ctx := cmd.Context()
+			if err := sim.Produce(ctx, brokers, cfg.Kafka.Topics.Orders, sim.Lines(orders, patientOf), 0, cmd.ErrOrStderr()); err != nil {
+				return err
+			}
+			return sim.Produce(ctx, brokers, cfg.Kafka.Topics.Pings, sim.Lines(pings, patientOf), rate, cmd.ErrOrStderr())
+		},
+	}
+	cmd.Flags().String("config", "", "qfence config file (for kafka.brokers and the topics)")
+	cmd.Flags().StringVar(&dir, "dir", "sim", "the directory generate wrote")
+	cmd.Flags().IntVar(&rate, "rate", 0, "pings per second (0: as fast as possible)")
+	return cmd
+}
+
+// patientOf is the key of a line: its patient_id, or "" when it has none.
+func patientOf(line string) string {
+	var v struct {
+		PatientID string `json:"patient_id"`
+	}
+	_ = json.Unmarshal([]byte(line), &v)
+	return v.PatientID
+}
+
+func readLines(path string) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return strings.Split(strings.TrimRight(string(b), "\n"), "\n"), nil
+}
+
+func newScore() *cobra.Command {
+	var truthPath, fromTopic string
+	cmd := &cobra.Command{
+		Use:   "score --truth truth.ndjson [EVENTS.ndjson | --topic violations]",
+		Short: "Precision, recall and detection delay of events against the truth",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			truthLines, err := readLines(truthPath)
+			if err != nil {
+				return err
+			}
+			var truth []sim.Truth
+			for _, l := range truthLines {
+				var t sim.Truth
+				if err := json.Unmarshal([]byte(l), &t); err != nil {
+					return fmt.Errorf("truth file: %w", err)
+				}
+				truth = append(truth, t)
+			}
+			var events []sim.Event
+			add := func(b []byte) {
+				var e sim.Event
+				if json.Unmarshal(b, &e) == nil {
+					events = append(events, e)
+				}
+			}
+			switch {
+			case fromTopic != "":
+				path, _ := cmd.Flags().GetString("config")
+				cfg, err := config.Load(path, os.Environ())
+				if err != nil {
+					return err
+				}
+				k, err := sinks.NewKafka(cfg.Kafka, slog.New(slog.NewTextHandler(io.Discard, nil)))
+				if err != nil {
+					return err
+				}
+				if err := k.ReadAll(cmd.Context(), fromTopic, func(_, v []byte) { add(v) }); err != nil {
+					return err
+				}
+			case len(args) == 1:
+				lines, err := readLines(args[0])
+				if err != nil {
+					return err
+				}
+				for _, l := range lines {
+					add([]byte(l))
+				}
+			default:
+				return errors.New("give an events file or --topic")
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%d events against %d truth entries\n", len(events), len(truth))
+			sim.Score(truth, events).Print(cmd.OutOrStdout())
+			return nil
+		},
+	}
+	cmd.Flags().String("config", "", "qfence config file (with --topic)")
+	cmd.Flags().StringVar(&truthPath, "truth", "sim/truth.ndjson", "the truth file generate wrote")
+	cmd.Flags().StringVar(&fromTopic, "topic", "", "read events from this Kafka topic instead of a file")
+	return cmd
+}

@@ -1,0 +1,288 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/spf13/cobra"
+
+	"github.com/qfence/qfence/cmd/internal/sim"
+	"github.com/qfence/qfence/config"
+	"github.com/qfence/qfence/sinks"
+)
+
+func newDemo() *cobra.Command {
+	var o demoOptions
+	cmd := &cobra.Command{
+		Use:   "demo",
+		Short: "Everything on one machine: ClickHouse, a broker, the simulator and qfence, ending in a summary",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return demo(cmd.Context(), o, cmd.OutOrStdout())
+		},
+	}
+	cmd.Flags().IntVar(&o.patients, "patients", 10000, "simulated patients")
+	cmd.Flags().DurationVar(&o.stream, "stream", time.Minute, "real time over which the pings are streamed")
+	cmd.Flags().BoolVar(&o.short, "short", false, "a small, fast run (CI)")
+	return cmd
+}
+
+type demoOptions struct {
+	patients int
+	stream   time.Duration
+	short    bool
+}
+
+// demo runs the whole system on one machine and prints what it did.
+func demo(ctx context.Context, o demoOptions, out io.Writer) error {
+	if o.short {
+		o.patients, o.stream = 500, 5*time.Second
+	}
+	say := func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) }
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	say("qfence demo: %d patients, 20 simulated minutes streamed over %s", o.patients, o.stream)
+
+	say("• ClickHouse: starting a private server (QFENCE_CLICKHOUSE_ADDR uses yours instead)…")
+	ch, err := sinks.StartClickHouseServer(ctx, log)
+	if err != nil {
+		return err
+	}
+	defer ch.Stop()
+	brokerAddr, metricsAddr, err := twoFreeAddrs()
+	if err != nil {
+		return err
+	}
+	broker, err := sinks.StartBroker(brokerAddr, "", 4)
+	if err != nil {
+		return err
+	}
+	defer broker.Close()
+	say("• Kafka: embedded broker on %s; ClickHouse on %s", brokerAddr, ch.Addr)
+
+	cfg := config.Default()
+	cfg.Kafka.Brokers = brokerAddr
+	cfg.ClickHouse.Addr = ch.Addr
+	cfg.ClickHouse.Database = "qfence_demo"
+	cfg.Metrics.Listen = metricsAddr
+	// Twenty simulated minutes need shorter rules than a real quarantine.
+	cfg.Rules.BreachAfter, cfg.Rules.SignalTimeout = 2*time.Minute, 5*time.Minute
+	say("• rules for the demo: breach after %s outside (%d pings), signal lost after %s, margin %g m",
+		cfg.Rules.BreachAfter, cfg.Rules.BreachMinPings, cfg.Rules.SignalTimeout, cfg.Rules.MarginM)
+
+	dir, err := os.MkdirTemp("", "qfence-demo-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	duration := 20 * time.Minute
+	s := sim.Generate(sim.Params{Seed: 1, Patients: o.patients, Start: time.Now().UTC().Add(-duration).Truncate(time.Second),
+		Duration: duration, Interval: 30 * time.Second, Rules: cfg.Rules})
+	if err := os.WriteFile(filepath.Join(dir, "zones.geojson"), s.Zones, 0o644); err != nil {
+		return err
+	}
+	cfg.Zones.File = filepath.Join(dir, "zones.geojson")
+	say("• simulator: %d orders, %d pings (%d broken on purpose), behaviours %v", len(s.Orders), len(s.Pings), s.Bad, s.Counts)
+
+	dctx, stopDaemon := context.WithCancel(ctx)
+	daemonDone := make(chan error, 1)
+	stopped := false
+	defer func() { // on an error path: stop the daemon before what it uses
+		if !stopped {
+			stopDaemon()
+			<-daemonDone
+		}
+	}()
+	readyCh := make(chan func(context.Context) string, 1)
+	go func() {
+		daemonDone <- runDaemon(dctx, &cfg, log, &daemonHooks{ready: func(r func(context.Context) string) { readyCh <- r }})
+	}()
+	var ready func(context.Context) string
+	select {
+	case ready = <-readyCh:
+	case err := <-daemonDone:
+		return fmt.Errorf("qfence did not start: %w", err)
+	}
+	k, err := sinks.NewKafka(cfg.Kafka, log)
+	if err != nil {
+		return err
+	}
+	defer k.Close()
+	if err := k.EnsureTopics(ctx); err != nil {
+		return err
+	}
+	if err := sim.Produce(ctx, cfg.Kafka.BrokerList(), cfg.Kafka.Topics.Orders, sim.Lines(s.Orders, keyOf), 0, nil); err != nil {
+		return err
+	}
+	if err := waitUntil(ctx, time.Minute, func() bool { return ready(ctx) == "" }); err != nil {
+		return fmt.Errorf("qfence not ready: %s", ready(ctx))
+	}
+	say("• qfence is ready (GET http://%s/readyz); streaming pings…", metricsAddr)
+	start := time.Now()
+	if err := sim.Produce(ctx, cfg.Kafka.BrokerList(), cfg.Kafka.Topics.Pings, s.Pings, int(float64(len(s.Pings))/o.stream.Seconds()), out); err != nil {
+		return err
+	}
+	if err := waitUntil(ctx, 5*time.Minute, func() bool { lag, err := k.Lag(ctx, cfg.Kafka.Topics.Pings); return err == nil && lag == 0 }); err != nil {
+		return fmt.Errorf("qfence did not catch up: %w", err)
+	}
+	took := time.Since(start)
+
+	var events []sim.Event
+	var sample []byte
+	byType := map[string]int{}
+	if err := k.ReadAll(ctx, cfg.Kafka.Topics.Violations, func(_, v []byte) {
+		var e sim.Event
+		if json.Unmarshal(v, &e) == nil {
+			events = append(events, e)
+			byType[e.Type]++
+			if e.Type == "breach_started" && sample == nil {
+				sample = v
+			}
+		}
+	}); err != nil {
+		return err
+	}
+	say("\n== summary ==")
+	say("pings: %d streamed and decided in %s (%.0f pings/s while streaming at the paced rate)", len(s.Pings), took.Round(time.Millisecond), float64(len(s.Pings))/took.Seconds())
+	say("events on %s: %v", cfg.Kafka.Topics.Violations, byType)
+	say("\nscorecard against the simulator's truth:")
+	card := sim.Score(s.Truth, events)
+	card.Print(out)
+
+	say("\nClickHouse, as a health analyst would ask it:")
+	if err := analystQueries(ctx, cfg.ClickHouse, out); err != nil {
+		return err
+	}
+	if sample != nil {
+		var pretty map[string]any
+		_ = json.Unmarshal(sample, &pretty)
+		if ev, ok := pretty["evidence"].([]any); ok && len(ev) > 3 {
+			pretty["evidence"] = append(ev[:3], fmt.Sprintf("… %d more", len(ev)-3))
+		}
+		b, _ := json.MarshalIndent(pretty, "  ", "  ")
+		say("\na breach as enforcement receives it, with its evidence:\n  %s", b)
+	}
+	say("\nPrometheus: scrape http://%s/metrics (up while a daemon runs; `qfence run` serves it on metrics.listen)", metricsAddr)
+	stopDaemon()
+	stopped = true
+	if err := <-daemonDone; err != nil {
+		return err
+	}
+	say("demo done: everything it started is stopped and removed")
+	return nil
+}
+
+func analystQueries(ctx context.Context, cfg config.ClickHouse, out io.Writer) error {
+	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{cfg.Addr}})
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	queries := []struct{ title, sql string }{
+		{"breaches and time outside per district (the district_daily view)",
+			"SELECT district, sum(breaches), sum(seconds_outside) FROM " + cfg.Database + ".district_daily GROUP BY district ORDER BY sum(breaches) DESC, district LIMIT 5"},
+		{"stored pings by verdict",
+			"SELECT toString(state), count() FROM " + cfg.Database + ".pings FINAL GROUP BY state ORDER BY count() DESC"},
+		{"the farthest breaches (metres from home)",
+			"SELECT patient_id, toString(max_distance_m) FROM " + cfg.Database + ".events FINAL WHERE type = 'breach_ended' ORDER BY max_distance_m DESC LIMIT 3"},
+	}
+	for _, q := range queries {
+		fmt.Fprintf(out, "  %s:\n", q.title)
+		rows, err := conn.Query(ctx, q.sql)
+		if err != nil {
+			return fmt.Errorf("%s: %w", q.sql, err)
+		}
+		cols := rows.ColumnTypes()
+		for rows.Next() {
+			vals := make([]any, len(cols))
+			for i, c := range cols {
+				vals[i] = newScan(c.ScanType().String())
+			}
+			if err := rows.Scan(vals...); err != nil {
+				rows.Close()
+				return err
+			}
+			var parts []string
+			for _, v := range vals {
+				parts = append(parts, deref(v))
+			}
+			fmt.Fprintf(out, "    %s\n", strings.Join(parts, "  "))
+		}
+		rows.Close()
+	}
+	return nil
+}
+
+func newScan(t string) any {
+	switch t {
+	case "uint64":
+		return new(uint64)
+	case "int64":
+		return new(int64)
+	}
+	return new(string)
+}
+
+func deref(v any) string {
+	switch x := v.(type) {
+	case *uint64:
+		return strconv.FormatUint(*x, 10)
+	case *int64:
+		return strconv.FormatInt(*x, 10)
+	case *string:
+		if *x == "" {
+			return "(none)"
+		}
+		return *x
+	}
+	return fmt.Sprint(v)
+}
+
+func keyOf(line string) string {
+	var v struct {
+		PatientID string `json:"patient_id"`
+	}
+	_ = json.Unmarshal([]byte(line), &v)
+	return v.PatientID
+}
+
+func twoFreeAddrs() (string, string, error) {
+	var addrs []string
+	var ls []net.Listener
+	for i := 0; i < 2; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return "", "", err
+		}
+		ls = append(ls, l)
+		addrs = append(addrs, l.Addr().String())
+	}
+	for _, l := range ls {
+		l.Close()
+	}
+	return addrs[0], addrs[1], nil
+}
+
+func waitUntil(ctx context.Context, within time.Duration, cond func() bool) error {
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("timed out after %s", within)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return nil
+}

@@ -1,0 +1,29 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+// TestDemoShort runs `qfence demo --short` end to end: a private
+// ClickHouse, the embedded broker, the simulator and the daemon. Its
+// summary must hold the scorecard, and the scorecard must meet the bar.
+func TestDemoShort(t *testing.T) {
+	var out bytes.Buffer
+	if err := demo(t.Context(), demoOptions{short: true}, &out); err != nil {
+		t.Fatalf("demo: %v\n%s", err, out.String())
+	}
+	s := out.String()
+	for _, want := range []string{"scorecard against the simulator's truth", "breach_started", "stored pings by verdict", "demo done"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("the summary lacks %q:\n%s", want, s)
+		}
+	}
+	for _, line := range strings.Split(s, "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 3 && f[0] == "breach_started" && (f[1] != "1.0000" || f[2] != "1.0000") {
+			t.Errorf("breach precision/recall %s/%s, want 1.0000/1.0000 on the short demo", f[1], f[2])
+		}
+	}
+}
