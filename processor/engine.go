@@ -10,10 +10,13 @@ import (
 )
 
 // sweepEvery is how much event time passes between two sweeps of a
-// partition's patients for lost signals and ended orders. Events carry the
-// exact time they are due whatever the sweep cadence; the cadence only
-// decides how soon they are noticed.
-const sweepEvery = 60_000 // ms
+// partition's patients for lost signals and ended orders: a tenth of the
+// signal timeout, at least a minute (3 minutes by default). Events carry the
+// exact time they are due whatever the cadence; it only decides how soon
+// they are noticed, and how much a backlog drain spends sweeping.
+func (e *Engine) sweepEvery() int64 {
+	return max(60_000, e.rules.SignalTimeout.Milliseconds()/10)
+}
 
 // Engine is one partition's engine: it owns the state of the patients whose
 // pings arrive on that partition and the partition's watermark. It is not
@@ -83,7 +86,8 @@ func (e *Engine) Advance(wm int64, ev []Event) []Event {
 	if wm < e.nextSweep {
 		return ev
 	}
-	e.nextSweep = (wm/sweepEvery + 1) * sweepEvery
+	every := e.sweepEvery()
+	e.nextSweep = (wm/every + 1) * every
 	return e.Sweep(ev)
 }
 

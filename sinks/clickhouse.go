@@ -41,15 +41,45 @@ type ClickHouse struct {
 
 // chBuffer is what waits for the next flush.
 type chBuffer struct {
-	pings   []pingRow
+	pings   pingColumns
 	events  []processor.Event
 	orders  []OrderRow
 	waiters []func(error)
 }
 
-type pingRow struct {
-	processor.Track
-	deviceID, source string // copied: Track's alias the Kafka message
+// pingColumns are pending ping rows already in ClickHouse's column layout:
+// Write converts on the partitions' goroutines, a flush hands the columns
+// to the batch whole (row-by-row appends go through reflection and ran at a
+// third of clickhouse-client's rate; BENCHMARKS.md). DeviceID and Source
+// alias their Kafka messages, which kafka-go allocates afresh for every
+// message, so holding them until the flush is safe and spares a copy.
+type pingColumns struct {
+	ids, district, zone []string
+	ts                  []time.Time
+	ms                  []uint16
+	lat, lon            []float64
+	acc, dist           []float32
+	state, flag         []int8
+	inBreach, mock      []uint8
+	dev, src            [][]byte
+}
+
+func (p *pingColumns) len() int { return len(p.ids) }
+
+func (p *pingColumns) add(r *processor.Track, datetime64 bool) {
+	p.ids = append(p.ids, r.PatientID) // pseudonymised at the flush
+	p.district, p.zone = append(p.district, r.District), append(p.zone, r.Zone)
+	t := time.UnixMilli(r.TS).UTC()
+	if datetime64 {
+		p.ts = append(p.ts, t)
+	} else {
+		p.ts, p.ms = append(p.ts, t.Truncate(time.Second)), append(p.ms, uint16(r.TS%1000))
+	}
+	p.lat, p.lon = append(p.lat, r.Lat), append(p.lon, r.Lon)
+	p.acc, p.dist = append(p.acc, r.Accuracy), append(p.dist, r.Distance)
+	p.state, p.flag = append(p.state, int8(r.State)), append(p.flag, int8(r.Flag)) // the Enum8 values are the Go constants
+	p.inBreach, p.mock = append(p.inBreach, b2u(r.InBreach)), append(p.mock, b2u(r.Mock))
+	p.dev, p.src = append(p.dev, r.DeviceID), append(p.src, r.Source)
 }
 
 // OrderRow is one order version as received, or a revocation.
@@ -152,12 +182,12 @@ func Migrate(ctx context.Context, cfg config.ClickHouse, log *slog.Logger) error
 // Write implements processor.Sink.
 func (c *ClickHouse) Write(_ context.Context, rows []processor.Track, events []processor.Event, done func(error)) {
 	c.mu.Lock()
-	for _, r := range rows {
-		c.pending.pings = append(c.pending.pings, pingRow{Track: r, deviceID: string(r.DeviceID), source: string(r.Source)})
+	for i := range rows {
+		c.pending.pings.add(&rows[i], c.schema.F.DateTime64)
 	}
 	c.pending.events = append(c.pending.events, events...)
 	c.pending.waiters = append(c.pending.waiters, done)
-	full := len(c.pending.pings) >= c.cfg.BatchRows
+	full := c.pending.pings.len() >= c.cfg.BatchRows
 	c.mu.Unlock()
 	if full {
 		c.nudge()
@@ -242,10 +272,10 @@ func (c *ClickHouse) flush(ctx context.Context) {
 	b := c.pending
 	c.pending = chBuffer{}
 	c.mu.Unlock()
-	if len(b.pings)+len(b.events)+len(b.orders) == 0 && len(b.waiters) == 0 {
+	if b.pings.len()+len(b.events)+len(b.orders) == 0 && len(b.waiters) == 0 {
 		return
 	}
-	err := c.retry(ctx, "pings", len(b.pings), func(ctx context.Context) error { return c.insertPings(ctx, b.pings) })
+	err := c.retry(ctx, "pings", b.pings.len(), func(ctx context.Context) error { return c.insertPings(ctx, &b.pings) })
 	if err == nil {
 		err = c.retry(ctx, "events", len(b.events), func(ctx context.Context) error { return c.insertEvents(ctx, b.events) })
 	}
@@ -307,25 +337,38 @@ func (c *ClickHouse) appendTime(vals []any, ms int64) []any {
 	return append(vals, t.Truncate(time.Second), uint16(ms%1000))
 }
 
-func (c *ClickHouse) insertPings(ctx context.Context, rows []pingRow) error {
+// insertPings sends the pending columns as one batch. The column order is
+// Schema.Columns("pings").
+func (c *ClickHouse) insertPings(ctx context.Context, p *pingColumns) error {
+	n := p.len()
+	ids := p.ids
+	if c.pseudo != nil {
+		ids = make([]string, n)
+		for i, id := range p.ids {
+			ids[i] = c.pseudo.of(id)
+		}
+	}
+	inserted := make([]time.Time, n)
+	now := time.Now().UTC().Truncate(time.Second)
+	for i := range inserted {
+		inserted[i] = now
+	}
+	cols := []any{ids, p.ts}
+	if !c.schema.F.DateTime64 {
+		cols = append(cols, p.ms)
+	}
+	cols = append(cols, p.lat, p.lon, p.acc, p.state, p.dist, p.district, p.zone, p.inBreach, p.flag, p.mock, p.dev, p.src, inserted)
 	b, err := c.conn.PrepareBatch(ctx, c.schema.Insert("pings"))
 	if err != nil {
 		return err
 	}
-	now := time.Now().UTC()
-	vals := make([]any, 0, 16)
-	for i := range rows {
-		r := &rows[i]
-		vals = append(vals[:0], c.id(r.PatientID))
-		vals = c.appendTime(vals, r.TS)
-		vals = append(vals, r.Lat, r.Lon, r.Accuracy, r.State.String(), r.Distance, r.District, r.Zone,
-			b2u(r.InBreach), r.Flag.String(), b2u(r.Mock), r.deviceID, r.source, now)
-		if err := b.Append(vals...); err != nil {
+	for i, col := range cols {
+		if err := b.Column(i).Append(col); err != nil {
 			_ = b.Abort()
-			return fmt.Errorf("append ping: %w", err)
+			return fmt.Errorf("append pings column %s: %w", c.schema.Columns("pings")[i], err)
 		}
 	}
-	return send(b, len(rows), "pings")
+	return send(b, n, "pings")
 }
 
 func (c *ClickHouse) insertEvents(ctx context.Context, events []processor.Event) error {

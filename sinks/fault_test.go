@@ -122,7 +122,7 @@ func TestKillNineLosesNothing(t *testing.T) {
 			break
 		}
 		// Somewhere while it decides, flushes and commits the chunk.
-		time.Sleep(time.Duration(200+r.IntN(2300)) * time.Millisecond) // before or after the first commits
+		time.Sleep(time.Duration(200+r.IntN(7800)) * time.Millisecond) // before or after the first commit (every 5 s)
 		c.kill()
 		n := committed(k, cfg.Kafka.Topics.Pings)
 		rows := count(t, conn, "SELECT count() FROM "+ch.Database+".pings")
@@ -262,7 +262,7 @@ func TestClickHouseOutage(t *testing.T) {
 			sawNotReady = true
 		}
 		sink.mu.Lock()
-		maxPending = max(maxPending, len(sink.pending.pings))
+		maxPending = max(maxPending, sink.pending.pings.len())
 		sink.mu.Unlock()
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)

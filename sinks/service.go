@@ -66,7 +66,9 @@ func NewService(d ServiceDeps) (*Service, error) {
 			DefaultAccuracy: d.Config.Rules.DefaultAccuracyM},
 		Sink: d.Sink, Producer: producer, Changelog: k.NewChangelog(), Metrics: d.Metrics, Edge: d.Edge, Log: d.Log,
 		Now: d.Now, MaxInFlight: int64(d.Config.Limits.MaxInflightRows), Drain: d.Config.ShutdownTimeout,
-		Tick: time.Second, IdleAfter: d.IdleAfter, CommitEvery: time.Second, Observe: d.Observe}
+		// Checkpoints and commits every 5 s: most state records are superseded
+		// within seconds, and a crash replays at most that much (deduplicated).
+		Tick: time.Second, IdleAfter: d.IdleAfter, CommitEvery: 5 * time.Second, Observe: d.Observe}
 	return s, nil
 }
 

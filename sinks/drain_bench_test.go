@@ -1,0 +1,136 @@
+package sinks
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// BenchmarkDrain is the end-to-end drain of issue 3: 2M pings for 100k
+// patients preloaded into a `qfence broker` process, then `qfence run`
+// (a child process, ClickHouse sink on) started; the time until the group
+// has committed every ping, which it does only once their rows and events
+// are acknowledged. In the same run, a plain kafka-go consumer-group
+// reader drains the same topic with no processing: the baseline.
+//
+//	go test -run '^$' -bench Drain -benchtime 1x ./sinks/
+func BenchmarkDrain(b *testing.B) {
+	const patients, pings = 100_000, 2_000_000
+	addr := freeAddr(b)
+	startChild(b, nil, "broker", "--listen", addr, "--data-dir", b.TempDir())
+	if err := WaitKafka(context.Background(), addr, 30*time.Second); err != nil {
+		b.Fatal(err)
+	}
+	cfg := testConfig(addr)
+	k, err := NewKafka(cfg.Kafka, testLog(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := k.EnsureTopics(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	d := genData(9, patients, pings, 0)
+	produce(b, addr, cfg.Kafka.Topics.Orders, d.orders)
+	produce(b, addr, cfg.Kafka.Topics.Pings, d.pings)
+	for b.Loop() {
+		rawRate, rawCPU := drainRaw(b, addr, cfg.Kafka.Topics.Pings, pings)
+		ch := chConfig(b, chAddr)
+		metrics := freeAddr(b)
+		start := time.Now()
+		c := startChild(b, []string{"QFENCE_KAFKA_BROKERS=" + addr, "QFENCE_KAFKA_GROUP_ID=drain", "QFENCE_CLICKHOUSE_ADDR=" + chAddr,
+			"QFENCE_CLICKHOUSE_DATABASE=" + ch.Database, "QFENCE_CLICKHOUSE_RETENTION_DAYS=3650", "QFENCE_METRICS_LISTEN=" + metrics,
+			"QFENCE_LOG_LEVEL=warn"}, "run")
+		cfg.Kafka.GroupID = "drain"
+		gk, err := NewKafka(cfg.Kafka, testLog(b))
+		if err != nil {
+			b.Fatal(err)
+		}
+		var peakRSS int64
+		if prof := os.Getenv("QFENCE_DRAIN_PROFILE"); prof != "" {
+			go func() { // a CPU profile of the run while it drains
+				time.Sleep(2 * time.Second)
+				resp, err := http.Get("http://" + metrics + "/debug/pprof/profile?seconds=5")
+				if err == nil {
+					defer resp.Body.Close()
+					f, _ := os.Create(prof)
+					_, _ = io.Copy(f, resp.Body)
+					f.Close()
+				}
+			}()
+		}
+		waitFor(b, 10*time.Minute, "qfence to drain the topic", func() bool {
+			peakRSS = max(peakRSS, procStatus(c.cmd.Process.Pid, "VmHWM"))
+			lag, err := gk.Lag(context.Background(), cfg.Kafka.Topics.Pings)
+			return err == nil && lag == 0 && committed(gk, cfg.Kafka.Topics.Pings) >= pings
+		})
+		took := time.Since(start)
+		cpu := procCPU(c.cmd.Process.Pid)
+		c.term(b, 30*time.Second)
+		rate := float64(pings) / took.Seconds()
+		b.ReportMetric(rate, "pings/s")
+		b.ReportMetric(rawRate, "raw-reader-msgs/s")
+		b.ReportMetric(rate/rawRate, "ratio-vs-raw")
+		b.ReportMetric(cpu.Seconds()/pings*1e6, "cpu-us/ping")
+		b.ReportMetric(rawCPU.Seconds()/pings*1e6, "raw-cpu-us/msg")
+		b.ReportMetric(float64(peakRSS)/1024, "peak-rss-MiB")
+	}
+}
+
+// drainRaw reads the whole topic with a plain consumer-group reader.
+func drainRaw(b *testing.B, addr, topic string, n int) (rate float64, cpu time.Duration) {
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{addr}, GroupID: "raw-" + strconv.FormatInt(time.Now().UnixNano(), 10),
+		Topic: topic, MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 250 * time.Millisecond, CommitInterval: time.Second, QueueCapacity: 4096})
+	defer r.Close()
+	cpu0 := selfCPU()
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		_, err := r.ReadMessage(ctx)
+		cancel()
+		if err != nil {
+			b.Fatalf("raw reader after %d messages: %v", i, err)
+		}
+	}
+	return float64(n) / time.Since(start).Seconds(), selfCPU() - cpu0
+}
+
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// procCPU is a live process's user+system CPU time.
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * time.Second / 100 // clock ticks (USER_HZ = 100)
+}
+
+// procStatus reads a kB field of /proc/PID/status.
+func procStatus(pid int, field string) int64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, field+":") {
+			v, _ := strconv.ParseInt(strings.Fields(l)[1], 10, 64)
+			return v
+		}
+	}
+	return 0
+}
