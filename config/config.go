@@ -154,6 +154,15 @@ func Default() Config {
 // secretKeys may come only from the environment (or their _file key).
 var secretKeys = []string{"kafka.sasl.password", "clickhouse.password", "privacy.pseudonymize_key"}
 
+func isSecret(key string) bool { return slices.Contains(secretKeys, key) }
+
+// knownKeys lists every configuration key.
+func knownKeys() []string {
+	k := koanf.New(".")
+	_ = k.Load(structs.Provider(Default(), "koanf"), nil)
+	return k.Keys()
+}
+
 // Load reads the YAML file at path ("" for none), applies the environment
 // (environ is os.Environ() in production) and validates. Every problem is
 // reported, each naming its key; the error never holds a secret's value.

@@ -1,0 +1,128 @@
+package config
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestBadConfigsAreRefusedWithTheirReason: every testdata/config/NAME.bad.yaml
+// is refused, and the error holds each line of NAME.bad.err.
+func TestBadConfigsAreRefusedWithTheirReason(t *testing.T) {
+	files, err := filepath.Glob("../testdata/config/*.bad.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no bad configs found: %v", err)
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			want, err := os.ReadFile(strings.TrimSuffix(f, ".yaml") + ".err")
+			if err != nil {
+				t.Fatalf("every bad config needs the error it must produce: %v", err)
+			}
+			_, err = Load(f, nil)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, line := range strings.Split(strings.TrimSpace(string(want)), "\n") {
+				if !strings.Contains(err.Error(), line) {
+					t.Errorf("error lacks %q:\n%v", line, err)
+				}
+			}
+		})
+	}
+}
+
+func TestTheExampleDocumentsEveryKeyWithItsDefault(t *testing.T) {
+	got, err := Load("qfence.example.yaml", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Default()
+	if !reflect.DeepEqual(*got, want) {
+		t.Errorf("the example differs from the defaults:\n got  %+v\n want %+v", *got, want)
+	}
+	example, _ := os.ReadFile("qfence.example.yaml")
+	for _, key := range knownKeys() {
+		leaf := key[strings.LastIndex(key, ".")+1:]
+		if !strings.Contains(string(example), leaf+":") && !isSecret(key) {
+			t.Errorf("the example does not document %s", key)
+		}
+	}
+}
+
+func TestEnvironmentOverridesTheFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "c.yaml")
+	if err := os.WriteFile(path, []byte("kafka:\n  topics:\n    pings: from-file\nrules:\n  breach_after: 7m\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(path, []string{"QFENCE_KAFKA_TOPICS_PINGS=from-env", "QFENCE_LIMITS_MAX_INFLIGHT_ROWS=1234",
+		"QFENCE_KAFKA_BROKERS=a:1,b:2", "QFENCE_KAFKA_CREATE_TOPICS=false", "UNRELATED=1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Kafka.Topics.Pings != "from-env" || c.Limits.MaxInflightRows != 1234 || c.Rules.BreachAfter != 7*time.Minute ||
+		len(c.Kafka.BrokerList()) != 2 || c.Kafka.CreateTopics {
+		t.Errorf("got %+v", c)
+	}
+}
+
+// TestSecretsNeverPrint: a secret set in the environment appears in no error
+// and in no formatting of the config.
+func TestSecretsNeverPrint(t *testing.T) {
+	const secret = "hunter2-very-secret"
+	env := []string{"QFENCE_CLICKHOUSE_PASSWORD=" + secret, "QFENCE_KAFKA_SASL_PASSWORD=" + secret,
+		"QFENCE_PRIVACY_PSEUDONYMIZE_KEY=" + secret, "QFENCE_KAFKA_SASL_MECHANISM=PLAIN", "QFENCE_KAFKA_SASL_USERNAME=u"}
+	c, err := Load("", env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(c.ClickHouse.Password) != secret || string(c.Privacy.PseudonymizeKey) != secret {
+		t.Fatal("secrets were not read from the environment")
+	}
+	for _, s := range []string{fmt.Sprint(c), fmt.Sprintf("%v %+v %#v %s", *c, *c, *c, c.Kafka.SASL.Password)} {
+		if strings.Contains(s, secret) {
+			t.Fatalf("a secret printed: %s", s)
+		}
+	}
+	_, err = Load("", append(env, "QFENCE_LIMITS_MAX_INFLIGHT_ROWS=nope"))
+	if err == nil || strings.Contains(err.Error(), secret) {
+		t.Fatalf("error %v holds the secret or is missing", err)
+	}
+}
+
+func TestSecretFromAFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "key")
+	if err := os.WriteFile(path, []byte("from-a-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load("", []string{"QFENCE_PRIVACY_PSEUDONYMIZE_KEY_FILE=" + path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(c.Privacy.PseudonymizeKey) != "from-a-file" {
+		t.Errorf("key = %q", string(c.Privacy.PseudonymizeKey))
+	}
+}
+
+// FuzzConfig: any file is either loaded or refused with an error naming a
+// key or the YAML problem; nothing panics.
+func FuzzConfig(f *testing.F) {
+	for _, s := range []string{"kafka:\n  brokers: a:1\n", "rules:\n  breach_after: 5m\n", "{", "- 1", "log: {format: json}"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		path := filepath.Join(t.TempDir(), "c.yaml")
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		c, err := Load(path, nil)
+		if err == nil && c == nil {
+			t.Fatal("no config and no error")
+		}
+	})
+}
