@@ -67,7 +67,8 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks 
 	em := sinks.NewMetrics(reg)
 	zonesReloadErrors := prometheus.NewCounter(prometheus.CounterOpts{Name: "qfence_zones_reload_errors_total",
 		Help: "Zones files refused on reload (the old zones stay in force)."})
-	reg.MustRegister(zonesReloadErrors)
+	zonesInForce := prometheus.NewGauge(prometheus.GaugeOpts{Name: "qfence_zones", Help: "Zones in force."})
+	reg.MustRegister(zonesReloadErrors, zonesInForce)
 
 	var zones atomic.Pointer[geo.Zones]
 	z, err := loadZones(cfg.Zones.File)
@@ -75,6 +76,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks 
 		return err
 	}
 	zones.Store(z)
+	zonesInForce.Set(float64(z.Len()))
 	book := processor.NewOrderBook()
 	if cfg.Orders.File != "" {
 		n, err := loadOrdersFile(cfg.Orders.File, book, z, log)
@@ -139,7 +141,10 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks 
 	hup := make(chan os.Signal, 1) // size 1: a burst of SIGHUPs merges into one reload
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	go reloadZones(bg, hup, cfg.Zones.File, &zones, zonesReloadErrors, log)
+	bgGroup.Go(func() error {
+		reloadZones(bg, hup, cfg.Zones.File, &zones, zonesReloadErrors, zonesInForce, log)
+		return nil
+	})
 
 	log.Info("qfence running", "brokers", cfg.Kafka.BrokerList(), "clickhouse", cfg.ClickHouse.Addr, "metrics", cfg.Metrics.Listen,
 		"zones", z.Len(), "orders_from_file", book.Len())
@@ -208,7 +213,7 @@ func serveHTTP(addr string, reg *prometheus.Registry, ready func(context.Context
 
 // reloadZones swaps in a new zones snapshot on SIGHUP; a bad file is refused
 // and the old zones stay in force.
-func reloadZones(ctx context.Context, hup <-chan os.Signal, path string, zones *atomic.Pointer[geo.Zones], errs prometheus.Counter, log *slog.Logger) {
+func reloadZones(ctx context.Context, hup <-chan os.Signal, path string, zones *atomic.Pointer[geo.Zones], errs prometheus.Counter, inForce prometheus.Gauge, log *slog.Logger) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -226,6 +231,7 @@ func reloadZones(ctx context.Context, hup <-chan os.Signal, path string, zones *
 			continue
 		}
 		zones.Store(z)
+		inForce.Set(float64(z.Len()))
 		log.Info("zones reloaded", "file", path, "zones", z.Len())
 	}
 }
