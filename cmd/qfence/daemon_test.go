@@ -2,13 +2,13 @@ package main
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -30,7 +30,8 @@ import (
 // broken zones file.
 func TestDaemon(t *testing.T) {
 	ctx := t.Context()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var logs syncBuffer
+	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	ch, err := sinks.StartClickHouseServer(ctx, log)
 	if err != nil {
 		t.Fatalf("no ClickHouse server: %v", err)
@@ -86,6 +87,15 @@ func TestDaemon(t *testing.T) {
 	}
 	waitHTTP(t, base+"/readyz", 200, time.Minute)
 
+	t.Run("no patient id in a log line at info level or above", func(t *testing.T) {
+		if strings.Contains(logs.String(), "p-0") {
+			t.Errorf("a log line holds a patient id:\n%s", logs.String())
+		}
+		if !strings.Contains(logs.String(), "qfence running") {
+			t.Error("the log was not captured")
+		}
+	})
+
 	t.Run("every contract metric exists with its type and labels", func(t *testing.T) {
 		families := scrape(t, base+"/metrics")
 		want := map[string]struct {
@@ -98,6 +108,7 @@ func TestDaemon(t *testing.T) {
 			"qfence_sink_rows_total": {dto.MetricType_COUNTER, []string{"sink"}}, "qfence_sink_flush_seconds": {dto.MetricType_HISTOGRAM, []string{"sink"}},
 			"qfence_sink_errors_total": {dto.MetricType_COUNTER, []string{"sink"}}, "qfence_consumer_lag": {dto.MetricType_GAUGE, []string{"partition", "topic"}},
 			"qfence_build_info": {dto.MetricType_GAUGE, []string{"goversion", "version"}},
+			"qfence_ready":      {dto.MetricType_GAUGE, nil},
 		}
 		for name, w := range want {
 			f, ok := families[name]
@@ -229,3 +240,20 @@ func waitHTTP(t *testing.T, url string, code int, within time.Duration) {
 	}
 }
 
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

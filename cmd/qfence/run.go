@@ -122,6 +122,15 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks 
 		}
 		return sink.Ready(ctx)
 	}
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "qfence_ready",
+		Help: "1 when /readyz would answer 200, else 0 (evaluated at scrape time)."}, func() float64 {
+		rctx, cancel := context.WithTimeout(bg, 3*time.Second)
+		defer cancel()
+		if ready(rctx) == "" {
+			return 1
+		}
+		return 0
+	}))
 	if hooks != nil && hooks.ready != nil {
 		hooks.ready(ready)
 	}
