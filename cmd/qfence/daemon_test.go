@@ -240,7 +240,6 @@ func waitHTTP(t *testing.T, url string, code int, within time.Duration) {
 	}
 }
 
-
 type syncBuffer struct {
 	mu sync.Mutex
 	b  strings.Builder
