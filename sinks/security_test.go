@@ -1,0 +1,115 @@
+package sinks
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/sasl/scram"
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/qfence/qfence/config"
+	"github.com/qfence/qfence/processor"
+)
+
+// testCA makes a CA and a server certificate for 127.0.0.1, and writes the
+// CA's PEM to a file for the client side.
+func testCA(t *testing.T) (server tls.Certificate, caFile string) {
+	t.Helper()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "qfence test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile = filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, caFile
+}
+
+// TestKafkaOverTLSWithSCRAM: against a broker that requires TLS and
+// SCRAM-SHA-512, every connection qfence makes (group, orders reader,
+// producers, changelog) authenticates, and pings flow.
+func TestKafkaOverTLSWithSCRAM(t *testing.T) {
+	cert, caFile := testCA(t)
+	c, err := kfake.NewCluster(kfake.Ports(0), kfake.NumBrokers(1), kfake.DefaultNumPartitions(4),
+		kfake.TLS(&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}),
+		kfake.EnableSASL(), kfake.Superuser("SCRAM-SHA-512", "qfence", "s3cret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	addr := c.ListenAddrs()[0]
+	cfg := testConfig(addr)
+	cfg.Kafka.TLS = config.TLS{Enabled: true, CAFile: caFile}
+	cfg.Kafka.SASL = config.SASL{Mechanism: "SCRAM-SHA-512", Username: "qfence", Password: "s3cret"}
+	k, err := NewKafka(cfg.Kafka, testLog(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := k.EnsureTopics(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	// The gateway side authenticates the same way.
+	tlsCfg, _ := TLSConfig(cfg.Kafka.TLS)
+	mech, _ := scram.Mechanism(scram.SHA512, "qfence", "s3cret")
+	w := &kafka.Writer{Addr: kafka.TCP(addr), Balancer: &kafka.Murmur2Balancer{}, RequiredAcks: kafka.RequireAll,
+		Transport: &kafka.Transport{TLS: tlsCfg, SASL: mech}, BatchTimeout: 2 * time.Millisecond}
+	defer w.Close()
+	d := genData(8, 200, 4000, 0)
+	for _, m := range d.orders {
+		m.Topic = cfg.Kafka.Topics.Orders
+		if err := w.WriteMessages(context.Background(), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	msgs := make([]kafka.Message, len(d.pings))
+	for i, m := range d.pings {
+		msgs[i] = kafka.Message{Topic: cfg.Kafka.Topics.Pings, Key: m.Key, Value: m.Value}
+	}
+	if err := w.WriteMessages(context.Background(), msgs...); err != nil {
+		t.Fatal(err)
+	}
+	sink := newRecorder()
+	svc := runService(t, cfg, processor.NewOrderBook(), sink, func() time.Time { return d.end })
+	waitFor(t, time.Minute, "every ping stored", func() bool { u, _ := sink.count(); return u == d.valid })
+	svc.stop(t)
+
+	// And a client without credentials is turned away.
+	bad := cfg.Kafka
+	bad.SASL = config.SASL{}
+	kb, err := NewKafka(bad, testLog(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if err := kb.Reachable(ctx); err == nil {
+		t.Error("a client without SASL credentials was served")
+	}
+}
