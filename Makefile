@@ -29,6 +29,7 @@ bench: ## Benchmarks (6 runs of the hot paths, 3 of the big ones) and their medi
 	$(GO) test -run '^$$' -bench 'DecodeDecide|Decode$$|Lookup|Distance' -benchmem -count 6 ./geo/ ./processor/ | tee bench.txt
 	$(GO) test -run '^$$' -bench HeapPerPatient -benchtime 1x -count 3 ./processor/ | tee -a bench.txt
 	$(GO) test -run '^$$' -bench Replay -benchtime 3x -count 3 ./cmd/qfence/ | tee -a bench.txt
+	$(GO) test -run '^$$' -bench 'Drain|SinkThroughput' -benchtime 1x -count 3 -timeout 30m ./sinks/ | tee -a bench.txt
 	$(GO) run $(BENCHSTAT) bench.txt
 
 fuzz: ## Fuzz every decoder for FUZZTIME each (default 30s).

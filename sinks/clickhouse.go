@@ -55,7 +55,7 @@ type chBuffer struct {
 // message, so holding them until the flush is safe and spares a copy.
 type pingColumns struct {
 	ids, district, zone []string
-	ts                  []time.Time
+	ts                  []int64 // Unix ms for DateTime64, Unix seconds for DateTime (what clickhouse-go takes)
 	ms                  []uint16
 	lat, lon            []float64
 	acc, dist           []float32
@@ -69,11 +69,10 @@ func (p *pingColumns) len() int { return len(p.ids) }
 func (p *pingColumns) add(r *processor.Track, datetime64 bool) {
 	p.ids = append(p.ids, r.PatientID) // pseudonymised at the flush
 	p.district, p.zone = append(p.district, r.District), append(p.zone, r.Zone)
-	t := time.UnixMilli(r.TS).UTC()
 	if datetime64 {
-		p.ts = append(p.ts, t)
+		p.ts = append(p.ts, r.TS)
 	} else {
-		p.ts, p.ms = append(p.ts, t.Truncate(time.Second)), append(p.ms, uint16(r.TS%1000))
+		p.ts, p.ms = append(p.ts, r.TS/1000), append(p.ms, uint16(r.TS%1000))
 	}
 	p.lat, p.lon = append(p.lat, r.Lat), append(p.lon, r.Lon)
 	p.acc, p.dist = append(p.acc, r.Accuracy), append(p.dist, r.Distance)
@@ -348,8 +347,8 @@ func (c *ClickHouse) insertPings(ctx context.Context, p *pingColumns) error {
 			ids[i] = c.pseudo.of(id)
 		}
 	}
-	inserted := make([]time.Time, n)
-	now := time.Now().UTC().Truncate(time.Second)
+	inserted := make([]int64, n) // DateTime: Unix seconds
+	now := time.Now().Unix()
 	for i := range inserted {
 		inserted[i] = now
 	}

@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/spf13/cobra"
 
 	"github.com/qfence/qfence/cmd/internal/sim"
@@ -175,8 +176,9 @@ func readLines(path string) ([]string, error) {
 
 func newScore() *cobra.Command {
 	var truthPath, fromTopic string
+	var fromClickHouse bool
 	cmd := &cobra.Command{
-		Use:   "score --truth truth.ndjson [EVENTS.ndjson | --topic violations]",
+		Use:   "score --truth truth.ndjson [EVENTS.ndjson | --topic violations | --clickhouse]",
 		Short: "Precision, recall and detection delay of events against the truth",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -200,6 +202,33 @@ func newScore() *cobra.Command {
 				}
 			}
 			switch {
+			case fromClickHouse:
+				path, _ := cmd.Flags().GetString("config")
+				cfg, err := config.Load(path, os.Environ())
+				if err != nil {
+					return err
+				}
+				conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{cfg.ClickHouse.Addr},
+					Auth: clickhouse.Auth{Username: cfg.ClickHouse.Username, Password: string(cfg.ClickHouse.Password)}})
+				if err != nil {
+					return err
+				}
+				defer conn.Close()
+				rows, err := conn.Query(cmd.Context(), "SELECT patient_id, toString(type), at FROM "+cfg.ClickHouse.Database+".events FINAL")
+				if err != nil {
+					return fmt.Errorf("read events from clickhouse: %w", err)
+				}
+				for rows.Next() {
+					var e sim.Event
+					var at time.Time
+					if err := rows.Scan(&e.PatientID, &e.Type, &at); err != nil {
+						rows.Close()
+						return err
+					}
+					e.At = at.UTC().Format(time.RFC3339)
+					events = append(events, e)
+				}
+				rows.Close()
 			case fromTopic != "":
 				path, _ := cmd.Flags().GetString("config")
 				cfg, err := config.Load(path, os.Environ())
@@ -232,5 +261,6 @@ func newScore() *cobra.Command {
 	cmd.Flags().String("config", "", "qfence config file (with --topic)")
 	cmd.Flags().StringVar(&truthPath, "truth", "sim/truth.ndjson", "the truth file generate wrote")
 	cmd.Flags().StringVar(&fromTopic, "topic", "", "read events from this Kafka topic instead of a file")
+	cmd.Flags().BoolVar(&fromClickHouse, "clickhouse", false, "read events from ClickHouse's events table (clickhouse.* of --config; pseudonymised ids will not match)")
 	return cmd
 }

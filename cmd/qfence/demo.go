@@ -18,6 +18,7 @@ import (
 
 	"github.com/qfence/qfence/cmd/internal/sim"
 	"github.com/qfence/qfence/config"
+	"github.com/qfence/qfence/processor"
 	"github.com/qfence/qfence/sinks"
 )
 
@@ -158,6 +159,12 @@ func demo(ctx context.Context, o demoOptions, out io.Writer) error {
 	card := sim.Score(s.Truth, events)
 	card.Print(out)
 
+	stored, final, err := storedOnce(ctx, cfg.ClickHouse)
+	if err != nil {
+		return err
+	}
+	say("ClickHouse: %d pings stored once each under FINAL, of %d distinct valid pings sent (%d rows before merges)",
+		final, distinctValid(s.Pings), stored)
 	say("\nClickHouse, as a health analyst would ask it:")
 	if err := analystQueries(ctx, cfg.ClickHouse, out); err != nil {
 		return err
@@ -220,6 +227,34 @@ func analystQueries(ctx context.Context, cfg config.ClickHouse, out io.Writer) e
 		rows.Close()
 	}
 	return nil
+}
+
+// distinctValid counts the valid pings sent, once per (patient, ts): what
+// ClickHouse must hold under FINAL (every patient has an active order).
+func distinctValid(pings []sim.Ping) int {
+	dec := processor.PingDecoder{MaxBytes: 4096}
+	seen := map[string]bool{}
+	var p processor.Ping
+	for _, m := range pings {
+		if dec.Decode(m.Value, 0, &p) == nil {
+			seen[string(p.PatientID)+"|"+strconv.FormatInt(p.TS, 10)] = true
+		}
+	}
+	return len(seen)
+}
+
+// storedOnce counts the pings table's rows, and its rows under FINAL.
+func storedOnce(ctx context.Context, cfg config.ClickHouse) (rows, final uint64, err error) {
+	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{cfg.Addr}})
+	if err != nil {
+		return 0, 0, err
+	}
+	defer conn.Close()
+	if err := conn.QueryRow(ctx, "SELECT count() FROM "+cfg.Database+".pings").Scan(&rows); err != nil {
+		return 0, 0, err
+	}
+	err = conn.QueryRow(ctx, "SELECT count() FROM "+cfg.Database+".pings FINAL").Scan(&final)
+	return rows, final, err
 }
 
 func newScan(t string) any {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -19,6 +20,17 @@ func TestDemoShort(t *testing.T) {
 		if !strings.Contains(s, want) {
 			t.Errorf("the summary lacks %q:\n%s", want, s)
 		}
+	}
+	// Every stored ping once under FINAL: the accepted and late pings the
+	// metrics counted are exactly the distinct rows.
+	var final, sent int
+	for _, line := range strings.Split(s, "\n") {
+		if strings.Contains(line, "pings stored once each under FINAL") {
+			fmt.Sscanf(line, "ClickHouse: %d pings stored once each under FINAL, of %d", &final, &sent)
+		}
+	}
+	if final == 0 || final != sent {
+		t.Errorf("ClickHouse holds %d pings under FINAL, %d distinct valid pings were sent", final, sent)
 	}
 	for _, line := range strings.Split(s, "\n") {
 		f := strings.Fields(line)
