@@ -145,25 +145,16 @@ func newProduce() *cobra.Command {
 			}
 			brokers := cfg.Kafka.BrokerList()
 			ctx := cmd.Context()
-			if err := sim.Produce(ctx, brokers, cfg.Kafka.Topics.Orders, sim.Lines(orders, patientOf), 0, cmd.ErrOrStderr()); err != nil {
+			if err := sim.Produce(ctx, brokers, cfg.Kafka.Topics.Orders, sim.Lines(orders), 0, cmd.ErrOrStderr()); err != nil {
 				return err
 			}
-			return sim.Produce(ctx, brokers, cfg.Kafka.Topics.Pings, sim.Lines(pings, patientOf), rate, cmd.ErrOrStderr())
+			return sim.Produce(ctx, brokers, cfg.Kafka.Topics.Pings, sim.Lines(pings), rate, cmd.ErrOrStderr())
 		},
 	}
 	cmd.Flags().String("config", "", "qfence config file (for kafka.brokers and the topics)")
 	cmd.Flags().StringVar(&dir, "dir", "sim", "the directory generate wrote")
 	cmd.Flags().IntVar(&rate, "rate", 0, "pings per second (0: as fast as possible)")
 	return cmd
-}
-
-// patientOf is the key of a line: its patient_id, or "" when it has none.
-func patientOf(line string) string {
-	var v struct {
-		PatientID string `json:"patient_id"`
-	}
-	_ = json.Unmarshal([]byte(line), &v)
-	return v.PatientID
 }
 
 func readLines(path string) ([]string, error) {

@@ -76,7 +76,7 @@ func TestDaemon(t *testing.T) {
 	if err := k.EnsureTopics(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := sim.Produce(ctx, cfg.Kafka.BrokerList(), cfg.Kafka.Topics.Orders, sim.Lines(s.Orders, keyOf), 0, nil); err != nil {
+	if err := sim.Produce(ctx, cfg.Kafka.BrokerList(), cfg.Kafka.Topics.Orders, sim.Lines(s.Orders), 0, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := sim.Produce(ctx, cfg.Kafka.BrokerList(), cfg.Kafka.Topics.Pings, s.Pings, 0, nil); err != nil {

@@ -121,7 +121,7 @@ func demo(ctx context.Context, o demoOptions, out io.Writer) error {
 	if err := k.EnsureTopics(ctx); err != nil {
 		return err
 	}
-	if err := sim.Produce(ctx, cfg.Kafka.BrokerList(), cfg.Kafka.Topics.Orders, sim.Lines(s.Orders, keyOf), 0, nil); err != nil {
+	if err := sim.Produce(ctx, cfg.Kafka.BrokerList(), cfg.Kafka.Topics.Orders, sim.Lines(s.Orders), 0, nil); err != nil {
 		return err
 	}
 	if err := waitUntil(ctx, time.Minute, func() bool { return ready(ctx) == "" }); err != nil {
@@ -280,14 +280,6 @@ func deref(v any) string {
 		return *x
 	}
 	return fmt.Sprint(v)
-}
-
-func keyOf(line string) string {
-	var v struct {
-		PatientID string `json:"patient_id"`
-	}
-	_ = json.Unmarshal([]byte(line), &v)
-	return v.PatientID
 }
 
 func twoFreeAddrs() (string, string, error) {

@@ -2,6 +2,7 @@ package sim
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"time"
@@ -53,11 +54,16 @@ func Produce(ctx context.Context, brokers []string, topic string, msgs []Ping, r
 	return nil
 }
 
-// Lines turns NDJSON lines keyed by patient into messages.
-func Lines(lines []string, key func(string) string) []Ping {
+// Lines turns NDJSON lines into messages keyed by their patient_id (no key
+// for a line without one).
+func Lines(lines []string) []Ping {
 	out := make([]Ping, len(lines))
 	for i, l := range lines {
-		out[i] = Ping{Key: []byte(key(l)), Value: []byte(l)}
+		var v struct {
+			PatientID string `json:"patient_id"`
+		}
+		_ = json.Unmarshal([]byte(l), &v)
+		out[i] = Ping{Key: []byte(v.PatientID), Value: []byte(l)}
 	}
 	return out
 }
