@@ -213,6 +213,27 @@ func (k *Kafka) EndOffsets(ctx context.Context, topic string, partitions int) (m
 	return out, nil
 }
 
+// FirstOffsets returns the first offset still held of every partition of
+// topic (its log start: compaction and retention move it).
+func (k *Kafka) FirstOffsets(ctx context.Context, topic string, partitions int) (map[int]int64, error) {
+	req := &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{}}
+	for p := 0; p < partitions; p++ {
+		req.Topics[topic] = append(req.Topics[topic], kafka.FirstOffsetOf(p))
+	}
+	res, err := k.client.ListOffsets(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("list first offsets of %s: %w", topic, err)
+	}
+	out := make(map[int]int64, partitions)
+	for _, po := range res.Topics[topic] {
+		if po.Error != nil {
+			return nil, fmt.Errorf("list first offsets of %s/%d: %w", topic, po.Partition, po.Error)
+		}
+		out[po.Partition] = po.FirstOffset
+	}
+	return out, nil
+}
+
 // CommittedOffsets returns the group's committed offsets of topic.
 func (k *Kafka) CommittedOffsets(ctx context.Context, topic string, partitions int) (map[int]int64, error) {
 	ps := make([]int, partitions)

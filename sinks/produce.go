@@ -135,7 +135,11 @@ func (c *Changelog) Restore(ctx context.Context, partition int, fn func(key stri
 		return 0, err
 	}
 	end := ends[partition]
-	if end == 0 {
+	firsts, err := c.k.FirstOffsets(ctx, c.topic, partition+1)
+	if err != nil {
+		return 0, err
+	}
+	if end == 0 || firsts[partition] >= end { // empty, or compacted away entirely
 		return 0, nil
 	}
 	r, err := c.k.reader(c.topic, partition, kafka.FirstOffset)
