@@ -99,6 +99,13 @@ func Generate(p Params) *Scenario {
 		}
 	}
 	s.Zones = zonesGeoJSON(zones)
+	index, err := geo.ParseZones(s.Zones)
+	if err != nil {
+		panic("BUG: the simulator wrote zones it cannot read: " + err.Error())
+	}
+	// A trip meant as a breach must not end in an allowed zone: there, a
+	// correct engine excuses it (the first demo found one that did).
+	inAllowed := func(p orb.Point) bool { _, a := index.Lookup(p); return a != nil }
 	dwell := p.Rules.BreachAfter
 	patients := make([]patient, p.Patients)
 	t0 := p.Start.UnixMilli()
@@ -118,10 +125,16 @@ func Generate(p Params) *Scenario {
 		case Walk: // jogging pace, 5 m/s
 			d := 300 + r.Float64()*400
 			pt.away, pt.travel = synth.Offset(pt.home, 0, d), int64(d/5*1000)
+			for k := 1; inAllowed(pt.away) && k < 8; k++ {
+				pt.away = synth.Offset(pt.home, d*math.Sin(float64(k)), d*math.Cos(float64(k)))
+			}
 			pt.dur = 2*dwell + time.Duration(r.Float64()*float64(dwell)) + 2*time.Duration(pt.travel)*time.Millisecond
 		case Drive: // city traffic, 15 m/s
 			d := 1500 + r.Float64()*2500
 			pt.away, pt.travel = synth.Offset(pt.home, d, 0), int64(d/15*1000)
+			for k := 1; inAllowed(pt.away) && k < 8; k++ {
+				pt.away = synth.Offset(pt.home, d*math.Cos(float64(k)), d*math.Sin(float64(k)))
+			}
 			pt.dur = 2*dwell + time.Duration(r.Float64()*float64(dwell)) + 2*time.Duration(pt.travel)*time.Millisecond
 		case Clinic: // lives 250 m from a clinic and walks there
 			c := clinics[r.IntN(len(clinics))]
