@@ -7,25 +7,25 @@ RACE_PKGS := ./processor/... ./sinks/... ./cmd/...
 PURE_PKGS := ./geo/... ./config/...
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: help build test bench fuzz lint demo clean
+.PHONY: help build test bench fuzz lint demo clean clickhouse
 
 help: ## List the targets and what they do.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-demo: ## The whole system on this machine (private ClickHouse, embedded Kafka, simulator), ending in a summary.
+demo: clickhouse ## The whole system on this machine (private ClickHouse, embedded Kafka, simulator), ending in a summary.
 	$(GO) run ./cmd/qfence demo
 
 build: ## Build bin/qfence and bin/qfence-sim.
 	$(GO) build -o bin/ ./cmd/...
 
-test: ## Every test (real ClickHouse started privately, embedded Kafka), with the race detector where goroutines run.
+test: clickhouse ## Every test (real ClickHouse started privately, embedded Kafka), with the race detector where goroutines run.
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 $(PURE_PKGS)
 	$(GO) test -count=1 -race -timeout 20m $(RACE_PKGS)
 
 BENCHSTAT := golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da
 
-bench: ## Benchmarks (6 runs of the hot paths, 3 of the big ones) and their medians: the table of BENCHMARKS.md.
+bench: clickhouse ## Benchmarks (6 runs of the hot paths, 3 of the big ones) and their medians: the table of BENCHMARKS.md.
 	$(GO) test -run '^$$' -bench 'DecodeDecide|Decode$$|Lookup|Distance' -benchmem -count 6 ./geo/ ./processor/ | tee bench.txt
 	$(GO) test -run '^$$' -bench HeapPerPatient -benchtime 1x -count 3 ./processor/ | tee -a bench.txt
 	$(GO) test -run '^$$' -bench Replay -benchtime 3x -count 3 ./cmd/qfence/ | tee -a bench.txt
@@ -42,6 +42,12 @@ lint: ## go vet, staticcheck and gofmt.
 	$(GO) vet $(PKGS)
 	$(GO) run $(STATICCHECK) $(PKGS)
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo 'gofmt: run gofmt -w on the files above'; exit 1; }
+
+clickhouse: ## Install Debian's clickhouse-server package if it is missing (the tests and the demo start private servers from it).
+	@command -v clickhouse-server >/dev/null || test -x /usr/sbin/clickhouse-server || { \
+	  echo "installing clickhouse-server (Debian package)…"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq clickhouse-server clickhouse-client; }
 
 clean: ## Remove build output.
 	rm -rf bin bench.txt

@@ -179,6 +179,20 @@ func clickHouseBinary(ctx context.Context, log *slog.Logger) (string, error) {
 	if bin := find(); bin != "" {
 		return bin, nil
 	}
+	// Test binaries of several packages may get here at once: one installs,
+	// the others wait for it (apt-get would fail on dpkg's lock).
+	lock, err := os.OpenFile(filepath.Join(os.TempDir(), "qfence-clickhouse-install.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("install lock: %w", err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return "", fmt.Errorf("install lock: %w", err)
+	}
+	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN) //nolint:errcheck // released on close anyway
+	if bin := find(); bin != "" {
+		return bin, nil
+	}
 	log.Info("clickhouse-server not found; installing Debian's clickhouse-server package (a minute or two)")
 	install := "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clickhouse-server clickhouse-client"
 	if os.Geteuid() != 0 {
