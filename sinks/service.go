@@ -65,7 +65,9 @@ func NewService(d ServiceDeps) (*Service, error) {
 		Decoder: processor.PingDecoder{MaxBytes: d.Config.Limits.MaxMessageBytes, MaxSkew: d.Config.Limits.MaxClockSkew,
 			DefaultAccuracy: d.Config.Rules.DefaultAccuracyM},
 		Sink: d.Sink, Producer: producer, Changelog: k.NewChangelog(), Metrics: d.Metrics, Edge: d.Edge, Log: d.Log,
-		Now: d.Now, MaxInFlight: int64(d.Config.Limits.MaxInflightRows), Drain: d.Config.ShutdownTimeout,
+		// The partitions get two thirds of shutdown_timeout to drain; the sink
+		// flush after them, the rest.
+		Now: d.Now, MaxInFlight: int64(d.Config.Limits.MaxInflightRows), Drain: d.Config.ShutdownTimeout * 2 / 3,
 		// Checkpoints and commits every 5 s: most state records are superseded
 		// within seconds, and a crash replays at most that much (deduplicated).
 		Tick: time.Second, IdleAfter: d.IdleAfter, CommitEvery: 5 * time.Second, Observe: d.Observe}

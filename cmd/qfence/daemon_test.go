@@ -57,14 +57,16 @@ func TestDaemon(t *testing.T) {
 	cfg.Kafka.Brokers, cfg.ClickHouse.Addr, cfg.ClickHouse.Database = brokerAddr, ch.Addr, "daemon_test"
 	cfg.Metrics.Listen, cfg.Zones.File, cfg.ClickHouse.Timeout = metricsAddr, zonesPath, 2*time.Second
 	cfg.Rules.BreachAfter, cfg.Rules.SignalTimeout = 2*time.Minute, 5*time.Minute
+	cfg.ShutdownTimeout = 6 * time.Second
 
 	dctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- runDaemon(dctx, &cfg, log, nil) }()
+	stopped := false
 	defer func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("daemon: %v", err)
+		if !stopped {
+			stop()
+			<-done
 		}
 	}()
 	base := "http://" + metricsAddr
@@ -167,6 +169,34 @@ func TestDaemon(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitHTTP(t, base+"/readyz", 200, time.Minute)
+	})
+
+	defer t.Run("SIGTERM with ClickHouse stopped still ends within shutdown_timeout", func(t *testing.T) {
+		// More pings, so that rows wait for the stopped ClickHouse.
+		more := sim.Generate(sim.Params{Seed: 4, Patients: 200, Start: time.Now().UTC().Add(-10 * time.Minute), Duration: 10 * time.Minute,
+			Interval: 30 * time.Second, Rules: cfg.Rules})
+		if err := ch.Signal(syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		defer ch.Signal(syscall.SIGCONT) //nolint:errcheck // best effort: Stop also continues it
+		if err := sim.Produce(ctx, cfg.Kafka.BrokerList(), cfg.Kafka.Topics.Pings, more.Pings, 0, nil); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second) // let them be fetched and wait
+		start := time.Now()
+		stop()
+		stopped = true
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("daemon: %v", err)
+			}
+			if took := time.Since(start); took > cfg.ShutdownTimeout+2*time.Second {
+				t.Errorf("stopped after %s, shutdown_timeout is %s", took, cfg.ShutdownTimeout)
+			}
+		case <-time.After(cfg.ShutdownTimeout + 10*time.Second):
+			t.Fatalf("still running %s after SIGTERM with shutdown_timeout %s", cfg.ShutdownTimeout+10*time.Second, cfg.ShutdownTimeout)
+		}
 	})
 
 	t.Run("SIGHUP reloads good zones and refuses broken ones", func(t *testing.T) {

@@ -155,6 +155,28 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks 
 		return nil
 	})
 
+	// shutdown_timeout bounds everything after SIGTERM: if the sinks cannot
+	// finish (ClickHouse down), what is uncommitted is consumed again at the
+	// next start, so giving up loses nothing.
+	bgDone := make(chan struct{})
+	defer close(bgDone)
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-bgDone:
+			return
+		}
+		t := time.NewTimer(cfg.ShutdownTimeout)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			log.Warn("shutdown_timeout reached; stopping what is left (uncommitted work is consumed again at the next start)",
+				"shutdown_timeout", cfg.ShutdownTimeout)
+			stopBG()
+			stopSink()
+		case <-bgDone:
+		}
+	}()
 	log.Info("qfence running", "brokers", cfg.Kafka.BrokerList(), "clickhouse", cfg.ClickHouse.Addr, "metrics", cfg.Metrics.Listen,
 		"zones", z.Len(), "orders_from_file", book.Len())
 	runErr := svc.Run(ctx)
