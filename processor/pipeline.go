@@ -177,6 +177,8 @@ loop:
 		}
 	}
 	stopFetch()
+	for range msgs { // wait for the fetcher to return: the caller closes what it reads from
+	}
 	select {
 	case err := <-fetchErr:
 		if runErr == nil && ctx.Err() == nil && !errors.Is(err, context.Canceled) {

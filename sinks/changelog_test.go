@@ -21,7 +21,7 @@ func TestRestoreReadsToTheEndAndSurvivesAnEmptiedPartition(t *testing.T) {
 	}
 	defer c.Close()
 	cfg := testConfig(c.ListenAddrs()[0])
-	k, err := NewKafka(cfg.Kafka, testLog(t))
+	k, err := newTestKafka(t, cfg.Kafka)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,7 +32,7 @@ func BenchmarkDrain(b *testing.B) {
 		b.Fatal(err)
 	}
 	cfg := testConfig(addr)
-	k, err := NewKafka(cfg.Kafka, testLog(b))
+	k, err := newTestKafka(b, cfg.Kafka)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -51,7 +51,7 @@ func BenchmarkDrain(b *testing.B) {
 			"QFENCE_CLICKHOUSE_DATABASE=" + ch.Database, "QFENCE_CLICKHOUSE_RETENTION_DAYS=3650", "QFENCE_METRICS_LISTEN=" + metrics,
 			"QFENCE_LOG_LEVEL=warn"}, "run")
 		cfg.Kafka.GroupID = "drain"
-		gk, err := NewKafka(cfg.Kafka, testLog(b))
+		gk, err := newTestKafka(b, cfg.Kafka)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -90,7 +90,7 @@ func TestKillNineLosesNothing(t *testing.T) {
 	addr := startBroker(t)
 	cfg := testConfig(addr)
 	ch := chConfig(t, chAddr)
-	k, err := NewKafka(cfg.Kafka, testLog(t))
+	k, err := newTestKafka(t, cfg.Kafka)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +175,7 @@ func TestBrokerRestartMidRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := testConfig(addr)
-	k, err := NewKafka(cfg.Kafka, testLog(t))
+	k, err := newTestKafka(t, cfg.Kafka)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,7 +223,7 @@ func TestClickHouseOutage(t *testing.T) {
 	cfg.Limits.MaxInflightRows = 30_000
 	cfg.ClickHouse = chConfig(t, chAddr)
 	cfg.ClickHouse.Timeout = 3 * time.Second
-	k, err := NewKafka(cfg.Kafka, testLog(t))
+	k, err := newTestKafka(t, cfg.Kafka)
 	if err != nil {
 		t.Fatal(err)
 	}

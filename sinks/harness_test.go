@@ -42,6 +42,15 @@ func startBroker(t testing.TB) string {
 	return b.Addr()
 }
 
+// newTestKafka is NewKafka whose connections close when the test ends.
+func newTestKafka(t testing.TB, cfg config.Kafka) (*Kafka, error) {
+	k, err := NewKafka(cfg, testLog(t))
+	if err == nil {
+		t.Cleanup(k.Close)
+	}
+	return k, err
+}
+
 func testConfig(addr string) *config.Config {
 	cfg := config.Default()
 	cfg.Kafka.Brokers = addr
@@ -213,8 +222,10 @@ func genData(seed uint64, patients, pings, badEvery int) dataset {
 // gateway would.
 func produce(t testing.TB, addr, topic string, msgs []kafka.Message) {
 	t.Helper()
+	tr := &kafka.Transport{} // its own, closed after: the default one lives forever
+	defer tr.CloseIdleConnections()
 	w := &kafka.Writer{Addr: kafka.TCP(addr), Topic: topic, Balancer: &kafka.Murmur2Balancer{}, RequiredAcks: kafka.RequireAll,
-		BatchSize: 2000, BatchTimeout: 2 * time.Millisecond, BatchBytes: 900 << 10}
+		BatchSize: 2000, BatchTimeout: 2 * time.Millisecond, BatchBytes: 900 << 10, Transport: tr}
 	defer w.Close()
 	for start := 0; start < len(msgs); start += 20000 {
 		// A topic just created may take a moment to be everywhere: retry

@@ -295,7 +295,9 @@ func backoff(attempt int) time.Duration {
 // WaitKafka waits until a broker answers at addr.
 func WaitKafka(ctx context.Context, addr string, within time.Duration) error {
 	deadline := time.Now().Add(within)
-	c := &kafka.Client{Addr: kafka.TCP(addr), Timeout: time.Second}
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
+	c := &kafka.Client{Addr: kafka.TCP(addr), Timeout: time.Second, Transport: tr}
 	var last error
 	for time.Now().Before(deadline) {
 		if _, last = c.Metadata(ctx, &kafka.MetadataRequest{}); last == nil {

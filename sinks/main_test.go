@@ -8,6 +8,8 @@ import (
 	"os/exec"
 	"sync"
 	"testing"
+
+	"go.uber.org/goleak"
 )
 
 // chAddr is the private ClickHouse server every test of this package uses
@@ -27,11 +29,21 @@ func TestMain(m *testing.M) {
 	chAddr, chServer = srv.Addr, srv
 	code := m.Run()
 	srv.Stop()
+	if code == 0 {
+		// Every goroutine qfence starts has an owner that waits for it; what
+		// may remain are the libraries' idle connection reapers.
+		if err := goleak.Find(goleakIgnores...); err != nil {
+			fmt.Fprintf(os.Stderr, "goroutines leaked: %v\n", err)
+			code = 1
+		}
+	}
 	if binDir != "" {
 		os.RemoveAll(binDir)
 	}
 	os.Exit(code)
 }
+
+var goleakIgnores = []goleak.Option{}
 
 var (
 	binOnce sync.Once

@@ -19,7 +19,7 @@ func setup(t *testing.T) (string, *Kafka, *ServiceDeps) {
 	t.Helper()
 	addr := startBroker(t)
 	cfg := testConfig(addr)
-	k, err := NewKafka(cfg.Kafka, testLog(t))
+	k, err := newTestKafka(t, cfg.Kafka)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,7 +15,7 @@ func TestRunMatchesReplay(t *testing.T) {
 	addr := startBroker(t)
 	cfg := testConfig(addr)
 	d := genData(1, 10_000, 200_000, 0)
-	k, err := NewKafka(cfg.Kafka, testLog(t))
+	k, err := newTestKafka(t, cfg.Kafka)
 	if err != nil {
 		t.Fatal(err)
 	}

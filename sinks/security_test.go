@@ -68,7 +68,7 @@ func TestKafkaOverTLSWithSCRAM(t *testing.T) {
 	cfg := testConfig(addr)
 	cfg.Kafka.TLS = config.TLS{Enabled: true, CAFile: caFile}
 	cfg.Kafka.SASL = config.SASL{Mechanism: "SCRAM-SHA-512", Username: "qfence", Password: "s3cret"}
-	k, err := NewKafka(cfg.Kafka, testLog(t))
+	k, err := newTestKafka(t, cfg.Kafka)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,8 +78,10 @@ func TestKafkaOverTLSWithSCRAM(t *testing.T) {
 	// The gateway side authenticates the same way.
 	tlsCfg, _ := TLSConfig(cfg.Kafka.TLS)
 	mech, _ := scram.Mechanism(scram.SHA512, "qfence", "s3cret")
+	tr := &kafka.Transport{TLS: tlsCfg, SASL: mech}
+	defer tr.CloseIdleConnections()
 	w := &kafka.Writer{Addr: kafka.TCP(addr), Balancer: &kafka.Murmur2Balancer{}, RequiredAcks: kafka.RequireAll,
-		Transport: &kafka.Transport{TLS: tlsCfg, SASL: mech}, BatchTimeout: 2 * time.Millisecond}
+		Transport: tr, BatchTimeout: 2 * time.Millisecond}
 	defer w.Close()
 	d := genData(8, 200, 4000, 0)
 	for _, m := range d.orders {
@@ -103,7 +105,7 @@ func TestKafkaOverTLSWithSCRAM(t *testing.T) {
 	// And a client without credentials is turned away.
 	bad := cfg.Kafka
 	bad.SASL = config.SASL{}
-	kb, err := NewKafka(bad, testLog(t))
+	kb, err := newTestKafka(t, bad)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -75,6 +75,7 @@ func TestDaemon(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer k.Close()
 	if err := k.EnsureTopics(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -14,8 +14,10 @@ import (
 // most rate messages per second (0: as fast as the broker takes them),
 // printing progress to w every few seconds.
 func Produce(ctx context.Context, brokers []string, topic string, msgs []Ping, rate int, w io.Writer) error {
+	tr := &kafka.Transport{} // its own, closed after: the default one lives forever
+	defer tr.CloseIdleConnections()
 	wr := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, Balancer: &kafka.Murmur2Balancer{}, RequiredAcks: kafka.RequireAll,
-		BatchSize: 2000, BatchTimeout: 5 * time.Millisecond, BatchBytes: 900 << 10}
+		BatchSize: 2000, BatchTimeout: 5 * time.Millisecond, BatchBytes: 900 << 10, Transport: tr}
 	defer wr.Close()
 	const chunk = 2000
 	start, last := time.Now(), time.Now()
