@@ -134,18 +134,7 @@ func TestKillNineLosesNothing(t *testing.T) {
 
 	want := replayPartitions(t, cfg, d.orders, readAll(t, k, cfg.Kafka.Topics.Pings), d.end)
 	got, records := eventsByID(t, k, cfg.Kafka.Topics.Violations)
-	for id, w := range want {
-		if g, ok := got[id]; !ok {
-			t.Errorf("event lost: %s", w)
-		} else if g != w {
-			t.Errorf("event %s differs from replay:\nrun:    %s\nreplay: %s", id, g, w)
-		}
-	}
-	for id, g := range got {
-		if _, ok := want[id]; !ok {
-			t.Errorf("event not in replay: %s", g)
-		}
-	}
+	sameEvents(t, got, want)
 	final := count(t, conn, "SELECT count() FROM "+ch.Database+".pings FINAL")
 	rows := count(t, conn, "SELECT count() FROM "+ch.Database+".pings")
 	if final != uint64(d.valid) {

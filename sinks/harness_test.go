@@ -352,3 +352,21 @@ func eventsByID(t testing.TB, k *Kafka, topic string) (byID map[string]string, t
 	}
 	return byID, total
 }
+
+// sameEvents fails for every event of the run missing from replay's (by
+// event id), every one replay lacks, and every one whose JSON differs.
+func sameEvents(t testing.TB, run, replay map[string]string) {
+	t.Helper()
+	for id, w := range replay {
+		if g, ok := run[id]; !ok {
+			t.Errorf("event missing from the run: %s", w)
+		} else if g != w {
+			t.Errorf("event %s differs:\nrun:    %s\nreplay: %s", id, g, w)
+		}
+	}
+	for id, g := range run {
+		if _, ok := replay[id]; !ok {
+			t.Errorf("event only in the run: %s", g)
+		}
+	}
+}

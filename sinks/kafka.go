@@ -195,41 +195,35 @@ func (k *Kafka) waitTopics(ctx context.Context, names []string) (map[string]int,
 // EndOffsets returns the next offset to be written of every partition of
 // topic (its high watermark).
 func (k *Kafka) EndOffsets(ctx context.Context, topic string, partitions int) (map[int]int64, error) {
-	req := &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{}}
-	for p := 0; p < partitions; p++ {
-		req.Topics[topic] = append(req.Topics[topic], kafka.LastOffsetOf(p))
-	}
-	res, err := k.client.ListOffsets(ctx, req)
-	if err != nil {
-		return nil, fmt.Errorf("list offsets of %s: %w", topic, err)
-	}
-	out := make(map[int]int64, partitions)
-	for _, po := range res.Topics[topic] {
-		if po.Error != nil {
-			return nil, fmt.Errorf("list offsets of %s/%d: %w", topic, po.Partition, po.Error)
-		}
-		out[po.Partition] = po.LastOffset
-	}
-	return out, nil
+	return k.listOffsets(ctx, topic, partitions, kafka.LastOffsetOf)
 }
 
 // FirstOffsets returns the first offset still held of every partition of
 // topic (its log start: compaction and retention move it).
 func (k *Kafka) FirstOffsets(ctx context.Context, topic string, partitions int) (map[int]int64, error) {
+	return k.listOffsets(ctx, topic, partitions, kafka.FirstOffsetOf)
+}
+
+func (k *Kafka) listOffsets(ctx context.Context, topic string, partitions int, which func(int) kafka.OffsetRequest) (map[int]int64, error) {
 	req := &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{}}
 	for p := 0; p < partitions; p++ {
-		req.Topics[topic] = append(req.Topics[topic], kafka.FirstOffsetOf(p))
+		req.Topics[topic] = append(req.Topics[topic], which(p))
 	}
 	res, err := k.client.ListOffsets(ctx, req)
 	if err != nil {
-		return nil, fmt.Errorf("list first offsets of %s: %w", topic, err)
+		return nil, fmt.Errorf("list offsets of %s: %w", topic, err)
 	}
+	first := which(0).Timestamp == kafka.FirstOffset
 	out := make(map[int]int64, partitions)
 	for _, po := range res.Topics[topic] {
 		if po.Error != nil {
-			return nil, fmt.Errorf("list first offsets of %s/%d: %w", topic, po.Partition, po.Error)
+			return nil, fmt.Errorf("list offsets of %s/%d: %w", topic, po.Partition, po.Error)
 		}
-		out[po.Partition] = po.FirstOffset
+		if first {
+			out[po.Partition] = po.FirstOffset
+		} else {
+			out[po.Partition] = po.LastOffset
+		}
 	}
 	return out, nil
 }

@@ -37,18 +37,7 @@ func TestRunMatchesReplay(t *testing.T) {
 	if len(want) < 1000 {
 		t.Fatalf("replay gave only %d events: the data no longer exercises the rules", len(want))
 	}
-	for id, w := range want {
-		if g, ok := got[id]; !ok {
-			t.Errorf("event missing from the run: %s", w)
-		} else if g != w {
-			t.Errorf("event %s differs:\nrun:    %s\nreplay: %s", id, g, w)
-		}
-	}
-	for id, g := range got {
-		if _, ok := want[id]; !ok {
-			t.Errorf("event only in the run: %s", g)
-		}
-	}
+	sameEvents(t, got, want)
 	unique, stored := sink.count()
 	if unique != d.valid {
 		t.Errorf("sink holds %d distinct pings, want %d", unique, d.valid)
