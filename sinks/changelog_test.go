@@ -20,14 +20,7 @@ func TestRestoreReadsToTheEndAndSurvivesAnEmptiedPartition(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	cfg := testConfig(c.ListenAddrs()[0])
-	k, err := newTestKafka(t, cfg.Kafka)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := k.EnsureTopics(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	cfg, k := kafkaAt(t, c.ListenAddrs()[0])
 	log := k.NewChangelog()
 	defer log.Close()
 	recs := []processor.StateRecord{{Key: "a", Value: []byte("1")}, {Key: "b", Value: []byte("2")}, {Key: "a", Value: nil}}

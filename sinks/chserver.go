@@ -100,27 +100,12 @@ func (s *ClickHouseServer) start(ctx context.Context) error {
 	return nil
 }
 
-// Restart starts the server again after Kill, on the same port and data.
-func (s *ClickHouseServer) Restart(ctx context.Context) error {
-	s.cmd = exec.Command(s.cmd.Path, s.cmd.Args[1:]...)
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	return s.start(ctx)
-}
-
 // Signal sends sig to a private server (SIGSTOP and SIGCONT make an outage).
 func (s *ClickHouseServer) Signal(sig syscall.Signal) error {
 	if s.cmd == nil || s.cmd.Process == nil {
 		return errors.New("not a private server")
 	}
 	return s.cmd.Process.Signal(sig)
-}
-
-// Kill stops a private server at once and waits for it to exit.
-func (s *ClickHouseServer) Kill() {
-	if s.cmd != nil && s.cmd.Process != nil {
-		_ = s.cmd.Process.Kill()
-		_ = s.cmd.Wait()
-	}
 }
 
 // Stop stops a private server and removes its data.

@@ -470,9 +470,6 @@ func (c *ClickHouse) dropExpired(ctx context.Context) {
 // DropExpired runs retention now (for tests and operators).
 func (c *ClickHouse) DropExpired(ctx context.Context) { c.dropExpired(ctx) }
 
-// Close closes the connection (Run does it on its way out).
-func (c *ClickHouse) Close() error { return c.conn.Close() }
-
 // pseudonymizer maps patient ids to the first 32 hex digits of their
 // HMAC-SHA256 under the configured key. Only the flush goroutine uses it.
 type pseudonymizer struct {

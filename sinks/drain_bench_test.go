@@ -31,14 +31,7 @@ func BenchmarkDrain(b *testing.B) {
 	if err := WaitKafka(context.Background(), addr, 30*time.Second); err != nil {
 		b.Fatal(err)
 	}
-	cfg := testConfig(addr)
-	k, err := newTestKafka(b, cfg.Kafka)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := k.EnsureTopics(context.Background()); err != nil {
-		b.Fatal(err)
-	}
+	cfg, _ := kafkaAt(b, addr)
 	d := genData(9, patients, pings, 0)
 	produce(b, addr, cfg.Kafka.Topics.Orders, d.orders)
 	produce(b, addr, cfg.Kafka.Topics.Pings, d.pings)

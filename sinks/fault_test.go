@@ -163,14 +163,7 @@ func TestBrokerRestartMidRun(t *testing.T) {
 	if err := WaitKafka(t.Context(), addr, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	cfg := testConfig(addr)
-	k, err := newTestKafka(t, cfg.Kafka)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := k.EnsureTopics(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	cfg, k := kafkaAt(t, addr)
 	d := genData(5, 5_000, 100_000, 0)
 	produce(t, addr, cfg.Kafka.Topics.Orders, d.orders)
 	sink := newRecorder()
@@ -208,17 +201,10 @@ func TestBrokerRestartMidRun(t *testing.T) {
 // event is there, exactly once under FINAL.
 func TestClickHouseOutage(t *testing.T) {
 	addr := startBroker(t)
-	cfg := testConfig(addr)
+	cfg, k := kafkaAt(t, addr)
 	cfg.Limits.MaxInflightRows = 30_000
 	cfg.ClickHouse = chConfig(t, chAddr)
 	cfg.ClickHouse.Timeout = 3 * time.Second
-	k, err := newTestKafka(t, cfg.Kafka)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := k.EnsureTopics(t.Context()); err != nil {
-		t.Fatal(err)
-	}
 	d := genData(6, 10_000, 200_000, 0)
 	produce(t, addr, cfg.Kafka.Topics.Orders, d.orders)
 	sink := openSink(t, cfg.ClickHouse, "")

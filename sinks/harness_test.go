@@ -247,39 +247,28 @@ func produce(t testing.TB, addr, topic string, msgs []kafka.Message) {
 // readAll reads every partition of topic from the start to its end now.
 func readAll(t testing.TB, k *Kafka, topic string) map[int][]kafka.Message {
 	t.Helper()
-	ctx := context.Background()
-	parts, err := k.Partitions(ctx, topic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ends, err := k.EndOffsets(ctx, topic, parts[topic])
-	if err != nil {
-		t.Fatal(err)
-	}
 	out := map[int][]kafka.Message{}
-	for p, end := range ends {
-		if end == 0 {
-			continue
-		}
-		r, err := k.reader(topic, p, kafka.FirstOffset)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for {
-			rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-			m, err := r.FetchMessage(rctx)
-			cancel()
-			if err != nil {
-				t.Fatalf("read %s/%d: %v", topic, p, err)
-			}
-			out[p] = append(out[p], m)
-			if m.Offset >= end-1 {
-				break
-			}
-		}
-		r.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := k.ReadAll(ctx, topic, func(m kafka.Message) { out[m.Partition] = append(out[m.Partition], m) }); err != nil {
+		t.Fatal(err)
 	}
 	return out
+}
+
+// kafkaAt is the test configuration for a broker at addr, a client for it
+// (closed with the test), and the topics created.
+func kafkaAt(t testing.TB, addr string) (*config.Config, *Kafka) {
+	t.Helper()
+	cfg := testConfig(addr)
+	k, err := newTestKafka(t, cfg.Kafka)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := k.EnsureTopics(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return cfg, k
 }
 
 // caughtUp reports whether the group has committed every pings partition

@@ -306,7 +306,7 @@ func WaitKafka(ctx context.Context, addr string, within time.Duration) error {
 
 // ReadAll calls fn for every record of topic, partition by partition, from
 // the start to the end the partitions have now.
-func (k *Kafka) ReadAll(ctx context.Context, topic string, fn func(key, value []byte)) error {
+func (k *Kafka) ReadAll(ctx context.Context, topic string, fn func(m kafka.Message)) error {
 	parts, err := k.Partitions(ctx, topic)
 	if err != nil {
 		return err
@@ -329,7 +329,7 @@ func (k *Kafka) ReadAll(ctx context.Context, topic string, fn func(key, value []
 				r.Close()
 				return fmt.Errorf("read %s/%d: %w", topic, p, err)
 			}
-			fn(m.Key, m.Value)
+			fn(m)
 			if m.Offset >= end-1 {
 				break
 			}

@@ -18,14 +18,7 @@ import (
 func setup(t *testing.T) (string, *Kafka, *ServiceDeps) {
 	t.Helper()
 	addr := startBroker(t)
-	cfg := testConfig(addr)
-	k, err := newTestKafka(t, cfg.Kafka)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := k.EnsureTopics(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	cfg, k := kafkaAt(t, addr)
 	return addr, k, &ServiceDeps{Config: cfg, Book: processor.NewOrderBook(), IdleAfter: time.Hour}
 }
 

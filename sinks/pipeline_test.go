@@ -13,15 +13,8 @@ import (
 // messages through the engine.
 func TestRunMatchesReplay(t *testing.T) {
 	addr := startBroker(t)
-	cfg := testConfig(addr)
+	cfg, k := kafkaAt(t, addr)
 	d := genData(1, 10_000, 200_000, 0)
-	k, err := newTestKafka(t, cfg.Kafka)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := k.EnsureTopics(t.Context()); err != nil {
-		t.Fatal(err)
-	}
 	produce(t, addr, cfg.Kafka.Topics.Orders, d.orders)
 	produce(t, addr, cfg.Kafka.Topics.Pings, d.pings)
 	now := func() time.Time { return d.end }

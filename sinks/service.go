@@ -74,9 +74,6 @@ func NewService(d ServiceDeps) (*Service, error) {
 	return s, nil
 }
 
-// Kafka exposes the connection (for readiness and tools).
-func (s *Service) Kafka() *Kafka { return s.kafka }
-
 // Group exposes the consumer group (for tests: which partitions it owns).
 func (s *Service) Group() *Group { return s.group }
 

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/segmentio/kafka-go"
 	"github.com/spf13/cobra"
 
 	"github.com/qfence/qfence/cmd/internal/sim"
@@ -230,7 +231,7 @@ func newScore() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if err := k.ReadAll(cmd.Context(), fromTopic, func(_, v []byte) { add(v) }); err != nil {
+				if err := k.ReadAll(cmd.Context(), fromTopic, func(m kafka.Message) { add(m.Value) }); err != nil {
 					return err
 				}
 			case len(args) == 1:

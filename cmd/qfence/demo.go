@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/segmentio/kafka-go"
 	"github.com/spf13/cobra"
 
 	"github.com/qfence/qfence/cmd/internal/sim"
@@ -140,7 +141,8 @@ func demo(ctx context.Context, o demoOptions, out io.Writer) error {
 	var events []sim.Event
 	var sample []byte
 	byType := map[string]int{}
-	if err := k.ReadAll(ctx, cfg.Kafka.Topics.Violations, func(_, v []byte) {
+	if err := k.ReadAll(ctx, cfg.Kafka.Topics.Violations, func(m kafka.Message) {
+		v := m.Value
 		var e sim.Event
 		if json.Unmarshal(v, &e) == nil {
 			events = append(events, e)
