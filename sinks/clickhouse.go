@@ -37,22 +37,37 @@ type ClickHouse struct {
 	pending chBuffer
 	kick    chan struct{} // size 1: a pending flush request is enough
 	failing atomic.Bool   // the last insert failed: not ready
+
+	// Reused by the flush goroutine for every block.
+	ids      []string
+	inserted []int64
 }
 
 // chBuffer is what waits for the next flush.
 type chBuffer struct {
-	pings   pingColumns
+	pings   []*pingColumns // full chunks, then the one being filled
+	rows    int
 	events  []processor.Event
 	orders  []OrderRow
 	waiters []func(error)
 }
 
-// pingColumns are pending ping rows already in ClickHouse's column layout:
-// Write converts on the partitions' goroutines, a flush hands the columns
-// to the batch whole (row-by-row appends go through reflection and ran at a
-// third of clickhouse-client's rate; BENCHMARKS.md). DeviceID and Source
-// alias their Kafka messages, which kafka-go allocates afresh for every
-// message, so holding them until the flush is safe and spares a copy.
+// chunkRows is the size of a ping chunk, and so of a native block: rows
+// are gathered into fixed-size chunks recycled through a pool and sent one
+// block per chunk within one INSERT (the server squashes them into one
+// part). Growing one slice per column to a whole flush copied it again and
+// again, and a multi-megabyte copy cannot be preempted, so it stalled the
+// garbage collector too (BENCHMARKS.md).
+const chunkRows = 16384
+
+var chunkPool = sync.Pool{New: func() any { return newPingColumns(chunkRows) }}
+
+// pingColumns is a chunk of pending ping rows already in ClickHouse's
+// column layout: Write converts on the partitions' goroutines, a flush
+// hands the columns to the batch whole (row-by-row appends go through
+// reflection and ran at a third of clickhouse-client's rate). DeviceID and
+// Source alias their Kafka messages, which kafka-go allocates afresh for
+// every message, so holding them until the flush is safe and spares a copy.
 type pingColumns struct {
 	ids, district, zone []string
 	ts                  []int64 // Unix ms for DateTime64, Unix seconds for DateTime (what clickhouse-go takes)
@@ -64,7 +79,28 @@ type pingColumns struct {
 	dev, src            [][]byte
 }
 
+func newPingColumns(n int) *pingColumns {
+	return &pingColumns{
+		ids: make([]string, 0, n), district: make([]string, 0, n), zone: make([]string, 0, n),
+		ts: make([]int64, 0, n), ms: make([]uint16, 0, n), lat: make([]float64, 0, n), lon: make([]float64, 0, n),
+		acc: make([]float32, 0, n), dist: make([]float32, 0, n), state: make([]int8, 0, n), flag: make([]int8, 0, n),
+		inBreach: make([]uint8, 0, n), mock: make([]uint8, 0, n), dev: make([][]byte, 0, n), src: make([][]byte, 0, n),
+	}
+}
+
 func (p *pingColumns) len() int { return len(p.ids) }
+
+// reset empties the chunk for reuse, dropping what it references.
+func (p *pingColumns) reset() {
+	for _, s := range [][]string{p.ids, p.district, p.zone} {
+		clear(s)
+	}
+	clear(p.dev)
+	clear(p.src)
+	p.ids, p.district, p.zone, p.ts, p.ms = p.ids[:0], p.district[:0], p.zone[:0], p.ts[:0], p.ms[:0]
+	p.lat, p.lon, p.acc, p.dist = p.lat[:0], p.lon[:0], p.acc[:0], p.dist[:0]
+	p.state, p.flag, p.inBreach, p.mock, p.dev, p.src = p.state[:0], p.flag[:0], p.inBreach[:0], p.mock[:0], p.dev[:0], p.src[:0]
+}
 
 func (p *pingColumns) add(r *processor.Track, datetime64 bool) {
 	p.ids = append(p.ids, r.PatientID) // pseudonymised at the flush
@@ -79,6 +115,19 @@ func (p *pingColumns) add(r *processor.Track, datetime64 bool) {
 	p.state, p.flag = append(p.state, int8(r.State)), append(p.flag, int8(r.Flag)) // the Enum8 values are the Go constants
 	p.inBreach, p.mock = append(p.inBreach, b2u(r.InBreach)), append(p.mock, b2u(r.Mock))
 	p.dev, p.src = append(p.dev, r.DeviceID), append(p.src, r.Source)
+}
+
+// addPings appends rows to the buffer's chunks.
+func (b *chBuffer) addPings(rows []processor.Track, datetime64 bool) {
+	for i := range rows {
+		n := len(b.pings)
+		if n == 0 || b.pings[n-1].len() == chunkRows {
+			b.pings = append(b.pings, chunkPool.Get().(*pingColumns))
+			n++
+		}
+		b.pings[n-1].add(&rows[i], datetime64)
+	}
+	b.rows += len(rows)
 }
 
 // OrderRow is one order version as received, or a revocation.
@@ -181,12 +230,10 @@ func Migrate(ctx context.Context, cfg config.ClickHouse, log *slog.Logger) error
 // Write implements processor.Sink.
 func (c *ClickHouse) Write(_ context.Context, rows []processor.Track, events []processor.Event, done func(error)) {
 	c.mu.Lock()
-	for i := range rows {
-		c.pending.pings.add(&rows[i], c.schema.F.DateTime64)
-	}
+	c.pending.addPings(rows, c.schema.F.DateTime64)
 	c.pending.events = append(c.pending.events, events...)
 	c.pending.waiters = append(c.pending.waiters, done)
-	full := c.pending.pings.len() >= c.cfg.BatchRows
+	full := c.pending.rows >= c.cfg.BatchRows
 	c.mu.Unlock()
 	if full {
 		c.nudge()
@@ -271,10 +318,10 @@ func (c *ClickHouse) flush(ctx context.Context) {
 	b := c.pending
 	c.pending = chBuffer{}
 	c.mu.Unlock()
-	if b.pings.len()+len(b.events)+len(b.orders) == 0 && len(b.waiters) == 0 {
+	if b.rows+len(b.events)+len(b.orders) == 0 && len(b.waiters) == 0 {
 		return
 	}
-	err := c.retry(ctx, "pings", b.pings.len(), func(ctx context.Context) error { return c.insertPings(ctx, &b.pings) })
+	err := c.retry(ctx, "pings", b.rows, func(ctx context.Context) error { return c.insertPings(ctx, b.pings) })
 	if err == nil {
 		err = c.retry(ctx, "events", len(b.events), func(ctx context.Context) error { return c.insertEvents(ctx, b.events) })
 	}
@@ -283,6 +330,10 @@ func (c *ClickHouse) flush(ctx context.Context) {
 	}
 	for _, w := range b.waiters {
 		w(err)
+	}
+	for _, p := range b.pings {
+		p.reset()
+		chunkPool.Put(p)
 	}
 }
 
@@ -336,38 +387,53 @@ func (c *ClickHouse) appendTime(vals []any, ms int64) []any {
 	return append(vals, t.Truncate(time.Second), uint16(ms%1000))
 }
 
-// insertPings sends the pending columns as one batch. The column order is
+// insertPings sends the chunks as one INSERT, a native block per chunk,
+// each checked to hold the chunk's rows. The column order is
 // Schema.Columns("pings").
-func (c *ClickHouse) insertPings(ctx context.Context, p *pingColumns) error {
-	n := p.len()
-	ids := p.ids
-	if c.pseudo != nil {
-		ids = make([]string, n)
-		for i, id := range p.ids {
-			ids[i] = c.pseudo.of(id)
-		}
-	}
-	inserted := make([]int64, n) // DateTime: Unix seconds
-	now := time.Now().Unix()
-	for i := range inserted {
-		inserted[i] = now
-	}
-	cols := []any{ids, p.ts}
-	if !c.schema.F.DateTime64 {
-		cols = append(cols, p.ms)
-	}
-	cols = append(cols, p.lat, p.lon, p.acc, p.state, p.dist, p.district, p.zone, p.inBreach, p.flag, p.mock, p.dev, p.src, inserted)
+func (c *ClickHouse) insertPings(ctx context.Context, chunks []*pingColumns) error {
 	b, err := c.conn.PrepareBatch(ctx, c.schema.Insert("pings"))
 	if err != nil {
 		return err
 	}
-	for i, col := range cols {
-		if err := b.Column(i).Append(col); err != nil {
+	ids := c.ids[:0]
+	inserted := c.inserted[:0] // DateTime: Unix seconds
+	now := time.Now().Unix()
+	for range chunkRows {
+		inserted = append(inserted, now)
+	}
+	c.inserted = inserted
+	cols := make([]any, 0, 16)
+	for _, p := range chunks {
+		n := p.len()
+		ids = p.ids
+		if c.pseudo != nil {
+			ids = c.ids[:0]
+			for _, id := range p.ids {
+				ids = append(ids, c.pseudo.of(id))
+			}
+			c.ids = ids
+		}
+		cols = append(cols[:0], ids, p.ts)
+		if !c.schema.F.DateTime64 {
+			cols = append(cols, p.ms)
+		}
+		cols = append(cols, p.lat, p.lon, p.acc, p.state, p.dist, p.district, p.zone, p.inBreach, p.flag, p.mock, p.dev, p.src, inserted[:n])
+		for i, col := range cols {
+			if err := b.Column(i).Append(col); err != nil {
+				_ = b.Abort()
+				return fmt.Errorf("append pings column %s: %w", c.schema.Columns("pings")[i], err)
+			}
+		}
+		if got := b.Rows(); got != n {
 			_ = b.Abort()
-			return fmt.Errorf("append pings column %s: %w", c.schema.Columns("pings")[i], err)
+			return fmt.Errorf("BUG: pings block holds %d rows, want %d", got, n)
+		}
+		if err := b.Flush(); err != nil {
+			_ = b.Abort()
+			return err
 		}
 	}
-	return send(b, n, "pings")
+	return b.Send()
 }
 
 func (c *ClickHouse) insertEvents(ctx context.Context, events []processor.Event) error {

@@ -237,7 +237,7 @@ func TestClickHouseOutage(t *testing.T) {
 			sawNotReady = true
 		}
 		sink.mu.Lock()
-		maxPending = max(maxPending, sink.pending.pings.len())
+		maxPending = max(maxPending, sink.pending.rows)
 		sink.mu.Unlock()
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
