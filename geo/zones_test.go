@@ -198,3 +198,31 @@ func TestContainsMatchesOrb(t *testing.T) {
 		}
 	}
 }
+
+// DistanceBound settles pings without trigonometry only because it is never
+// below the distance: near and far, at the poles and across the antimeridian.
+func TestDistanceBoundIsNeverBelowTheDistance(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for i := range 500_000 {
+		a := orb.Point{r.Float64()*360 - 180, r.Float64()*180 - 90}
+		var b orb.Point
+		switch i % 3 {
+		case 0: // metres away
+			b = orb.Point{a[0] + r.NormFloat64()*1e-4, math.Max(-90, math.Min(90, a[1]+r.NormFloat64()*1e-4))}
+		case 1: // anywhere
+			b = orb.Point{r.Float64()*360 - 180, r.Float64()*180 - 90}
+		default: // near a pole or the antimeridian
+			a[1] = math.Copysign(90-r.Float64()*0.01, a[1])
+			b = orb.Point{-a[0], a[1] - math.Copysign(r.Float64()*0.01, a[1])}
+		}
+		if d, ub := geo.Distance(a, b), geo.DistanceBound(a, b); ub < d {
+			t.Fatalf("%v to %v: bound %.9f m below the distance %.9f m", a, b, ub, d)
+		}
+	}
+	// And it is tight enough to matter: within 2x for pings metres apart in Moscow.
+	a := orb.Point{37.62, 55.75}
+	b := orb.Point{37.6201, 55.7501}
+	if d, ub := geo.Distance(a, b), geo.DistanceBound(a, b); ub > 2*d {
+		t.Fatalf("bound %.2f m for a distance of %.2f m", ub, d)
+	}
+}

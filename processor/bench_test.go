@@ -206,7 +206,7 @@ func heapPerPatient(tb testing.TB, n int) float64 {
 		p := processor.Ping{PatientID: []byte(o.PatientID), TS: t0, Lat: o.Home[1], Lon: o.Home[0], Accuracy: 10}
 		_, _, _ = eng.Process(&p, nil, nil)
 	}
-	eng.TakeDirty(func(string, []byte) {})
+	eng.TakeDirty(nil)
 	runtime.GC()
 	runtime.ReadMemStats(&after)
 	if eng.Patients() != n || book.Len() != n {

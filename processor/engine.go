@@ -27,7 +27,7 @@ type Engine struct {
 	patients  map[string]*State
 	watermark int64 // newest accepted ts
 	nextSweep int64
-	dirty     []string // patients changed since TakeDirty, in order of change
+	dirty     []dirtyRef // patients changed since TakeDirty, in order of change
 	sweep     []Event
 	// openBreaches counts the partition's patients in a breach (a gauge).
 	openBreaches int
@@ -54,11 +54,16 @@ func (e *Engine) Patients() int { return len(e.patients) }
 // moved the watermark across a sweep point) are appended to ev. The row is
 // meaningful for Accepted and Late.
 func (e *Engine) Process(p *Ping, zones *geo.Zones, ev []Event) ([]Event, Outcome, Track) {
-	o := e.orders.Get(p.PatientID)
+	st := e.patients[string(p.PatientID)]
+	var o *Order
+	if st != nil && st.order != nil && st.order.Current() {
+		o = st.order // what the book would answer, without its lock
+	} else {
+		o = e.orders.Get(p.PatientID)
+	}
 	if !o.ActiveAt(p.TS) {
 		return ev, NoOrder, Track{}
 	}
-	st := e.patients[string(p.PatientID)]
 	if st == nil {
 		st = &State{}
 		e.patients[o.PatientID] = st // the order's string: no new key memory
@@ -119,6 +124,7 @@ func (e *Engine) Sweep(ev []Event) []Event {
 				e.openBreaches--
 			}
 			delete(e.patients, id)
+			st.flags |= flagDropped
 			e.markDirty(id, st)
 			continue
 		}
@@ -140,32 +146,52 @@ func (e *Engine) Sweep(ev []Event) []Event {
 	return append(ev, e.sweep...)
 }
 
+// dirtyRef is a changed state, held by pointer so that taking it needs no
+// look-up.
+type dirtyRef struct {
+	id string
+	st *State
+}
+
 // markDirty queues a changed state for the next TakeDirty. Dirtiness is the
 // engine's business alone: Step and the sweep only change state.
 func (e *Engine) markDirty(id string, st *State) {
 	if st.flags&flagDirty == 0 {
 		st.flags |= flagDirty
-		e.dirty = append(e.dirty, id)
+		e.dirty = append(e.dirty, dirtyRef{id, st})
 	}
 }
 
-// TakeDirty calls fn for every patient whose state changed since the last
-// call, with the state's serialised form, or nil when the state was dropped
-// (a tombstone for the changelog), and clears the marks.
-func (e *Engine) TakeDirty(fn func(id string, state []byte)) {
-	var buf []byte
-	for _, id := range e.dirty {
-		st := e.patients[id]
-		if st == nil {
-			fn(id, nil)
+// stateSizeHint is about the size of a serialised idle state.
+const stateSizeHint = 64
+
+// TakeDirty appends a record for every patient whose state changed since
+// the last call, in order of change: the state's serialised form, or a nil
+// Value when the state was dropped (a tombstone for the changelog). It
+// clears the marks. The values share one new array, so a batch's states
+// cost two allocations, not one per patient. A nil recs gets room for one
+// more record (the caller's meta record).
+func (e *Engine) TakeDirty(recs []StateRecord) []StateRecord {
+	if recs == nil {
+		recs = make([]StateRecord, 0, len(e.dirty)+1)
+	}
+	arena := make([]byte, 0, len(e.dirty)*stateSizeHint)
+	for _, d := range e.dirty {
+		if d.st.flags&flagDropped != 0 {
+			recs = append(recs, StateRecord{Key: d.id})
 			continue
 		}
-		st.flags &^= flagDirty
-		buf = st.AppendBinary(buf[:0])
-		fn(id, buf)
+		d.st.flags &^= flagDirty
+		start := len(arena)
+		arena = d.st.AppendBinary(arena)
+		recs = append(recs, StateRecord{Key: d.id, Value: arena[start:len(arena):len(arena)]})
 	}
 	clear(e.dirty)
 	e.dirty = e.dirty[:0]
+	if cap(e.dirty) > 1<<16 { // after a sweep of a big partition: do not keep it
+		e.dirty = nil
+	}
+	return recs
 }
 
 // Snapshot calls fn for every patient's serialised state, in no order.

@@ -141,13 +141,13 @@ func TestBatchingAndRestartsDoNotChangeEvents(t *testing.T) {
 		if end == len(pings) {
 			got = eng.Sweep(got)
 		}
-		eng.TakeDirty(func(id string, st []byte) {
-			if st == nil {
-				delete(changelog, id)
+		for _, r := range eng.TakeDirty(nil) {
+			if r.Value == nil {
+				delete(changelog, r.Key)
 			} else {
-				changelog[id] = bytes.Clone(st)
+				changelog[r.Key] = r.Value
 			}
-		})
+		}
 		meta = eng.MarshalMeta()
 		start = end
 	}

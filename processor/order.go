@@ -8,6 +8,7 @@ import (
 	"hash/maphash"
 	"math"
 	"sync"
+	"sync/atomic"
 
 	"github.com/paulmach/orb"
 
@@ -23,7 +24,18 @@ type Order struct {
 	StartsAt  int64 // Unix ms
 	EndsAt    int64 // Unix ms; math.MaxInt64 when open
 	District  string
+	// stale is set (atomically) once the book no longer holds this version:
+	// it was replaced or revoked, or it never was in the book (an open
+	// breach's copy restored from the changelog). A partition may use the
+	// order its patient's state points to while it is not stale, sparing
+	// the book's look-up and its lock on every ping.
+	stale int32
 }
+
+// Current reports whether o is still the book's version for its patient.
+func (o *Order) Current() bool { return atomic.LoadInt32(&o.stale) == 0 }
+
+func (o *Order) markStale() { atomic.StoreInt32(&o.stale, 1) }
 
 // ActiveAt reports whether the order covers ts: starts_at <= ts < ends_at.
 func (o *Order) ActiveAt(ts int64) bool {
@@ -209,6 +221,9 @@ func (b *OrderBook) Put(o *Order) (old *Order) {
 	}
 	s.m[o.PatientID] = o
 	s.mu.Unlock()
+	if old != nil {
+		old.markStale()
+	}
 	return old
 }
 
@@ -219,6 +234,9 @@ func (b *OrderBook) Revoke(id []byte) *Order {
 	o := s.m[string(id)]
 	delete(s.m, string(id))
 	s.mu.Unlock()
+	if o != nil {
+		o.markStale()
+	}
 	return o
 }
 

@@ -272,9 +272,57 @@ func (s *scanner) floatValue(c byte) (float64, bool) {
 	if !ok {
 		return 0, false
 	}
+	if v, ok := exactDecimal(raw); ok {
+		return v, true
+	}
 	v, err := strconv.ParseFloat(string(raw), 64)
 	if err != nil && !math.IsInf(v, 0) {
 		return 0, false
+	}
+	return v, true
+}
+
+// pow10 are the powers of ten a float64 holds exactly.
+var pow10 = [...]float64{1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
+	1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22}
+
+// exactDecimal parses a JSON number without exponent whose digits fit in
+// 15 (a coordinate, an accuracy): the digits and the power of ten are both
+// exact float64s, so one division rounds correctly and the result is
+// strconv.ParseFloat's to the bit (its own first path; TestExactDecimal).
+// Anything else is left to strconv. Half of decoding a ping was ParseFloat.
+func exactDecimal(raw []byte) (float64, bool) {
+	neg := len(raw) > 0 && raw[0] == '-'
+	if neg {
+		raw = raw[1:]
+	}
+	if len(raw) == 0 || !isDigit(raw[0]) || !isDigit(raw[len(raw)-1]) {
+		return 0, false
+	}
+	var mant uint64
+	digits, frac, dot := 0, 0, false
+	for _, c := range raw {
+		switch {
+		case isDigit(c):
+			if mant != 0 || c != '0' {
+				digits++
+			}
+			mant = mant*10 + uint64(c-'0')
+			if dot {
+				frac++
+			}
+		case c == '.' && !dot:
+			dot = true
+		default:
+			return 0, false
+		}
+	}
+	if digits > 15 || frac >= len(pow10) {
+		return 0, false
+	}
+	v := float64(mant) / pow10[frac]
+	if neg {
+		v = -v
 	}
 	return v, true
 }

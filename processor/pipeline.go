@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -116,21 +117,20 @@ type Partition struct {
 func (p *Partition) Run(ctx context.Context, drain time.Duration) error {
 	fetchCtx, stopFetch := context.WithCancel(ctx)
 	defer stopFetch()
-	// The buffer is the next batch being gathered: the fetcher fills it while
+	// The inbox is the next batch being gathered: the fetcher fills it while
 	// the loop decides the previous one.
-	msgs := make(chan Message, p.MaxBatch)
-	fetchErr := make(chan error, 1)
+	in := newInbox(p.MaxBatch)
+	fetched := make(chan struct{})
 	go func() {
-		defer close(msgs)
+		defer close(fetched)
 		for {
 			m, err := p.Fetcher.Fetch(fetchCtx)
 			if err != nil {
-				fetchErr <- err
+				in.close(err)
 				return
 			}
-			select {
-			case msgs <- m:
-			case <-fetchCtx.Done():
+			if !in.put(fetchCtx, m) {
+				in.close(fetchCtx.Err())
 				return
 			}
 		}
@@ -145,26 +145,16 @@ func (p *Partition) Run(ctx context.Context, drain time.Duration) error {
 loop:
 	for {
 		select {
-		case m, ok := <-msgs:
-			if !ok {
-				break loop
-			}
-			batch := append(st.batch[:0], m)
-			for len(batch) < p.MaxBatch {
-				select {
-				case m, ok := <-msgs:
-					if !ok {
-						break
-					}
-					batch = append(batch, m)
-					continue
-				default:
-				}
-				break
-			}
+		case <-in.ready:
+			batch, closed := in.take(st.batch)
 			st.batch = batch
-			if err := st.process(ctx, batch); err != nil {
-				runErr = err
+			if len(batch) > 0 {
+				if err := st.process(ctx, batch); err != nil {
+					runErr = err
+					break loop
+				}
+			}
+			if closed {
 				break loop
 			}
 		case <-tracker.Wake():
@@ -177,14 +167,9 @@ loop:
 		}
 	}
 	stopFetch()
-	for range msgs { // wait for the fetcher to return: the caller closes what it reads from
-	}
-	select {
-	case err := <-fetchErr:
-		if runErr == nil && ctx.Err() == nil && !errors.Is(err, context.Canceled) {
-			runErr = fmt.Errorf("fetch partition %d: %w", p.ID, err)
-		}
-	default:
+	<-fetched // the caller closes what the fetcher reads from
+	if err := in.failed(); err != nil && runErr == nil && ctx.Err() == nil && !errors.Is(err, context.Canceled) {
+		runErr = fmt.Errorf("fetch partition %d: %w", p.ID, err)
 	}
 	// Drain: wait for the sinks to acknowledge what is in flight, then
 	// checkpoint and commit. The sinks' own contexts outlive ours.
@@ -205,6 +190,77 @@ loop:
 	return runErr
 }
 
+// inbox hands fetched messages to the partition loop a batch at a time:
+// the fetcher appends under a lock and wakes the loop only when the inbox
+// was empty, and the loop takes everything at once. A channel of single
+// messages cost two goroutine hand-offs per message (BENCHMARKS.md).
+type inbox struct {
+	mu     sync.Mutex
+	buf    []Message
+	max    int
+	err    error
+	closed bool
+	ready  chan struct{} // size 1: messages or the end are waiting
+	space  chan struct{} // size 1: the loop took a batch
+}
+
+func newInbox(max int) *inbox {
+	return &inbox{buf: make([]Message, 0, max), max: max, ready: make(chan struct{}, 1), space: make(chan struct{}, 1)}
+}
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// put appends m, waiting while the inbox is full; false when ctx ended.
+func (b *inbox) put(ctx context.Context, m Message) bool {
+	b.mu.Lock()
+	for len(b.buf) >= b.max {
+		b.mu.Unlock()
+		select {
+		case <-b.space:
+		case <-ctx.Done():
+			return false
+		}
+		b.mu.Lock()
+	}
+	b.buf = append(b.buf, m)
+	first := len(b.buf) == 1
+	b.mu.Unlock()
+	if first {
+		signal(b.ready)
+	}
+	return true
+}
+
+// close records why the fetcher stopped.
+func (b *inbox) close(err error) {
+	b.mu.Lock()
+	b.closed, b.err = true, err
+	b.mu.Unlock()
+	signal(b.ready)
+}
+
+// take returns the waiting messages, giving the inbox dst's array to fill
+// next, and whether the fetcher has stopped.
+func (b *inbox) take(dst []Message) (batch []Message, closed bool) {
+	b.mu.Lock()
+	batch, b.buf = b.buf, dst[:0]
+	closed = b.closed
+	b.mu.Unlock()
+	signal(b.space)
+	return batch, closed
+}
+
+func (b *inbox) failed() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.err
+}
+
 type loopState struct {
 	p          *Partition
 	tracker    *Tracker
@@ -216,10 +272,12 @@ type loopState struct {
 	lastCommit time.Time
 	next       int64 // the offset after the last message decided
 	open       int   // open breaches last reported to the gauge
-	// ready accumulates released batches until the next checkpoint.
-	readyNext   int64
-	readyStates map[string][]byte
-	readyOrder  []string
+	// ready accumulates the states of released batches until the next
+	// checkpoint, one record per key (readyIndex), in order of first change.
+	readyNext    int64
+	ready        []StateRecord
+	readyIndex   map[string]int32
+	readyBatches [][]StateRecord
 }
 
 func (s *loopState) process(ctx context.Context, batch []Message) error {
@@ -280,10 +338,7 @@ func (s *loopState) reportOpen() {
 // submit hands a batch's rows and records to the sinks and registers it.
 func (s *loopState) submit(ctx context.Context, next int64, records []Record, sources []time.Time) error {
 	p := s.p
-	var states []StateRecord
-	p.Engine.TakeDirty(func(id string, st []byte) {
-		states = append(states, StateRecord{Key: id, Value: cloneOrNil(st)})
-	})
+	states := p.Engine.TakeDirty(nil)
 	states = append(states, StateRecord{Key: MetaKey, Value: p.Engine.MarshalMeta()})
 	// A batch never asks for more than the whole budget (a sweep can emit an
 	// event for every patient at once), or it would wait forever.
@@ -341,13 +396,6 @@ func (s *loopState) submit(ctx context.Context, next int64, records []Record, so
 	return nil
 }
 
-func cloneOrNil(b []byte) []byte {
-	if b == nil {
-		return nil
-	}
-	return append([]byte(nil), b...)
-}
-
 func (p *Partition) eventRecord(e *Event) Record {
 	p.Metrics.Events.WithLabelValues(e.Type.String()).Inc()
 	return Record{Topic: p.Topics.Violations, Key: []byte(e.PatientID), Value: e.AppendJSON(nil, &p.Engine.rules)}
@@ -390,19 +438,25 @@ func (s *loopState) idle(ctx context.Context) {
 
 // collect moves released batches into the pending checkpoint.
 func (s *loopState) collect() {
-	next, states, ok := s.tracker.Ready()
+	next, batches, ok := s.tracker.Ready(s.readyBatches[:0])
 	if !ok {
 		return
 	}
-	if s.readyStates == nil {
-		s.readyStates = make(map[string][]byte)
+	if s.readyIndex == nil {
+		s.readyIndex = make(map[string]int32)
 	}
-	for _, r := range states {
-		if _, seen := s.readyStates[r.Key]; !seen {
-			s.readyOrder = append(s.readyOrder, r.Key)
+	for _, states := range batches {
+		for _, r := range states {
+			if i, seen := s.readyIndex[r.Key]; seen {
+				s.ready[i].Value = r.Value
+				continue
+			}
+			s.readyIndex[r.Key] = int32(len(s.ready))
+			s.ready = append(s.ready, r)
 		}
-		s.readyStates[r.Key] = r.Value
 	}
+	clear(batches)
+	s.readyBatches = batches[:0]
 	s.readyNext = max(s.readyNext, next)
 }
 
@@ -413,14 +467,10 @@ func (s *loopState) commit(ctx context.Context, force bool) {
 	s.collect()
 	// Pacing is real time, not p.Now: that clock is the watermark's, which a
 	// test may stop.
-	if len(s.readyOrder) == 0 || (!force && time.Since(s.lastCommit) < p.CommitEvery) {
+	if len(s.ready) == 0 || (!force && time.Since(s.lastCommit) < p.CommitEvery) {
 		return
 	}
-	records := make([]StateRecord, 0, len(s.readyOrder))
-	for _, k := range s.readyOrder {
-		records = append(records, StateRecord{Key: k, Value: s.readyStates[k]})
-	}
-	if err := p.Checkpointer.Checkpoint(ctx, p.ID, records); err != nil {
+	if err := p.Checkpointer.Checkpoint(ctx, p.ID, s.ready); err != nil {
 		p.Log.Warn("checkpoint failed; will retry", "partition", p.ID, "err", err)
 		return
 	}
@@ -431,6 +481,7 @@ func (s *loopState) commit(ctx context.Context, force bool) {
 		}
 	}
 	s.lastCommit = time.Now()
-	clear(s.readyStates)
-	s.readyOrder = s.readyOrder[:0]
+	clear(s.readyIndex)
+	clear(s.ready)
+	s.ready = s.ready[:0]
 }

@@ -57,6 +57,9 @@ const (
 	flagImplausible             // inside an implausible episode (one event per episode)
 	flagRefAside                // the speed reference is ep.Ref, not Last
 	flagDirty                   // changed since the last checkpoint (not serialised)
+	flagDropped                 // removed from the engine: a tombstone is due (not serialised)
+
+	transient = flagDirty | flagDropped // the engine's bookkeeping, never serialised
 )
 
 // episode is what a patient has going on: an outside run, an open breach, a
@@ -97,7 +100,7 @@ const stateVersion = 2
 
 // AppendBinary appends the state's serialised form to b.
 func (s *State) AppendBinary(b []byte) []byte {
-	b = append(b, stateVersion, s.flags&^flagDirty)
+	b = append(b, stateVersion, s.flags&^transient)
 	b = appendEvidence(b, s.Last)
 	if s.ep == nil {
 		return append(b, 0)
@@ -227,7 +230,7 @@ func (s *State) UnmarshalBinary(b []byte) error {
 	if v := r.byte1(); v != stateVersion {
 		return fmt.Errorf("%w: version %d, want %d", errCorrupt, v, stateVersion)
 	}
-	*s = State{flags: r.byte1() &^ flagDirty, Last: r.evidence()}
+	*s = State{flags: r.byte1() &^ transient, Last: r.evidence()}
 	if r.byte1() == 1 {
 		e := &episode{RunStart: r.varint(), RunCount: int32(r.varint()), BreachStart: r.varint(),
 			ReturnStart: r.varint(), ReturnCount: int32(r.varint()), MaxDist: math.Float32frombits(r.u32())}
@@ -243,7 +246,7 @@ func (s *State) UnmarshalBinary(b []byte) error {
 		e.Ref = r.evidence()
 		if r.byte1() == 1 {
 			s.order = &Order{PatientID: r.str(), Home: [2]float64{math.Float64frombits(r.u64()), math.Float64frombits(r.u64())},
-				RadiusM: math.Float64frombits(r.u64()), StartsAt: r.varint(), EndsAt: r.varint(), District: r.str()}
+				RadiusM: math.Float64frombits(r.u64()), StartsAt: r.varint(), EndsAt: r.varint(), District: r.str(), stale: 1}
 		}
 		s.ep = e
 	}

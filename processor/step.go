@@ -183,6 +183,12 @@ func implausible(ref Evidence, p *Ping, pt orb.Point, r *Rules) Flag {
 	if ref.TS == 0 {
 		return FlagNone
 	}
+	limit := r.MaxSpeedMps*float64(p.TS-ref.TS)/1000 + float64(ref.Accuracy) + p.Accuracy
+	// Most pings are metres from the last one: a bound that cannot be below
+	// the great-circle distance settles them without the trigonometry.
+	if geo.DistanceBound(orb.Point{ref.Lon, ref.Lat}, pt) <= limit {
+		return FlagNone
+	}
 	moved := geo.Distance(orb.Point{ref.Lon, ref.Lat}, pt) - float64(ref.Accuracy) - p.Accuracy
 	if moved > r.MaxSpeedMps*float64(p.TS-ref.TS)/1000 {
 		return FlagSpeed

@@ -67,28 +67,24 @@ func (t *Tracker) Ack(b *Batch, err error) {
 	t.poke()
 }
 
-func (t *Tracker) poke() {
-	select {
-	case t.wake <- struct{}{}:
-	default:
-	}
-}
+func (t *Tracker) poke() { signal(t.wake) }
 
 // Ready pops the acknowledged prefix: the offset to commit after it (0 and
-// false if none) and the states to checkpoint first, in order (later records
-// of a key supersede earlier ones).
-func (t *Tracker) Ready() (next int64, states []StateRecord, ok bool) {
+// false if none), and appends to dst the states of its batches to
+// checkpoint first, in order (later records of a key supersede earlier
+// ones).
+func (t *Tracker) Ready(dst [][]StateRecord) (next int64, states [][]StateRecord, ok bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	n := 0
 	for n < len(t.queue) && t.queue[n].pending == 0 && !t.queue[n].failed {
 		next = t.queue[n].next
-		states = append(states, t.queue[n].states...)
+		dst = append(dst, t.queue[n].states)
 		n++
 	}
 	clear(t.queue[:n])
 	t.queue = t.queue[n:]
-	return next, states, n > 0
+	return next, dst, n > 0
 }
 
 // InFlight is the number of batches not yet released.

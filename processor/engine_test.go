@@ -1,0 +1,40 @@
+package processor_test
+
+import (
+	"math"
+	"testing"
+
+	"github.com/qfence/qfence/processor"
+)
+
+// The engine keeps the order of a patient's last ping in the patient's
+// state and uses it without asking the book; a replaced or revoked order
+// must still take effect on the very next ping.
+func TestEngineSeesOrderChangesOnTheNextPing(t *testing.T) {
+	book := processor.NewOrderBook()
+	put := func(radius float64) {
+		book.Put(&processor.Order{PatientID: "p1", Home: home, RadiusM: radius, StartsAt: t0 - 3600_000, EndsAt: math.MaxInt64})
+	}
+	put(50)
+	eng := processor.NewEngine(processor.DefaultRules(), book)
+	step := func(tp tping) (processor.Outcome, processor.Track) {
+		p := ping(tp)
+		_, out, tr := eng.Process(&p, nil, nil)
+		return out, tr
+	}
+	if out, tr := step(at(0, 300, 10)); out != processor.Accepted || tr.State != processor.Outside {
+		t.Fatalf("300 m out with a 50 m radius: %v %v, want accepted outside", out, tr.State)
+	}
+	put(1000) // the home circle grows: the next ping is inside
+	if out, tr := step(at(1, 300, 10)); out != processor.Accepted || tr.State != processor.Inside {
+		t.Fatalf("after the order grew to 1 km: %v %v, want accepted inside", out, tr.State)
+	}
+	book.Revoke([]byte("p1"))
+	if out, _ := step(at(2, 300, 10)); out != processor.NoOrder {
+		t.Fatalf("after the order was revoked: %v, want no_order", out)
+	}
+	put(50) // a new order: used again
+	if out, tr := step(at(3, 300, 10)); out != processor.Accepted || tr.State != processor.Outside {
+		t.Fatalf("after a new order: %v %v, want accepted outside", out, tr.State)
+	}
+}
