@@ -410,7 +410,6 @@ func (c *ClickHouse) insertPings(ctx context.Context, chunks []*pingColumns) err
 	if err != nil {
 		return err
 	}
-	ids := c.ids[:0]
 	inserted := c.inserted[:0] // DateTime: Unix seconds
 	now := time.Now().Unix()
 	for range chunkRows {
@@ -420,7 +419,7 @@ func (c *ClickHouse) insertPings(ctx context.Context, chunks []*pingColumns) err
 	cols := make([]any, 0, 16)
 	for _, p := range chunks {
 		n := p.len()
-		ids = p.ids
+		ids := p.ids
 		if c.pseudo != nil {
 			ids = c.ids[:0]
 			for _, id := range p.ids {

@@ -2,6 +2,7 @@ package sinks
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/qfence/qfence/config"
 )
 
 // BenchmarkDrain is the end-to-end drain of issue 3: 2M pings for 100k
@@ -22,6 +25,12 @@ import (
 // untimed: timing it would measure the commit cadence. In the same run, a
 // plain kafka-go consumer-group reader drains the same topic with no
 // processing: the baseline.
+//
+// It runs twice: with the default in-flight budget (limits.max_inflight_rows
+// 200000) and with 500000. The sink inserts at most twice a second, so
+// rows wait up to half a second plus the insert, and an instance can go no
+// faster than about budget / 0.7 s: the default caps it near 300k pings/s
+// (README, "Scaling out").
 //
 //	go test -run '^$' -bench Drain -benchtime 1x ./sinks/
 func BenchmarkDrain(b *testing.B) {
@@ -35,16 +44,29 @@ func BenchmarkDrain(b *testing.B) {
 	d := genData(9, patients, pings, 0)
 	produce(b, addr, cfg.Kafka.Topics.Orders, d.orders)
 	produce(b, addr, cfg.Kafka.Topics.Pings, d.pings)
+	for _, budget := range []int{200_000, 500_000} {
+		b.Run(fmt.Sprintf("inflight=%dk", budget/1000), func(b *testing.B) {
+			drain(b, addr, cfg, d, budget)
+		})
+	}
+}
+
+func drain(b *testing.B, addr string, cfg *config.Config, d dataset, budget int) {
+	const pings = 2_000_000
 	for b.Loop() {
 		rawRate, rawCPU := drainRaw(b, addr, cfg.Kafka.Topics.Pings, pings)
 		ch := chConfig(b, chAddr)
 		metrics := freeAddr(b)
 		start := time.Now()
-		c := startChild(b, []string{"QFENCE_KAFKA_BROKERS=" + addr, "QFENCE_KAFKA_GROUP_ID=drain", "QFENCE_CLICKHOUSE_ADDR=" + chAddr,
+		// Each run has its own group and its own state topic: another run's
+		// checkpoints would make this one's pings duplicates.
+		group := "drain-" + strconv.FormatInt(time.Now().UnixNano(), 10)
+		c := startChild(b, []string{"QFENCE_KAFKA_BROKERS=" + addr, "QFENCE_KAFKA_GROUP_ID=" + group, "QFENCE_KAFKA_TOPICS_STATE=" + group + "-state", "QFENCE_CLICKHOUSE_ADDR=" + chAddr,
 			"QFENCE_CLICKHOUSE_DATABASE=" + ch.Database, "QFENCE_CLICKHOUSE_RETENTION_DAYS=3650", "QFENCE_METRICS_LISTEN=" + metrics,
-			"QFENCE_LOG_LEVEL=warn"}, "run")
-		cfg.Kafka.GroupID = "drain"
-		gk, err := newTestKafka(b, cfg.Kafka)
+			"QFENCE_LOG_LEVEL=warn", "QFENCE_LIMITS_MAX_INFLIGHT_ROWS=" + strconv.Itoa(budget)}, "run")
+		kcfg := cfg.Kafka
+		kcfg.GroupID = group
+		gk, err := newTestKafka(b, kcfg)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -71,7 +93,7 @@ func BenchmarkDrain(b *testing.B) {
 		took := time.Since(start)
 		cpu := procCPU(c.cmd.Process.Pid)
 		waitFor(b, 2*time.Minute, "every ping committed", func() bool {
-			lag, err := gk.Lag(context.Background(), cfg.Kafka.Topics.Pings)
+			lag, err := gk.Lag(context.Background(), kcfg.Topics.Pings)
 			return err == nil && lag == 0
 		})
 		c.term(b, 30*time.Second)
