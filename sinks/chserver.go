@@ -22,7 +22,10 @@ import (
 // server instead, and Stop leaves it alone.
 type ClickHouseServer struct {
 	Addr string
-	dir  string
+	// SecureAddr is the TLS native port, when the server was started with
+	// a certificate.
+	SecureAddr string
+	dir        string
 	cfg  string
 	cmd  *exec.Cmd
 	log  *slog.Logger
@@ -34,6 +37,16 @@ func StartClickHouseServer(ctx context.Context, log *slog.Logger) (*ClickHouseSe
 	if addr := os.Getenv("QFENCE_CLICKHOUSE_ADDR"); addr != "" {
 		return &ClickHouseServer{Addr: addr, log: log}, nil
 	}
+	return startClickHouseServer(ctx, log, chServerOptions{})
+}
+
+// chServerOptions add to a private server what the security tests need.
+type chServerOptions struct {
+	certFile, keyFile string // PEM files: a TLS native port (SecureAddr)
+	user, password    string // a user with a password, besides default
+}
+
+func startClickHouseServer(ctx context.Context, log *slog.Logger, opts chServerOptions) (*ClickHouseServer, error) {
 	bin, err := clickHouseBinary(ctx, log)
 	if err != nil {
 		return nil, err
@@ -42,13 +55,26 @@ func StartClickHouseServer(ctx context.Context, log *slog.Logger) (*ClickHouseSe
 	if err != nil {
 		return nil, fmt.Errorf("clickhouse data dir: %w", err)
 	}
-	ports, err := freePorts(2)
+	ports, err := freePorts(3)
 	if err != nil {
 		return nil, err
 	}
 	s := &ClickHouseServer{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0])), dir: dir, log: log,
 		cfg: filepath.Join(dir, "config.xml")}
 	users := filepath.Join(dir, "users.xml")
+	secure, extraUser := "", ""
+	if opts.certFile != "" {
+		s.SecureAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[2]))
+		secure = fmt.Sprintf(`  <tcp_port_secure>%d</tcp_port_secure>
+  <openSSL><server><certificateFile>%s</certificateFile><privateKeyFile>%s</privateKeyFile>
+    <verificationMode>none</verificationMode><loadDefaultCAFile>false</loadDefaultCAFile>
+    <disableProtocols>sslv2,sslv3,tlsv1,tlsv1_1</disableProtocols></server></openSSL>
+`, ports[2], opts.certFile, opts.keyFile)
+	}
+	if opts.user != "" {
+		extraUser = fmt.Sprintf(`<%[1]s><password>%[2]s</password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks><profile>default</profile><quota>default</quota></%[1]s>`,
+			opts.user, opts.password)
+	}
 	config := fmt.Sprintf(`<?xml version="1.0"?>
 <yandex>
   <logger><level>warning</level><log>%[1]s/server.log</log><errorlog>%[1]s/error.log</errorlog><console>0</console></logger>
@@ -64,12 +90,12 @@ func StartClickHouseServer(ctx context.Context, log *slog.Logger) (*ClickHouseSe
   <default_database>default</default_database>
   <mark_cache_size>268435456</mark_cache_size>
   <max_concurrent_queries>100</max_concurrent_queries>
-</yandex>
-`, dir, ports[0], ports[1], users)
+%[5]s</yandex>
+`, dir, ports[0], ports[1], users, secure)
 	usersXML := `<?xml version="1.0"?>
 <yandex>
   <profiles><default><max_memory_usage>4000000000</max_memory_usage></default></profiles>
-  <users><default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks><profile>default</profile><quota>default</quota></default></users>
+  <users><default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks><profile>default</profile><quota>default</quota></default>` + extraUser + `</users>
   <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors><result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
 </yandex>
 `

@@ -5,6 +5,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"log/slog"
@@ -187,7 +188,11 @@ func dialClickHouse(ctx context.Context, cfg config.ClickHouse) (driver.Conn, Ve
 	defer cancel()
 	if err := conn.Ping(pctx); err != nil {
 		conn.Close()
-		return nil, Version{}, fmt.Errorf("clickhouse %s does not answer (is it running? check clickhouse.addr): %w", cfg.Addr, err)
+		var ex *clickhouse.Exception
+		if errors.As(err, &ex) { // the server answered and said no
+			return nil, Version{}, fmt.Errorf("clickhouse %s refused the connection (check clickhouse.username and clickhouse.password): %w", cfg.Addr, err)
+		}
+		return nil, Version{}, fmt.Errorf("clickhouse %s does not answer (is it running? check clickhouse.addr and clickhouse.tls): %w", cfg.Addr, err)
 	}
 	sv, err := conn.ServerVersion()
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -113,5 +114,62 @@ func TestKafkaOverTLSWithSCRAM(t *testing.T) {
 	defer cancel()
 	if err := kb.Reachable(ctx); err == nil {
 		t.Error("a client without SASL credentials was served")
+	}
+}
+
+// writeKeyPair writes a certificate and its key as PEM files (what
+// clickhouse-server's openSSL section reads).
+func writeKeyPair(t *testing.T, cert tls.Certificate) (certFile, keyFile string) {
+	t.Helper()
+	key, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "server.pem"), filepath.Join(dir, "server.key")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: key}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
+
+// TestClickHouseOverTLSWithPassword: against a private clickhouse-server
+// with a TLS native port and a password-protected user, migrations and the
+// sink work through clickhouse.tls, clickhouse.username and
+// clickhouse.password; a wrong password and an unknown certificate
+// authority are refused with errors that say what to check.
+func TestClickHouseOverTLSWithPassword(t *testing.T) {
+	cert, caFile := testCA(t)
+	certFile, keyFile := writeKeyPair(t, cert)
+	ctx := context.Background()
+	srv, err := startClickHouseServer(ctx, testLog(t), chServerOptions{certFile: certFile, keyFile: keyFile, user: "qfence", password: "s3cret-pw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+
+	cfg := config.Default().ClickHouse
+	cfg.Addr, cfg.Database, cfg.Username, cfg.Password = srv.SecureAddr, "tls_test", "qfence", "s3cret-pw"
+	cfg.TLS = config.TLS{Enabled: true, CAFile: caFile}
+	cfg.FlushInterval, cfg.Timeout = 200*time.Millisecond, 10*time.Second
+	_, tracks, events := tracksFor(5, 1000, 20_000)
+	write(t, openSink(t, cfg, ""), tracks, events)
+	plain := chConn(t, srv.Addr) // the default user on the plain port sees what came over TLS
+	if n := count(t, plain, "SELECT count() FROM tls_test.pings"); n != uint64(len(tracks)) {
+		t.Fatalf("%d ping rows over TLS, want %d", n, len(tracks))
+	}
+
+	wrong := cfg
+	wrong.Password = "not-the-password"
+	if err := Migrate(ctx, wrong, testLog(t)); err == nil || !strings.Contains(err.Error(), "clickhouse.password") {
+		t.Fatalf("a wrong password: %v, want a refusal that names clickhouse.password", err)
+	}
+	untrusted := cfg
+	untrusted.TLS.CAFile = "" // the system roots do not know the test CA
+	if err := Migrate(ctx, untrusted, testLog(t)); err == nil || !strings.Contains(err.Error(), "clickhouse.tls") {
+		t.Fatalf("an unknown certificate authority: %v, want a refusal that names clickhouse.tls", err)
 	}
 }
