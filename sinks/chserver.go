@@ -26,9 +26,9 @@ type ClickHouseServer struct {
 	// a certificate.
 	SecureAddr string
 	dir        string
-	cfg  string
-	cmd  *exec.Cmd
-	log  *slog.Logger
+	cfg        string
+	cmd        *exec.Cmd
+	log        *slog.Logger
 }
 
 // StartClickHouseServer starts a private server, installing Debian's
