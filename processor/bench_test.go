@@ -227,3 +227,18 @@ func TestHeapPerPatientBudget(t *testing.T) {
 		t.Logf("%.0f bytes per patient", got)
 	}
 }
+
+// BenchmarkDecodeOrder is the orders reader's cost per order: at start it
+// reads every order of the topic before it is ready.
+func BenchmarkDecodeOrder(b *testing.B) {
+	value := []byte(`{"patient_id":"p-000123","home":{"lat":55.7558,"lon":37.6173},"radius_m":50,` +
+		`"starts_at":"2026-04-01T00:00:00Z","ends_at":"2026-04-15T00:00:00Z","district":"CAO"}`)
+	key := []byte("p-000123")
+	b.SetBytes(int64(len(value)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := processor.DecodeOrder(key, value, 4096, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -66,16 +66,14 @@ func DecodeOrder(key, value []byte, maxBytes int, zones *geo.Zones) (*Order, err
 		return nil, reject(TooLarge, "message is %d bytes, more than limits.max_message_bytes (%d)", len(value), maxBytes)
 	}
 	var w orderWire
-	dec := json.NewDecoder(bytes.NewReader(value))
-	if err := dec.Decode(&w); err != nil {
+	// Unmarshal, not a Decoder: it refuses data after the object too, and
+	// does not allocate a Decoder's buffer for every order.
+	if err := json.Unmarshal(value, &w); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
 			return nil, reject(reasonOfField(te.Field), "order field %s has the wrong type (%s)", te.Field, te.Value)
 		}
 		return nil, reject(MalformedJSON, "order is not a JSON object: %v", err)
-	}
-	if dec.More() {
-		return nil, reject(MalformedJSON, "unexpected data after the order's JSON object")
 	}
 	switch {
 	case w.PatientID == nil:
@@ -157,6 +155,8 @@ type OrderBook struct {
 	// hundred strings instead of holding a copy each.
 	dmu       sync.Mutex
 	districts map[string]string
+
+	n atomic.Int64 // orders held: Len without visiting the shards
 }
 
 // maxDistricts bounds the interning table against orders with made-up names.
@@ -223,6 +223,8 @@ func (b *OrderBook) Put(o *Order) (old *Order) {
 	s.mu.Unlock()
 	if old != nil {
 		old.markStale()
+	} else {
+		b.n.Add(1)
 	}
 	return old
 }
@@ -236,21 +238,13 @@ func (b *OrderBook) Revoke(id []byte) *Order {
 	s.mu.Unlock()
 	if o != nil {
 		o.markStale()
+		b.n.Add(-1)
 	}
 	return o
 }
 
 // Len is the number of orders in the book.
-func (b *OrderBook) Len() int {
-	n := 0
-	for i := range b.shards {
-		s := &b.shards[i]
-		s.mu.RLock()
-		n += len(s.m)
-		s.mu.RUnlock()
-	}
-	return n
-}
+func (b *OrderBook) Len() int { return int(b.n.Load()) }
 
 // LoadOrders reads NDJSON orders (the orders.file format) into the book.
 // Blank lines are skipped; a line that is JSON null is ignored (there is no

@@ -255,8 +255,13 @@ func (k *Kafka) Reachable(ctx context.Context) error {
 
 // reader reads one partition of a topic from offset.
 func (k *Kafka) reader(topic string, partition int, offset int64) (*kafka.Reader, error) {
+	// MaxWait bounds only a fetch that finds nothing (MinBytes 1 answers as
+	// soon as a message is there). kafka-go asks the broker to hold the fetch
+	// for MaxWait less its 1 s round-trip allowance (a quarter of MaxWait
+	// when MaxWait is under 1 s); with 250 ms a broker 62 ms late on a busy
+	// machine was an i/o timeout and a logged error on every idle partition.
 	r := kafka.NewReader(kafka.ReaderConfig{Brokers: k.brokers, Topic: topic, Partition: partition, Dialer: k.dialer,
-		MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 250 * time.Millisecond, QueueCapacity: 4096,
+		MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 1500 * time.Millisecond, QueueCapacity: 4096,
 		ReadBackoffMin: 100 * time.Millisecond, ReadBackoffMax: 2 * time.Second,
 		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
 			k.log.Warn("kafka reader", "topic", topic, "partition", partition, "err", fmt.Sprintf(msg, args...))
