@@ -89,6 +89,10 @@ type ClickHouse struct {
 	BatchRows     int           `koanf:"batch_rows"`
 	FlushInterval time.Duration `koanf:"flush_interval"`
 	Timeout       time.Duration `koanf:"timeout"`
+	// Compression of the native protocol: auto (none to a loopback
+	// address, lz4 elsewhere, as clickhouse-client does since 21.4), lz4,
+	// zstd or none.
+	Compression string `koanf:"compression"`
 }
 
 // File names an optional input file.
@@ -142,7 +146,7 @@ func Default() Config {
 			Partitions:   4,
 		},
 		ClickHouse: ClickHouse{Addr: "127.0.0.1:9000", Database: "qfence", Username: "default",
-			RetentionDays: 28, BatchRows: 50000, FlushInterval: time.Second, Timeout: 30 * time.Second},
+			RetentionDays: 28, BatchRows: 50000, FlushInterval: time.Second, Timeout: 30 * time.Second, Compression: "auto"},
 		Metrics:         Metrics{Listen: "127.0.0.1:9464"},
 		Rules:           processor.DefaultRules(),
 		Limits:          Limits{MaxMessageBytes: 4096, MaxClockSkew: 5 * time.Minute, MaxInflightRows: 200000},
@@ -357,6 +361,11 @@ func (c *Config) validate() []error {
 	}
 	if c.ClickHouse.Timeout <= 0 {
 		bad("clickhouse.timeout", "must be > 0, got %s", c.ClickHouse.Timeout)
+	}
+	switch c.ClickHouse.Compression {
+	case "auto", "lz4", "zstd", "none":
+	default:
+		bad("clickhouse.compression", "must be auto, lz4, zstd or none, got %q", c.ClickHouse.Compression)
 	}
 	if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
 		bad("metrics.listen", "%q is not host:port", c.Metrics.Listen)

@@ -264,3 +264,45 @@ func TestNoOrderNoRow(t *testing.T) {
 		}
 	}
 }
+
+// clickhouse.compression: auto leaves a loopback server uncompressed (as
+// clickhouse-client does since 21.4) and compresses with LZ4 elsewhere.
+func TestCompressionAutoIsOffOnLoopbackOnly(t *testing.T) {
+	for addr, want := range map[string]clickhouse.CompressionMethod{
+		"127.0.0.1:9000": clickhouse.CompressionNone, "[::1]:9000": clickhouse.CompressionNone,
+		"localhost:9000": clickhouse.CompressionNone, "127.0.0.2:9000": clickhouse.CompressionNone,
+		"10.0.0.5:9000": clickhouse.CompressionLZ4, "ch.example.org:9000": clickhouse.CompressionLZ4,
+	} {
+		cfg := config.Default().ClickHouse
+		cfg.Addr = addr
+		if got := compressionOf(cfg); got != want {
+			t.Errorf("auto to %s: %v, want %v", addr, got, want)
+		}
+	}
+	cfg := config.Default().ClickHouse
+	for _, m := range []string{"lz4", "zstd", "none"} {
+		cfg.Compression = m
+		if got := compressionOf(cfg).String(); got != m {
+			t.Errorf("compression %s: %s", m, got)
+		}
+	}
+}
+
+// Every compression method writes every row to the real server.
+func TestEveryCompressionMethodWrites(t *testing.T) {
+	_, tracks, events := tracksFor(8, 500, 30_000)
+	for _, m := range []string{"lz4", "zstd", "none"} {
+		t.Run(m, func(t *testing.T) {
+			cfg := chConfig(t, chAddr)
+			cfg.Compression = m
+			write(t, openSink(t, cfg, ""), tracks, events)
+			conn := chConn(t, chAddr)
+			if n := count(t, conn, "SELECT count() FROM "+cfg.Database+".pings"); n != uint64(len(tracks)) {
+				t.Fatalf("%d ping rows with %s, want %d", n, m, len(tracks))
+			}
+			if n := count(t, conn, "SELECT count() FROM "+cfg.Database+".events"); n != uint64(len(events)) {
+				t.Fatalf("%d events with %s, want %d", n, m, len(events))
+			}
+		})
+	}
+}
