@@ -26,10 +26,17 @@ func TestEngineSeesOrderChangesOnTheNextPing(t *testing.T) {
 		t.Fatalf("300 m out with a 50 m radius: %v %v, want accepted outside", out, tr.State)
 	}
 	put(1000) // the home circle grows: the next ping is inside
+	if n := book.Len(); n != 1 {
+		t.Fatalf("a replaced order counts %d orders, want 1", n)
+	}
 	if out, tr := step(at(1, 300, 10)); out != processor.Accepted || tr.State != processor.Inside {
 		t.Fatalf("after the order grew to 1 km: %v %v, want accepted inside", out, tr.State)
 	}
 	book.Revoke([]byte("p1"))
+	book.Revoke([]byte("nobody"))
+	if n := book.Len(); n != 0 {
+		t.Fatalf("after the revocations the book counts %d orders, want 0", n)
+	}
 	if out, _ := step(at(2, 300, 10)); out != processor.NoOrder {
 		t.Fatalf("after the order was revoked: %v, want no_order", out)
 	}

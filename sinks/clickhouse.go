@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -29,6 +30,7 @@ import (
 // reused after a failed Send), so an outage delays rows but loses none.
 type ClickHouse struct {
 	conn    driver.Conn
+	dials   *conns
 	schema  Schema
 	cfg     config.ClickHouse
 	pseudo  *pseudonymizer
@@ -97,9 +99,9 @@ func (p *pingColumns) len() int { return len(p.ids) }
 
 // reset empties the chunk for reuse, dropping what it references.
 func (p *pingColumns) reset() {
-	for _, s := range [][]string{p.ids, p.district, p.zone} {
-		clear(s)
-	}
+	clear(p.ids)
+	clear(p.district)
+	clear(p.zone)
 	clear(p.dev)
 	clear(p.src)
 	p.bytes = p.bytes[:0]
@@ -157,11 +159,12 @@ type OrderRow struct {
 // OpenClickHouse connects, learns the server's version and prepares the
 // sink (the schema must exist: see Migrate).
 func OpenClickHouse(ctx context.Context, cfg config.ClickHouse, pseudonymizeKey config.Secret, metrics *Metrics, log *slog.Logger) (*ClickHouse, error) {
-	conn, v, err := dialClickHouse(ctx, cfg)
+	dials := &conns{}
+	conn, v, err := dialClickHouse(ctx, cfg, dials)
 	if err != nil {
 		return nil, err
 	}
-	c := &ClickHouse{conn: conn, cfg: cfg, metrics: metrics, log: log, kick: make(chan struct{}, 1),
+	c := &ClickHouse{conn: conn, dials: dials, cfg: cfg, metrics: metrics, log: log, kick: make(chan struct{}, 1),
 		schema: Schema{DB: cfg.Database, F: FeaturesOf(v), RetentionDays: cfg.RetentionDays}}
 	if pseudonymizeKey != "" {
 		c.pseudo = newPseudonymizer([]byte(pseudonymizeKey))
@@ -172,16 +175,29 @@ func OpenClickHouse(ctx context.Context, cfg config.ClickHouse, pseudonymizeKey 
 	return c, nil
 }
 
-func dialClickHouse(ctx context.Context, cfg config.ClickHouse) (driver.Conn, Version, error) {
+// ConnectClickHouse connects as qfence does (address, credentials, TLS,
+// compression, timeouts), for the tools that query what qfence stored.
+func ConnectClickHouse(ctx context.Context, cfg config.ClickHouse) (driver.Conn, error) {
+	conn, _, err := dialClickHouse(ctx, cfg, &conns{})
+	return conn, err
+}
+
+// chDialTimeout bounds a connection and its handshake.
+const chDialTimeout = 5 * time.Second
+
+// dialClickHouse connects through dials, which can close every connection
+// it made.
+func dialClickHouse(ctx context.Context, cfg config.ClickHouse, dials *conns) (driver.Conn, Version, error) {
 	tlsCfg, err := TLSConfig(cfg.TLS)
 	if err != nil {
 		return nil, Version{}, fmt.Errorf("clickhouse.tls: %w", err)
 	}
+	dials.tls = tlsCfg
 	conn, err := clickhouse.Open(&clickhouse.Options{
-		Addr: []string{cfg.Addr}, TLS: tlsCfg,
+		Addr: []string{cfg.Addr}, DialContext: dials.dial,
 		Auth:        clickhouse.Auth{Username: cfg.Username, Password: string(cfg.Password)},
 		Compression: &clickhouse.Compression{Method: compressionOf(cfg)},
-		DialTimeout: 5 * time.Second, ReadTimeout: cfg.Timeout, MaxOpenConns: 4,
+		DialTimeout: chDialTimeout, ReadTimeout: cfg.Timeout, MaxOpenConns: 4,
 	})
 	if err != nil {
 		return nil, Version{}, fmt.Errorf("clickhouse %s: %w", cfg.Addr, err)
@@ -202,6 +218,60 @@ func dialClickHouse(ctx context.Context, cfg config.ClickHouse) (driver.Conn, Ve
 		return nil, Version{}, fmt.Errorf("clickhouse server version: %w", err)
 	}
 	return conn, Version{int(sv.Version.Major), int(sv.Version.Minor)}, nil
+}
+
+// conns dials ClickHouse (over TLS when configured) and can close every
+// connection it made at once. clickhouse-go's handshake waits for the
+// server up to the dial timeout whatever the context says, so with the
+// server hung a last flush would hold SIGTERM past shutdown_timeout by that
+// much; closing the connections ends the wait.
+type conns struct {
+	tls  *tls.Config
+	mu   sync.Mutex
+	open map[*trackedConn]struct{}
+}
+
+type trackedConn struct {
+	net.Conn
+	set *conns
+}
+
+func (d *conns) dial(ctx context.Context, addr string) (net.Conn, error) {
+	nd := &net.Dialer{Timeout: chDialTimeout}
+	var c net.Conn
+	var err error
+	if d.tls != nil {
+		c, err = (&tls.Dialer{NetDialer: nd, Config: d.tls}).DialContext(ctx, "tcp", addr)
+	} else {
+		c, err = nd.DialContext(ctx, "tcp", addr)
+	}
+	if err != nil {
+		return nil, err
+	}
+	t := &trackedConn{Conn: c, set: d}
+	d.mu.Lock()
+	if d.open == nil {
+		d.open = make(map[*trackedConn]struct{})
+	}
+	d.open[t] = struct{}{}
+	d.mu.Unlock()
+	return t, nil
+}
+
+func (t *trackedConn) Close() error {
+	t.set.mu.Lock()
+	delete(t.set.open, t)
+	t.set.mu.Unlock()
+	return t.Conn.Close()
+}
+
+// closeAll closes every open connection: what waits on one fails at once.
+func (d *conns) closeAll() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for t := range d.open {
+		_ = t.Conn.Close()
+	}
 }
 
 // compressionOf is clickhouse.compression's method. auto follows
@@ -225,7 +295,7 @@ func compressionOf(cfg config.ClickHouse) clickhouse.CompressionMethod {
 
 // Migrate creates or upgrades the schema; running it again changes nothing.
 func Migrate(ctx context.Context, cfg config.ClickHouse, log *slog.Logger) error {
-	conn, v, err := dialClickHouse(ctx, cfg)
+	conn, v, err := dialClickHouse(ctx, cfg, &conns{})
 	if err != nil {
 		return err
 	}
@@ -321,6 +391,17 @@ const minInsertGap = 500 * time.Millisecond
 // left, retrying until stop ends. Retention runs at start and daily.
 func (c *ClickHouse) Run(ctx, stop context.Context) error {
 	defer c.conn.Close()
+	// Once stop ends, a flush waiting on a hung server is cut short: its
+	// rows are consumed again at the next start.
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-stop.Done():
+			c.dials.closeAll()
+		case <-done:
+		}
+	}()
 	if !c.schema.F.TTL {
 		c.dropExpired(ctx)
 	}

@@ -218,29 +218,15 @@ func genData(seed uint64, patients, pings, badEvery int) dataset {
 	return d
 }
 
-// produce writes messages with the Java client's partitioner, as a phone
-// gateway would.
+// produce publishes messages as a phone gateway would.
 func produce(t testing.TB, addr, topic string, msgs []kafka.Message) {
 	t.Helper()
-	tr := &kafka.Transport{} // its own, closed after: the default one lives forever
-	defer tr.CloseIdleConnections()
-	w := &kafka.Writer{Addr: kafka.TCP(addr), Topic: topic, Balancer: &kafka.Murmur2Balancer{}, RequiredAcks: kafka.RequireAll,
-		BatchSize: 2000, BatchTimeout: 2 * time.Millisecond, BatchBytes: 900 << 10, Transport: tr}
-	defer w.Close()
-	for start := 0; start < len(msgs); start += 20000 {
-		// A topic just created may take a moment to be everywhere: retry
-		// for a bounded time.
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			err := w.WriteMessages(context.Background(), msgs[start:min(len(msgs), start+20000)]...)
-			if err == nil {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("produce to %s: %.300v", topic, err)
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
+	k, err := newTestKafka(t, testConfig(addr).Kafka)
+	if err == nil {
+		err = k.Publish(context.Background(), topic, msgs, 0, nil)
+	}
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -3,6 +3,7 @@ package sinks
 import (
 	"context"
 	"fmt"
+	"io"
 	"sync"
 	"time"
 
@@ -169,3 +170,55 @@ func (c *Changelog) Restore(ctx context.Context, partition int, fn func(key stri
 
 // Close closes the writer.
 func (c *Changelog) Close() error { return c.w.Close() }
+
+// Publish writes msgs to topic as a phone gateway or an order system would:
+// keyed with the Java client's partitioner, acknowledged by all in-sync
+// replicas, over the same TLS and SASL as every other connection. It goes
+// at most rate messages per second (0: as fast as the broker takes them),
+// prints progress to w (when not nil) every few seconds, and retries a
+// failed write for 20 s (a topic just created may take a moment to be
+// everywhere). qfence-sim, the demo and the tests publish through it; qfence
+// run does not.
+func (k *Kafka) Publish(ctx context.Context, topic string, msgs []kafka.Message, rate int, w io.Writer) error {
+	wr := &kafka.Writer{Addr: kafka.TCP(k.brokers...), Topic: topic, Transport: k.transport, Balancer: &kafka.Murmur2Balancer{},
+		RequiredAcks: kafka.RequireAll, BatchSize: 2000, BatchTimeout: 2 * time.Millisecond, BatchBytes: 900 << 10}
+	defer wr.Close()
+	chunk := 20_000
+	if rate > 0 { // small enough to pace smoothly
+		chunk = min(max(rate/10, 100), chunk)
+	}
+	start, last := time.Now(), time.Now()
+	for i := 0; i < len(msgs); i += chunk {
+		batch := msgs[i:min(len(msgs), i+chunk)]
+		var failing time.Time // when this chunk's writes began to fail
+		for {
+			err := wr.WriteMessages(ctx, batch...)
+			if err == nil {
+				break
+			}
+			if failing.IsZero() {
+				failing = time.Now()
+			}
+			if ctx.Err() != nil || time.Since(failing) > 20*time.Second {
+				return fmt.Errorf("publish to %s: %.300v", topic, err)
+			}
+			if err := sleep(ctx, 250*time.Millisecond); err != nil {
+				return err
+			}
+		}
+		done := i + len(batch)
+		if rate > 0 { // pace: where we should be by now
+			if ahead := time.Duration(float64(done)/float64(rate)*float64(time.Second)) - time.Since(start); ahead > 0 {
+				if err := sleep(ctx, ahead); err != nil {
+					return err
+				}
+			}
+		}
+		if w != nil && (time.Since(last) > 5*time.Second || done == len(msgs)) {
+			last = time.Now()
+			fmt.Fprintf(w, "  %s: %d/%d messages (%.0f%%), %.0f/s\n", topic, done, len(msgs), 100*float64(done)/float64(len(msgs)),
+				float64(done)/time.Since(start).Seconds())
+		}
+	}
+	return nil
+}

@@ -17,8 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/segmentio/kafka-go"
-	"github.com/segmentio/kafka-go/sasl/scram"
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/qfence/qfence/config"
@@ -76,26 +74,13 @@ func TestKafkaOverTLSWithSCRAM(t *testing.T) {
 	if err := k.EnsureTopics(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	// The gateway side authenticates the same way.
-	tlsCfg, _ := TLSConfig(cfg.Kafka.TLS)
-	mech, _ := scram.Mechanism(scram.SHA512, "qfence", "s3cret")
-	tr := &kafka.Transport{TLS: tlsCfg, SASL: mech}
-	defer tr.CloseIdleConnections()
-	w := &kafka.Writer{Addr: kafka.TCP(addr), Balancer: &kafka.Murmur2Balancer{}, RequiredAcks: kafka.RequireAll,
-		Transport: tr, BatchTimeout: 2 * time.Millisecond}
-	defer w.Close()
+	// The gateway side publishes with the same TLS and SASL (the path
+	// qfence-sim produce takes).
 	d := genData(8, 200, 4000, 0)
-	for _, m := range d.orders {
-		m.Topic = cfg.Kafka.Topics.Orders
-		if err := w.WriteMessages(context.Background(), m); err != nil {
-			t.Fatal(err)
-		}
+	if err := k.Publish(context.Background(), cfg.Kafka.Topics.Orders, d.orders, 0, nil); err != nil {
+		t.Fatal(err)
 	}
-	msgs := make([]kafka.Message, len(d.pings))
-	for i, m := range d.pings {
-		msgs[i] = kafka.Message{Topic: cfg.Kafka.Topics.Pings, Key: m.Key, Value: m.Value}
-	}
-	if err := w.WriteMessages(context.Background(), msgs...); err != nil {
+	if err := k.Publish(context.Background(), cfg.Kafka.Topics.Pings, d.pings, 0, nil); err != nil {
 		t.Fatal(err)
 	}
 	sink := newRecorder()

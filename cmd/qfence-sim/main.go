@@ -18,7 +18,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/segmentio/kafka-go"
 	"github.com/spf13/cobra"
 
@@ -131,8 +130,7 @@ func newProduce() *cobra.Command {
 		Short: "Produce a generated scenario's orders, then its pings, to Kafka (config: --config and QFENCE_*)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			path, _ := cmd.Flags().GetString("config")
-			cfg, err := config.Load(path, os.Environ())
+			cfg, err := loadConfig(cmd)
 			if err != nil {
 				return err
 			}
@@ -144,18 +142,29 @@ func newProduce() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			brokers := cfg.Kafka.BrokerList()
-			ctx := cmd.Context()
-			if err := sim.Produce(ctx, brokers, cfg.Kafka.Topics.Orders, sim.Lines(orders), 0, cmd.ErrOrStderr()); err != nil {
+			k, err := sinks.NewKafka(cfg.Kafka, slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil)))
+			if err != nil {
 				return err
 			}
-			return sim.Produce(ctx, brokers, cfg.Kafka.Topics.Pings, sim.Lines(pings), rate, cmd.ErrOrStderr())
+			defer k.Close()
+			ctx := cmd.Context()
+			if err := k.Publish(ctx, cfg.Kafka.Topics.Orders, sim.Messages(sim.Lines(orders)), 0, cmd.ErrOrStderr()); err != nil {
+				return err
+			}
+			return k.Publish(ctx, cfg.Kafka.Topics.Pings, sim.Messages(sim.Lines(pings)), rate, cmd.ErrOrStderr())
 		},
 	}
 	cmd.Flags().String("config", "", "qfence config file (for kafka.brokers and the topics)")
 	cmd.Flags().StringVar(&dir, "dir", "sim", "the directory generate wrote")
 	cmd.Flags().IntVar(&rate, "rate", 0, "pings per second (0: as fast as possible)")
 	return cmd
+}
+
+// loadConfig is qfence's configuration (--config and QFENCE_*), for the
+// brokers, topics and ClickHouse to use.
+func loadConfig(cmd *cobra.Command) (*config.Config, error) {
+	path, _ := cmd.Flags().GetString("config")
+	return config.Load(path, os.Environ())
 }
 
 func readLines(path string) ([]string, error) {
@@ -195,13 +204,11 @@ func newScore() *cobra.Command {
 			}
 			switch {
 			case fromClickHouse:
-				path, _ := cmd.Flags().GetString("config")
-				cfg, err := config.Load(path, os.Environ())
+				cfg, err := loadConfig(cmd)
 				if err != nil {
 					return err
 				}
-				conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{cfg.ClickHouse.Addr},
-					Auth: clickhouse.Auth{Username: cfg.ClickHouse.Username, Password: string(cfg.ClickHouse.Password)}})
+				conn, err := sinks.ConnectClickHouse(cmd.Context(), cfg.ClickHouse)
 				if err != nil {
 					return err
 				}
@@ -222,8 +229,7 @@ func newScore() *cobra.Command {
 				}
 				rows.Close()
 			case fromTopic != "":
-				path, _ := cmd.Flags().GetString("config")
-				cfg, err := config.Load(path, os.Environ())
+				cfg, err := loadConfig(cmd)
 				if err != nil {
 					return err
 				}
@@ -231,6 +237,7 @@ func newScore() *cobra.Command {
 				if err != nil {
 					return err
 				}
+				defer k.Close()
 				if err := k.ReadAll(cmd.Context(), fromTopic, func(m kafka.Message) { add(m.Value) }); err != nil {
 					return err
 				}

@@ -79,10 +79,10 @@ func TestDaemon(t *testing.T) {
 	if err := k.EnsureTopics(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := sim.Produce(ctx, cfg.Kafka.BrokerList(), cfg.Kafka.Topics.Orders, sim.Lines(s.Orders), 0, nil); err != nil {
+	if err := k.Publish(ctx, cfg.Kafka.Topics.Orders, sim.Messages(sim.Lines(s.Orders)), 0, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := sim.Produce(ctx, cfg.Kafka.BrokerList(), cfg.Kafka.Topics.Pings, s.Pings, 0, nil); err != nil {
+	if err := k.Publish(ctx, cfg.Kafka.Topics.Pings, sim.Messages(s.Pings), 0, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := waitUntil(ctx, 2*time.Minute, func() bool { lag, err := k.Lag(ctx, cfg.Kafka.Topics.Pings); return err == nil && lag == 0 }); err != nil {
@@ -180,10 +180,12 @@ func TestDaemon(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer ch.Signal(syscall.SIGCONT) //nolint:errcheck // best effort: Stop also continues it
-		if err := sim.Produce(ctx, cfg.Kafka.BrokerList(), cfg.Kafka.Topics.Pings, more.Pings, 0, nil); err != nil {
+		decided := sum(scrape(t, base+"/metrics")["qfence_pings_total"])
+		if err := k.Publish(ctx, cfg.Kafka.Topics.Pings, sim.Messages(more.Pings), 0, nil); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(time.Second) // let them be fetched and wait
+		// Every one decided: their rows now wait for ClickHouse.
+		waitMetric(t, base, "qfence_pings_total", decided+float64(len(more.Pings)))
 		start := time.Now()
 		stop()
 		stopped = true

@@ -13,7 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/segmentio/kafka-go"
 	"github.com/spf13/cobra"
 
@@ -122,7 +121,7 @@ func demo(ctx context.Context, o demoOptions, out io.Writer) error {
 	if err := k.EnsureTopics(ctx); err != nil {
 		return err
 	}
-	if err := sim.Produce(ctx, cfg.Kafka.BrokerList(), cfg.Kafka.Topics.Orders, sim.Lines(s.Orders), 0, nil); err != nil {
+	if err := k.Publish(ctx, cfg.Kafka.Topics.Orders, sim.Messages(sim.Lines(s.Orders)), 0, nil); err != nil {
 		return err
 	}
 	if err := waitUntil(ctx, time.Minute, func() bool { return ready(ctx) == "" }); err != nil {
@@ -130,7 +129,7 @@ func demo(ctx context.Context, o demoOptions, out io.Writer) error {
 	}
 	say("• qfence is ready (GET http://%s/readyz); streaming pings…", metricsAddr)
 	start := time.Now()
-	if err := sim.Produce(ctx, cfg.Kafka.BrokerList(), cfg.Kafka.Topics.Pings, s.Pings, int(float64(len(s.Pings))/o.stream.Seconds()), out); err != nil {
+	if err := k.Publish(ctx, cfg.Kafka.Topics.Pings, sim.Messages(s.Pings), int(float64(len(s.Pings))/o.stream.Seconds()), out); err != nil {
 		return err
 	}
 	if err := waitUntil(ctx, 5*time.Minute, func() bool { lag, err := k.Lag(ctx, cfg.Kafka.Topics.Pings); return err == nil && lag == 0 }); err != nil {
@@ -191,7 +190,7 @@ func demo(ctx context.Context, o demoOptions, out io.Writer) error {
 }
 
 func analystQueries(ctx context.Context, cfg config.ClickHouse, out io.Writer) error {
-	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{cfg.Addr}})
+	conn, err := sinks.ConnectClickHouse(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -247,7 +246,7 @@ func distinctValid(pings []sim.Ping) int {
 
 // storedOnce counts the pings table's rows, and its rows under FINAL.
 func storedOnce(ctx context.Context, cfg config.ClickHouse) (rows, final uint64, err error) {
-	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{cfg.Addr}})
+	conn, err := sinks.ConnectClickHouse(ctx, cfg)
 	if err != nil {
 		return 0, 0, err
 	}
