@@ -3,8 +3,8 @@ GO      ?= go
 PKGS    := ./...
 # Packages that start goroutines run under the race detector in `make test`;
 # the pure ones run without it (it would only slow them down).
-RACE_PKGS := ./processor/... ./sinks/... ./cmd/...
-PURE_PKGS := ./geo/... ./config/...
+RACE_PKGS := ./processor/pipeline/... ./sinks/... ./cmd/...
+PURE_PKGS := ./geo/... ./config/... ./processor/
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 .PHONY: help build test bench fuzz lint demo clean clickhouse
@@ -29,7 +29,8 @@ bench: clickhouse ## Benchmarks (6 runs of the hot paths, 3 of the big ones) and
 	$(GO) test -run '^$$' -bench 'DecodeDecide|Decode$$|DecodeOrder|Lookup|Distance' -benchmem -count 6 ./geo/ ./processor/ | tee bench.txt
 	$(GO) test -run '^$$' -bench HeapPerPatient -benchtime 1x -count 3 ./processor/ | tee -a bench.txt
 	$(GO) test -run '^$$' -bench Replay -benchtime 3x -count 3 ./cmd/qfence/ | tee -a bench.txt
-	$(GO) test -run '^$$' -bench 'Drain|SinkThroughput' -benchtime 1x -count 3 -timeout 30m ./sinks/ | tee -a bench.txt
+	$(GO) test -run '^$$' -bench SinkThroughput -benchtime 1x -count 3 -timeout 30m ./sinks/clickhouse/ | tee -a bench.txt
+	$(GO) test -run '^$$' -bench Drain -benchtime 1x -count 3 -timeout 30m ./cmd/qfence/ | tee -a bench.txt
 	$(GO) run $(BENCHSTAT) bench.txt
 
 fuzz: ## Fuzz every decoder for FUZZTIME each (default 30s).

@@ -24,16 +24,16 @@ import (
 
 // Config is the whole configuration.
 type Config struct {
-	Kafka           Kafka           `koanf:"kafka"`
-	ClickHouse      ClickHouse      `koanf:"clickhouse"`
-	Orders          File            `koanf:"orders"`
-	Zones           File            `koanf:"zones"`
-	Metrics         Metrics         `koanf:"metrics"`
-	Privacy         Privacy         `koanf:"privacy"`
-	Rules           processor.Rules `koanf:"rules"`
-	Limits          Limits          `koanf:"limits"`
-	Log             Log             `koanf:"log"`
-	ShutdownTimeout time.Duration   `koanf:"shutdown_timeout"`
+	Kafka           Kafka         `koanf:"kafka"`
+	ClickHouse      ClickHouse    `koanf:"clickhouse"`
+	Orders          File          `koanf:"orders"`
+	Zones           File          `koanf:"zones"`
+	Metrics         Metrics       `koanf:"metrics"`
+	Privacy         Privacy       `koanf:"privacy"`
+	Rules           Rules         `koanf:"rules"`
+	Limits          Limits        `koanf:"limits"`
+	Log             Log           `koanf:"log"`
+	ShutdownTimeout time.Duration `koanf:"shutdown_timeout"`
 }
 
 // Kafka is the `kafka` section.
@@ -134,7 +134,7 @@ func (Secret) String() string { return "[redacted]" }
 func (Secret) GoString() string { return "[redacted]" }
 
 // Default is the configuration with nothing set: every default of
-// shared/CONTRACT.md section 5.
+// config/contract/CONTRACT.md section 5.
 func Default() Config {
 	return Config{
 		Kafka: Kafka{
@@ -148,7 +148,7 @@ func Default() Config {
 		ClickHouse: ClickHouse{Addr: "127.0.0.1:9000", Database: "qfence", Username: "default",
 			RetentionDays: 28, BatchRows: 50000, FlushInterval: time.Second, Timeout: 30 * time.Second, Compression: "auto"},
 		Metrics:         Metrics{Listen: "127.0.0.1:9464"},
-		Rules:           processor.DefaultRules(),
+		Rules:           Rules(processor.DefaultRules()),
 		Limits:          Limits{MaxMessageBytes: 4096, MaxClockSkew: 5 * time.Minute, MaxInflightRows: 200000},
 		Log:             Log{Format: "text", Level: "info"},
 		ShutdownTimeout: 15 * time.Second,
@@ -370,7 +370,7 @@ func (c *Config) validate() []error {
 	if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
 		bad("metrics.listen", "%q is not host:port", c.Metrics.Listen)
 	}
-	errs = append(errs, c.Rules.Validate()...)
+	errs = append(errs, c.Rules.validate()...)
 	if c.Limits.MaxMessageBytes < 64 {
 		bad("limits.max_message_bytes", "must be >= 64, got %d", c.Limits.MaxMessageBytes)
 	}

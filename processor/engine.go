@@ -146,6 +146,18 @@ func (e *Engine) Sweep(ev []Event) []Event {
 	return append(ev, e.sweep...)
 }
 
+// StateRecord is one entry of the qfence-state changelog: a patient's state,
+// or the partition's meta record, keyed for compaction. A nil Value is a
+// tombstone.
+type StateRecord struct {
+	Key   string
+	Value []byte
+}
+
+// MetaKey keys a partition's own record (its watermark) in the changelog.
+// Patient ids cannot start with '#', so it never collides with one.
+const MetaKey = "#partition"
+
 // dirtyRef is a changed state, held by pointer so that taking it needs no
 // look-up.
 type dirtyRef struct {

@@ -8,7 +8,7 @@ import (
 	"strconv"
 )
 
-// EventType is the kind of an event (shared/CONTRACT.md 3.1).
+// EventType is the kind of an event (config/contract/CONTRACT.md 3.1).
 type EventType uint8
 
 // The event vocabulary.

@@ -15,7 +15,7 @@ import (
 	"github.com/qfence/qfence/geo"
 )
 
-// Order is one quarantine order (shared/CONTRACT.md 1.2). It is immutable:
+// Order is one quarantine order (config/contract/CONTRACT.md 1.2). It is immutable:
 // a new version replaces the pointer in the OrderBook.
 type Order struct {
 	PatientID string

@@ -8,7 +8,7 @@ import (
 	"unicode/utf8"
 )
 
-// Ping is one decoded location ping (shared/CONTRACT.md 1.1).
+// Ping is one decoded location ping (config/contract/CONTRACT.md 1.1).
 //
 // Aliasing: PatientID, DeviceID and Source point into the message passed to
 // PingDecoder.Decode (or, when the JSON escaped them, into fresh memory), so

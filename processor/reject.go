@@ -2,7 +2,7 @@ package processor
 
 import "fmt"
 
-// Reason is a dead-letter reason code (shared/CONTRACT.md 1.1 and 1.2).
+// Reason is a dead-letter reason code (config/contract/CONTRACT.md 1.1 and 1.2).
 type Reason string
 
 // The contract's reasons for pings, and the two extra ones orders need.

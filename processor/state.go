@@ -7,7 +7,7 @@ import (
 	"math"
 )
 
-// PingState is the verdict on one ping (shared/CONTRACT.md 2).
+// PingState is the verdict on one ping (config/contract/CONTRACT.md 2).
 type PingState uint8
 
 // The four verdicts. The zero value is not a verdict.

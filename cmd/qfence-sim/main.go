@@ -18,13 +18,15 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/qfence/qfence/cmd/internal/load"
+	"github.com/qfence/qfence/sinks/clickhouse"
+	qkafka "github.com/qfence/qfence/sinks/kafka"
+
 	"github.com/segmentio/kafka-go"
 	"github.com/spf13/cobra"
 
 	"github.com/qfence/qfence/cmd/internal/sim"
-	"github.com/qfence/qfence/config"
 	"github.com/qfence/qfence/processor"
-	"github.com/qfence/qfence/sinks"
 )
 
 func main() {
@@ -130,7 +132,7 @@ func newProduce() *cobra.Command {
 		Short: "Produce a generated scenario's orders, then its pings, to Kafka (config: --config and QFENCE_*)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfig(cmd)
+			cfg, err := load.Config(cmd)
 			if err != nil {
 				return err
 			}
@@ -142,7 +144,7 @@ func newProduce() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			k, err := sinks.NewKafka(cfg.Kafka, slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil)))
+			k, err := qkafka.NewClient(cfg.Kafka, slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil)))
 			if err != nil {
 				return err
 			}
@@ -158,13 +160,6 @@ func newProduce() *cobra.Command {
 	cmd.Flags().StringVar(&dir, "dir", "sim", "the directory generate wrote")
 	cmd.Flags().IntVar(&rate, "rate", 0, "pings per second (0: as fast as possible)")
 	return cmd
-}
-
-// loadConfig is qfence's configuration (--config and QFENCE_*), for the
-// brokers, topics and ClickHouse to use.
-func loadConfig(cmd *cobra.Command) (*config.Config, error) {
-	path, _ := cmd.Flags().GetString("config")
-	return config.Load(path, os.Environ())
 }
 
 func readLines(path string) ([]string, error) {
@@ -204,11 +199,11 @@ func newScore() *cobra.Command {
 			}
 			switch {
 			case fromClickHouse:
-				cfg, err := loadConfig(cmd)
+				cfg, err := load.Config(cmd)
 				if err != nil {
 					return err
 				}
-				conn, err := sinks.ConnectClickHouse(cmd.Context(), cfg.ClickHouse)
+				conn, err := clickhouse.Connect(cmd.Context(), cfg.ClickHouse)
 				if err != nil {
 					return err
 				}
@@ -229,11 +224,11 @@ func newScore() *cobra.Command {
 				}
 				rows.Close()
 			case fromTopic != "":
-				cfg, err := loadConfig(cmd)
+				cfg, err := load.Config(cmd)
 				if err != nil {
 					return err
 				}
-				k, err := sinks.NewKafka(cfg.Kafka, slog.New(slog.NewTextHandler(io.Discard, nil)))
+				k, err := qkafka.NewClient(cfg.Kafka, slog.New(slog.NewTextHandler(io.Discard, nil)))
 				if err != nil {
 					return err
 				}

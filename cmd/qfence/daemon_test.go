@@ -13,6 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qfence/qfence/cmd/internal/daemon"
+	"github.com/qfence/qfence/sinks/kafka"
+	"github.com/qfence/qfence/sinks/local"
+
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -20,7 +24,6 @@ import (
 
 	"github.com/qfence/qfence/cmd/internal/sim"
 	"github.com/qfence/qfence/config"
-	"github.com/qfence/qfence/sinks"
 )
 
 // TestDaemon runs `qfence run` in-process against a private ClickHouse and
@@ -32,7 +35,7 @@ func TestDaemon(t *testing.T) {
 	ctx := t.Context()
 	var logs syncBuffer
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	ch, err := sinks.StartClickHouseServer(ctx, log)
+	ch, err := local.StartClickHouseServer(ctx, log)
 	if err != nil {
 		t.Fatalf("no ClickHouse server: %v", err)
 	}
@@ -41,7 +44,7 @@ func TestDaemon(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	broker, err := sinks.StartBroker(brokerAddr, "", 4)
+	broker, err := local.StartBroker(brokerAddr, "", 4)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +52,7 @@ func TestDaemon(t *testing.T) {
 	dir := t.TempDir()
 	zonesPath := filepath.Join(dir, "zones.geojson")
 	s := sim.Generate(sim.Params{Seed: 3, Patients: 200, Start: time.Now().UTC().Add(-20 * time.Minute), Duration: 20 * time.Minute,
-		Interval: 30 * time.Second, Rules: config.Default().Rules})
+		Interval: 30 * time.Second, Rules: config.Default().Rules.Engine()})
 	if err := os.WriteFile(zonesPath, s.Zones, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +64,7 @@ func TestDaemon(t *testing.T) {
 
 	dctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	go func() { done <- runDaemon(dctx, &cfg, log, nil) }()
+	go func() { done <- daemon.Run(dctx, &cfg, log, nil) }()
 	stopped := false
 	defer func() {
 		if !stopped {
@@ -71,7 +74,7 @@ func TestDaemon(t *testing.T) {
 	}()
 	base := "http://" + metricsAddr
 	waitHTTP(t, base+"/healthz", 200, time.Minute)
-	k, err := sinks.NewKafka(cfg.Kafka, log)
+	k, err := kafka.NewClient(cfg.Kafka, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +178,7 @@ func TestDaemon(t *testing.T) {
 	defer t.Run("SIGTERM with ClickHouse stopped still ends within shutdown_timeout", func(t *testing.T) {
 		// More pings, so that rows wait for the stopped ClickHouse.
 		more := sim.Generate(sim.Params{Seed: 4, Patients: 200, Start: time.Now().UTC().Add(-10 * time.Minute), Duration: 10 * time.Minute,
-			Interval: 30 * time.Second, Rules: cfg.Rules})
+			Interval: 30 * time.Second, Rules: cfg.Rules.Engine()})
 		if err := ch.Signal(syscall.SIGSTOP); err != nil {
 			t.Fatal(err)
 		}

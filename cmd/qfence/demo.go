@@ -13,13 +13,17 @@ import (
 	"strings"
 	"time"
 
+	"github.com/qfence/qfence/cmd/internal/daemon"
+	"github.com/qfence/qfence/sinks/clickhouse"
+	qkafka "github.com/qfence/qfence/sinks/kafka"
+	"github.com/qfence/qfence/sinks/local"
+
 	"github.com/segmentio/kafka-go"
 	"github.com/spf13/cobra"
 
 	"github.com/qfence/qfence/cmd/internal/sim"
 	"github.com/qfence/qfence/config"
 	"github.com/qfence/qfence/processor"
-	"github.com/qfence/qfence/sinks"
 )
 
 func newDemo() *cobra.Command {
@@ -54,7 +58,7 @@ func demo(ctx context.Context, o demoOptions, out io.Writer) error {
 	say("qfence demo: %d patients, 20 simulated minutes streamed over %s", o.patients, o.stream)
 
 	say("• ClickHouse: starting a private server (QFENCE_CLICKHOUSE_ADDR uses yours instead)…")
-	ch, err := sinks.StartClickHouseServer(ctx, log)
+	ch, err := local.StartClickHouseServer(ctx, log)
 	if err != nil {
 		return err
 	}
@@ -63,7 +67,7 @@ func demo(ctx context.Context, o demoOptions, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	broker, err := sinks.StartBroker(brokerAddr, "", 4)
+	broker, err := local.StartBroker(brokerAddr, "", 4)
 	if err != nil {
 		return err
 	}
@@ -87,7 +91,7 @@ func demo(ctx context.Context, o demoOptions, out io.Writer) error {
 	defer os.RemoveAll(dir)
 	duration := 20 * time.Minute
 	s := sim.Generate(sim.Params{Seed: 1, Patients: o.patients, Start: time.Now().UTC().Add(-duration).Truncate(time.Second),
-		Duration: duration, Interval: 30 * time.Second, Rules: cfg.Rules})
+		Duration: duration, Interval: 30 * time.Second, Rules: cfg.Rules.Engine()})
 	if err := os.WriteFile(filepath.Join(dir, "zones.geojson"), s.Zones, 0o644); err != nil {
 		return err
 	}
@@ -105,7 +109,7 @@ func demo(ctx context.Context, o demoOptions, out io.Writer) error {
 	}()
 	readyCh := make(chan func(context.Context) string, 1)
 	go func() {
-		daemonDone <- runDaemon(dctx, &cfg, log, &daemonHooks{ready: func(r func(context.Context) string) { readyCh <- r }})
+		daemonDone <- daemon.Run(dctx, &cfg, log, &daemon.Hooks{Ready: func(r func(context.Context) string) { readyCh <- r }})
 	}()
 	var ready func(context.Context) string
 	select {
@@ -113,7 +117,7 @@ func demo(ctx context.Context, o demoOptions, out io.Writer) error {
 	case err := <-daemonDone:
 		return fmt.Errorf("qfence did not start: %w", err)
 	}
-	k, err := sinks.NewKafka(cfg.Kafka, log)
+	k, err := qkafka.NewClient(cfg.Kafka, log)
 	if err != nil {
 		return err
 	}
@@ -190,7 +194,7 @@ func demo(ctx context.Context, o demoOptions, out io.Writer) error {
 }
 
 func analystQueries(ctx context.Context, cfg config.ClickHouse, out io.Writer) error {
-	conn, err := sinks.ConnectClickHouse(ctx, cfg)
+	conn, err := clickhouse.Connect(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -246,7 +250,7 @@ func distinctValid(pings []sim.Ping) int {
 
 // storedOnce counts the pings table's rows, and its rows under FINAL.
 func storedOnce(ctx context.Context, cfg config.ClickHouse) (rows, final uint64, err error) {
-	conn, err := sinks.ConnectClickHouse(ctx, cfg)
+	conn, err := clickhouse.Connect(ctx, cfg)
 	if err != nil {
 		return 0, 0, err
 	}

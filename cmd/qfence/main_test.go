@@ -1,13 +1,19 @@
 package main
 
 import (
+	"os"
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/qfence/qfence/sinks/clickhouse/chtest"
 )
 
-// TestMain checks that the daemon, the demo and replay leave no goroutine
-// behind: every one they start has an owner that waits for it.
+// TestMain starts the ClickHouse server the end-to-end tests share, and
+// checks that the daemon, the demo and replay leave no goroutine behind:
+// every one they start has an owner that waits for it.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	code := chtest.Main(m)
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
 }

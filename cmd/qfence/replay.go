@@ -14,8 +14,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/qfence/qfence/cmd/internal/load"
 	"github.com/qfence/qfence/config"
-	"github.com/qfence/qfence/geo"
 	"github.com/qfence/qfence/processor"
 )
 
@@ -31,7 +31,7 @@ It works in event time only: the watermark is the newest ts seen, and at the
 end of input every patient is checked against it once more.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := loadConfig(cmd)
+			cfg, err := load.Config(cmd)
 			if err != nil {
 				return err
 			}
@@ -56,61 +56,18 @@ end of input every patient is checked against it once more.`,
 	return cmd
 }
 
-func loadConfig(cmd *cobra.Command) (*config.Config, error) {
-	path, _ := cmd.Flags().GetString("config")
-	return config.Load(path, os.Environ())
-}
-
-// loadZones reads a zones file; "" is no zones.
-func loadZones(path string) (*geo.Zones, error) {
-	if path == "" {
-		return geo.NewZones(nil), nil
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read zones file: %w", err)
-	}
-	z, err := geo.ParseZones(data)
-	if err != nil {
-		return nil, fmt.Errorf("zones file %s: %w", path, err)
-	}
-	return z, nil
-}
-
-// loadOrdersFile loads an NDJSON orders file into book; rejected lines are
-// reported on log and counted, as the contract asks of bad input.
-func loadOrdersFile(path string, book *processor.OrderBook, zones *geo.Zones, log *slog.Logger) (int, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return 0, fmt.Errorf("open orders file: %w", err)
-	}
-	defer f.Close()
-	lr := newLineReader(f, 1<<20)
-	n, rejects := processor.LoadOrders(func() ([]byte, bool) {
-		line, _, err := lr.next()
-		return line, err == nil
-	}, book, zones)
-	if lr.err != nil && !errors.Is(lr.err, io.EOF) {
-		return n, fmt.Errorf("read orders file %s: %w", path, lr.err)
-	}
-	for _, r := range rejects {
-		log.Warn("order rejected", "file", path, "err", r)
-	}
-	return n, nil
-}
-
 func replay(cfg *config.Config, ordersFile, zonesFile string, in io.Reader, stdout, stderr io.Writer) error {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	zones, err := loadZones(zonesFile)
+	zones, err := load.Zones(zonesFile)
 	if err != nil {
 		return err
 	}
 	book := processor.NewOrderBook()
-	if _, err := loadOrdersFile(ordersFile, book, zones, log); err != nil {
+	if _, err := load.OrdersFile(ordersFile, book, zones, log); err != nil {
 		return err
 	}
 	dec := processor.PingDecoder{MaxBytes: cfg.Limits.MaxMessageBytes, DefaultAccuracy: cfg.Rules.DefaultAccuracyM}
-	eng := processor.NewEngine(cfg.Rules, book)
+	eng := processor.NewEngine(cfg.Rules.Engine(), book)
 	out := bufio.NewWriterSize(stdout, 1<<16)
 	var (
 		ping     processor.Ping
@@ -133,9 +90,9 @@ func replay(cfg *config.Config, ordersFile, zonesFile string, in io.Reader, stdo
 		events = events[:0]
 		return nil
 	}
-	lr := newLineReader(in, cfg.Limits.MaxMessageBytes+1)
+	lr := load.NewLineReader(in, cfg.Limits.MaxMessageBytes+1)
 	for {
-		line, tooLong, err := lr.next()
+		line, tooLong, err := lr.Next()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				break
@@ -191,38 +148,4 @@ func replay(cfg *config.Config, ordersFile, zonesFile string, in io.Reader, stdo
 		fmt.Fprintf(stderr, "replay: rejected %s: %d\n", r, rejected[r])
 	}
 	return nil
-}
-
-// lineReader yields lines of any length without holding more than max bytes
-// of one: a longer line is passed over and reported as too long.
-type lineReader struct {
-	r   *bufio.Reader
-	max int
-	err error
-}
-
-func newLineReader(r io.Reader, limit int) *lineReader {
-	return &lineReader{r: bufio.NewReaderSize(r, max(64<<10, limit+1)), max: limit}
-}
-
-// next returns the next line without its newline. The slice is valid until
-// the next call.
-func (l *lineReader) next() (line []byte, tooLong bool, err error) {
-	for {
-		chunk, err := l.r.ReadSlice('\n')
-		switch {
-		case err == nil:
-			if tooLong {
-				return nil, true, nil
-			}
-			return bytes.TrimSuffix(chunk, []byte("\n")), len(chunk)-1 > l.max, nil
-		case errors.Is(err, bufio.ErrBufferFull):
-			tooLong = true
-		case errors.Is(err, io.EOF) && (len(chunk) > 0 || tooLong):
-			return chunk, tooLong || len(chunk) > l.max, nil
-		default:
-			l.err = err
-			return nil, false, err
-		}
-	}
 }

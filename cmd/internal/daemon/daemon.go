@@ -1,0 +1,282 @@
+// Package daemon wires `qfence run`: the one place where the engine, the
+// Kafka and ClickHouse edges, the zones and orders, the HTTP endpoints and
+// the signals meet. A new output topic, table or endpoint is added here
+// (see the README's Development section).
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/qfence/qfence/cmd/internal/load"
+	"github.com/qfence/qfence/config"
+	"github.com/qfence/qfence/geo"
+	"github.com/qfence/qfence/processor"
+	"github.com/qfence/qfence/processor/pipeline"
+	"github.com/qfence/qfence/sinks/clickhouse"
+	"github.com/qfence/qfence/sinks/edge"
+	"github.com/qfence/qfence/sinks/kafka"
+	"github.com/qfence/qfence/sinks/local"
+)
+
+// NewLogger is the structured logger the config asks for.
+func NewLogger(c config.Log, w *os.File) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// Hooks let `qfence demo` watch a daemon it runs in-process.
+type Hooks struct {
+	// Ready is handed the daemon's readiness check once it exists.
+	Ready func(ready func(context.Context) string)
+}
+
+// Run runs qfence until ctx ends (SIGTERM), then shuts down in order:
+// stop fetching and drain the partitions (the sinks still running), flush
+// the sinks, stop serving HTTP, stop the embedded broker.
+func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *Hooks) error {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfo())
+	pm := pipeline.NewMetrics(reg)
+	em := edge.NewMetrics(reg)
+	zonesReloadErrors := prometheus.NewCounter(prometheus.CounterOpts{Name: "qfence_zones_reload_errors_total",
+		Help: "Zones files refused on reload (the old zones stay in force)."})
+	zonesInForce := prometheus.NewGauge(prometheus.GaugeOpts{Name: "qfence_zones", Help: "Zones in force."})
+	reg.MustRegister(zonesReloadErrors, zonesInForce)
+
+	var zones atomic.Pointer[geo.Zones]
+	z, err := load.Zones(cfg.Zones.File)
+	if err != nil {
+		return err
+	}
+	zones.Store(z)
+	zonesInForce.Set(float64(z.Len()))
+	book := processor.NewOrderBook()
+	if cfg.Orders.File != "" {
+		n, err := load.OrdersFile(cfg.Orders.File, book, z, log)
+		if err != nil {
+			return err
+		}
+		log.Info("orders file loaded", "file", cfg.Orders.File, "orders", n)
+	}
+	pm.ActiveOrders.Set(float64(book.Len()))
+
+	// Background work that outlives the consumers: the broker, the sink,
+	// the HTTP server. It stops after the consumers have drained.
+	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBG()
+	var bgGroup errgroup.Group
+	if cfg.Kafka.Embedded() {
+		b, err := local.StartBroker(config.EmbeddedBroker, "", cfg.Kafka.Partitions)
+		if err != nil {
+			return err
+		}
+		bgGroup.Go(func() error { return b.Run(bg, log) })
+	}
+	sink, err := openClickHouse(ctx, cfg, em, log)
+	if err != nil {
+		stopBG()
+		_ = bgGroup.Wait()
+		return err
+	}
+	sinkDone := make(chan error, 1)
+	sinkCtx, stopSink := context.WithCancel(context.WithoutCancel(ctx))
+	go func() { sinkDone <- sink.Run(sinkCtx, bg) }()
+
+	svc, err := kafka.NewService(kafka.ServiceDeps{Config: cfg, Book: book, Zones: zones.Load, Sink: sink,
+		Metrics: pm, Edge: em, Log: log, ArchiveOrders: sink.ArchiveOrder})
+	if err != nil {
+		stopSink()
+		stopBG()
+		return err
+	}
+	ready := func(ctx context.Context) string {
+		if why := svc.Ready(ctx); why != "" {
+			return why
+		}
+		return sink.Ready(ctx)
+	}
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "qfence_ready",
+		Help: "1 when /readyz would answer 200, else 0 (evaluated at scrape time)."}, func() float64 {
+		rctx, cancel := context.WithTimeout(bg, 3*time.Second)
+		defer cancel()
+		if ready(rctx) == "" {
+			return 1
+		}
+		return 0
+	}))
+	if hooks != nil && hooks.Ready != nil {
+		hooks.Ready(ready)
+	}
+	srv, err := serveHTTP(cfg.Metrics.Listen, reg, ready, log)
+	if err != nil {
+		stopSink()
+		stopBG()
+		return err
+	}
+	bgGroup.Go(func() error {
+		<-bg.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	})
+
+	hup := make(chan os.Signal, 1) // size 1: a burst of SIGHUPs merges into one reload
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	bgGroup.Go(func() error {
+		reloadZones(bg, hup, cfg.Zones.File, &zones, zonesReloadErrors, zonesInForce, log)
+		return nil
+	})
+
+	// shutdown_timeout bounds everything after SIGTERM: if the sinks cannot
+	// finish (ClickHouse down), what is uncommitted is consumed again at the
+	// next start, so giving up loses nothing.
+	bgDone := make(chan struct{})
+	defer close(bgDone)
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-bgDone:
+			return
+		}
+		t := time.NewTimer(cfg.ShutdownTimeout)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			log.Warn("shutdown_timeout reached; stopping what is left (uncommitted work is consumed again at the next start)",
+				"shutdown_timeout", cfg.ShutdownTimeout)
+			stopBG()
+			stopSink()
+		case <-bgDone:
+		}
+	}()
+	log.Info("qfence running", "brokers", cfg.Kafka.BrokerList(), "clickhouse", cfg.ClickHouse.Addr, "metrics", cfg.Metrics.Listen,
+		"zones", z.Len(), "orders_from_file", book.Len())
+	runErr := svc.Run(ctx)
+	log.Info("consumers drained; flushing the sink")
+	stopSink()
+	if err := <-sinkDone; err != nil && runErr == nil {
+		runErr = err
+	}
+	stopBG()
+	if err := bgGroup.Wait(); err != nil && runErr == nil && !errors.Is(err, http.ErrServerClosed) {
+		runErr = err
+	}
+	log.Info("qfence stopped")
+	return runErr
+}
+
+// openClickHouse migrates and connects, retrying while the server is down.
+func openClickHouse(ctx context.Context, cfg *config.Config, em *edge.Metrics, log *slog.Logger) (*clickhouse.Sink, error) {
+	for attempt := 0; ; attempt++ {
+		err := clickhouse.Migrate(ctx, cfg.ClickHouse, log)
+		if err == nil {
+			var sink *clickhouse.Sink
+			if sink, err = clickhouse.Open(ctx, cfg.ClickHouse, cfg.Privacy.PseudonymizeKey, em, log); err == nil {
+				return sink, nil
+			}
+		}
+		if attempt%10 == 0 {
+			log.Warn("clickhouse not available; retrying", "addr", cfg.ClickHouse.Addr, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("clickhouse %s: %w", cfg.ClickHouse.Addr, err)
+		case <-time.After(min(time.Duration(attempt+1)*500*time.Millisecond, 5*time.Second)):
+		}
+	}
+}
+
+func serveHTTP(addr string, reg *prometheus.Registry, ready func(context.Context) string, log *slog.Logger) (*http.Server, error) {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	// Profiles for operators (metrics.listen is loopback by default).
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if why := ready(r.Context()); why != "" {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte(why + "\n"))
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics.listen %s: %w (is another qfence running? set metrics.listen)", addr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http server stopped", "err", err)
+		}
+	}()
+	return srv, nil
+}
+
+// reloadZones swaps in a new zones snapshot on SIGHUP; a bad file is refused
+// and the old zones stay in force.
+func reloadZones(ctx context.Context, hup <-chan os.Signal, path string, zones *atomic.Pointer[geo.Zones], errs prometheus.Counter, inForce prometheus.Gauge, log *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		if path == "" {
+			log.Warn("SIGHUP: no zones.file configured; nothing to reload")
+			continue
+		}
+		z, err := load.Zones(path)
+		if err != nil {
+			errs.Inc()
+			log.Error("zones reload refused; the old zones stay in force", "err", err)
+			continue
+		}
+		zones.Store(z)
+		inForce.Set(float64(z.Len()))
+		log.Info("zones reloaded", "file", path, "zones", z.Len())
+	}
+}
+
+func buildInfo() prometheus.Collector {
+	version, goVersion := "devel", "unknown"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		goVersion = bi.GoVersion
+		if bi.Main.Version != "" {
+			version = bi.Main.Version
+		}
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+				version = s.Value[:12]
+			}
+		}
+	}
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "qfence_build_info", Help: "Always 1; the labels say which build runs."},
+		[]string{"version", "goversion"})
+	g.WithLabelValues(version, goVersion).Set(1)
+	return g
+}

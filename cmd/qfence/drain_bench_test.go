@@ -1,0 +1,163 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/qfence/qfence/sinks/clickhouse/chtest"
+	qkafka "github.com/qfence/qfence/sinks/kafka"
+	"github.com/qfence/qfence/sinks/kafka/kafkatest"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/qfence/qfence/config"
+)
+
+// BenchmarkDrain is the end-to-end drain of issue 3: 2M pings for 100k
+// patients preloaded into a `qfence broker` process, then `qfence run`
+// (a child process, ClickHouse sink on) started; the time until every ping
+// is decided and its row acknowledged by ClickHouse (the sink acknowledges
+// after the insert). Commits follow every 5 s, so lag 0 is checked after,
+// untimed: timing it would measure the commit cadence. In the same run, a
+// plain kafka-go consumer-group reader drains the same topic with no
+// processing: the baseline.
+//
+// It runs twice: with the default in-flight budget (limits.max_inflight_rows
+// 200000) and with 500000. The sink inserts at most twice a second, so
+// rows wait up to half a second plus the insert, and an instance can go no
+// faster than about budget / 0.7 s: the default caps it near 300k pings/s
+// (README, "Scaling out").
+//
+//	go test -run '^$' -bench Drain -benchtime 1x ./sinks/
+func BenchmarkDrain(b *testing.B) {
+	const patients, pings = 100_000, 2_000_000
+	addr := freeAddr(b)
+	startChild(b, nil, "broker", "--listen", addr, "--data-dir", b.TempDir())
+	if err := qkafka.WaitKafka(context.Background(), addr, 30*time.Second); err != nil {
+		b.Fatal(err)
+	}
+	cfg, _ := kafkatest.KafkaAt(b, addr)
+	d := kafkatest.GenData(9, patients, pings, 0)
+	kafkatest.Produce(b, addr, cfg.Kafka.Topics.Orders, d.Orders)
+	kafkatest.Produce(b, addr, cfg.Kafka.Topics.Pings, d.Pings)
+	for _, budget := range []int{200_000, 500_000} {
+		b.Run(fmt.Sprintf("inflight=%dk", budget/1000), func(b *testing.B) {
+			drain(b, addr, cfg, d, budget)
+		})
+	}
+}
+
+func drain(b *testing.B, addr string, cfg *config.Config, d kafkatest.Dataset, budget int) {
+	const pings = 2_000_000
+	for b.Loop() {
+		rawRate, rawCPU := drainRaw(b, addr, cfg.Kafka.Topics.Pings, pings)
+		ch := chtest.DB(b, chtest.Addr)
+		metrics := freeAddr(b)
+		start := time.Now()
+		// Each run has its own group and its own state topic: another run's
+		// checkpoints would make this one's pings duplicates.
+		group := "drain-" + strconv.FormatInt(time.Now().UnixNano(), 10)
+		c := startChild(b, []string{"QFENCE_KAFKA_BROKERS=" + addr, "QFENCE_KAFKA_GROUP_ID=" + group, "QFENCE_KAFKA_TOPICS_STATE=" + group + "-state", "QFENCE_CLICKHOUSE_ADDR=" + chtest.Addr,
+			"QFENCE_CLICKHOUSE_DATABASE=" + ch.Database, "QFENCE_CLICKHOUSE_RETENTION_DAYS=3650", "QFENCE_METRICS_LISTEN=" + metrics,
+			"QFENCE_LOG_LEVEL=warn", "QFENCE_LIMITS_MAX_INFLIGHT_ROWS=" + strconv.Itoa(budget)}, "run")
+		kcfg := cfg.Kafka
+		kcfg.GroupID = group
+		gk, err := kafkatest.NewClient(b, kcfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		conn := chtest.Conn(b, chtest.Addr)
+		var peakRSS int64
+		if prof := os.Getenv("QFENCE_DRAIN_PROFILE"); prof != "" {
+			go func() { // a CPU profile of the run while it drains
+				time.Sleep(2 * time.Second)
+				resp, err := http.Get("http://" + metrics + "/debug/pprof/profile?seconds=5")
+				if err == nil {
+					defer resp.Body.Close()
+					f, _ := os.Create(prof)
+					_, _ = io.Copy(f, resp.Body)
+					f.Close()
+				}
+			}()
+		}
+		kafkatest.WaitFor(b, 10*time.Minute, "every ping stored", func() bool {
+			peakRSS = max(peakRSS, procStatus(c.cmd.Process.Pid, "VmHWM"))
+			var n uint64
+			err := conn.QueryRow(context.Background(), "SELECT count() FROM "+ch.Database+".pings").Scan(&n)
+			return err == nil && n >= uint64(d.Valid)
+		})
+		took := time.Since(start)
+		cpu := procCPU(c.cmd.Process.Pid)
+		kafkatest.WaitFor(b, 2*time.Minute, "every ping committed", func() bool {
+			lag, err := gk.Lag(context.Background(), kcfg.Topics.Pings)
+			return err == nil && lag == 0
+		})
+		c.term(b, 30*time.Second)
+		rate := float64(pings) / took.Seconds()
+		b.ReportMetric(rate, "pings/s")
+		b.ReportMetric(rawRate, "raw-reader-msgs/s")
+		b.ReportMetric(rate/rawRate, "ratio-vs-raw")
+		b.ReportMetric(cpu.Seconds()/pings*1e6, "cpu-us/ping")
+		b.ReportMetric(rawCPU.Seconds()/pings*1e6, "raw-cpu-us/msg")
+		b.ReportMetric(float64(peakRSS)/1024, "peak-rss-MiB")
+	}
+}
+
+// drainRaw reads the whole topic with a plain consumer-group reader.
+func drainRaw(b *testing.B, addr, topic string, n int) (rate float64, cpu time.Duration) {
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{addr}, GroupID: "raw-" + strconv.FormatInt(time.Now().UnixNano(), 10),
+		Topic: topic, MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 250 * time.Millisecond, CommitInterval: time.Second, QueueCapacity: 4096})
+	defer r.Close()
+	cpu0 := selfCPU()
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		_, err := r.ReadMessage(ctx)
+		cancel()
+		if err != nil {
+			b.Fatalf("raw reader after %d messages: %v", i, err)
+		}
+	}
+	return float64(n) / time.Since(start).Seconds(), selfCPU() - cpu0
+}
+
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// procCPU is a live process's user+system CPU time.
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * time.Second / 100 // clock ticks (USER_HZ = 100)
+}
+
+// procStatus reads a kB field of /proc/PID/status.
+func procStatus(pid int, field string) int64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, field+":") {
+			v, _ := strconv.ParseInt(strings.Fields(l)[1], 10, 64)
+			return v
+		}
+	}
+	return 0
+}

@@ -1,0 +1,118 @@
+package processor_test
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+
+	"github.com/qfence/qfence/config/contract"
+	"github.com/qfence/qfence/processor"
+)
+
+const scenarios = "../testdata/scenarios"
+
+// schemaBlind are the reasons a JSON Schema cannot see: the size of the
+// message, the wall clock and the Kafka key.
+var schemaBlind = map[processor.Reason]bool{processor.TooLarge: true, processor.FutureTimestamp: true}
+
+func lines(t *testing.T, path string) [][]byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out [][]byte
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		if len(bytes.TrimSpace(sc.Bytes())) > 0 {
+			out = append(out, bytes.Clone(sc.Bytes()))
+		}
+	}
+	return out
+}
+
+func schema(t *testing.T, name string) *jsonschema.Schema {
+	t.Helper()
+	s, err := contract.Schema(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// The ping schema and the decoder agree on every line of the scenarios and
+// on a set of broken pings: a line the decoder accepts is valid by the
+// schema, and one it rejects (for a reason a schema can see) is not.
+func TestPingSchemaAgreesWithTheDecoder(t *testing.T) {
+	s := schema(t, contract.Ping)
+	files, err := filepath.Glob(filepath.Join(scenarios, "*.ndjson"))
+	if err != nil || len(files) < 2 {
+		t.Fatalf("scenarios: %v (%d files)", err, len(files))
+	}
+	var docs [][]byte
+	for _, f := range files {
+		if !strings.HasSuffix(f, "orders.ndjson") {
+			docs = append(docs, lines(t, f)...)
+		}
+	}
+	docs = append(docs,
+		[]byte(`{"patient_id":"p-1","ts":`),
+		[]byte(`{"ts":"2026-04-02T08:00:00Z","lat":55.7,"lon":37.6}`),
+		[]byte(`{"patient_id":"","ts":"2026-04-02T08:00:00Z","lat":55.7,"lon":37.6}`),
+		[]byte(`{"patient_id":"p-1","ts":"2026-04-02T08:00:00Z","lat":55.7,"lon":190}`),
+		[]byte(`{"patient_id":"p-1","ts":"2026-04-02T08:00:00Z","lat":55.7,"lon":37.6,"accuracy_m":"5"}`),
+		[]byte(`{"patient_id":"p-1","ts":"02/04/2026","lat":55.7,"lon":37.6}`),
+		[]byte(`{"patient_id":"p-1","ts":"2026-04-02T08:00:00Z","lat":55.7,"lon":37.6,"mock":"yes"}`),
+		[]byte(`{"patient_id":"p-1","ts":1775116800000,"lat":-90,"lon":180,"accuracy_m":0,"mock":false,"device_id":"d","source":"gps"}`),
+	)
+	dec := processor.PingDecoder{MaxBytes: 1 << 20}
+	var p processor.Ping
+	for _, doc := range docs {
+		derr := dec.Decode(doc, 0, &p)
+		var rj *processor.Reject
+		if errors.As(derr, &rj) && schemaBlind[rj.Reason] {
+			continue
+		}
+		serr := contract.Validate(s, doc)
+		if (derr == nil) != (serr == nil) {
+			t.Errorf("%s\ndecoder: %v\nschema:  %v", doc, derr, serr)
+		}
+	}
+}
+
+// The order schema and the decoder agree on every order of the scenarios
+// (one is meant to be refused), and every event of the golden files is
+// valid by the event schema.
+func TestTestdataMatchesTheSchemas(t *testing.T) {
+	order := schema(t, contract.Order)
+	for _, doc := range lines(t, filepath.Join(scenarios, "orders.ndjson")) {
+		_, derr := processor.DecodeOrder(nil, doc, 0, nil)
+		if serr := contract.Validate(order, doc); (derr == nil) != (serr == nil) {
+			t.Errorf("order %s\ndecoder: %v\nschema:  %v", doc, derr, serr)
+		}
+	}
+	event := schema(t, contract.Event)
+	goldens, err := filepath.Glob(filepath.Join(scenarios, "*.golden"))
+	if err != nil || len(goldens) == 0 {
+		t.Fatalf("goldens: %v (%d files)", err, len(goldens))
+	}
+	n := 0
+	for _, f := range goldens {
+		for _, doc := range lines(t, f) {
+			n++
+			if err := contract.Validate(event, doc); err != nil {
+				t.Errorf("%s: event %s: %v", filepath.Base(f), doc, err)
+			}
+		}
+	}
+	if n < 10 {
+		t.Errorf("only %d golden events checked", n)
+	}
+}

@@ -1,0 +1,55 @@
+package pipeline
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/qfence/qfence/processor"
+)
+
+// Metrics are the processor's metrics (config/contract/CONTRACT.md 5). No label
+// holds a patient id: every label value comes from a fixed list.
+type Metrics struct {
+	Pings         *prometheus.CounterVec
+	Rejected      *prometheus.CounterVec
+	Events        *prometheus.CounterVec
+	OpenBreaches  prometheus.Gauge
+	ActiveOrders  prometheus.Gauge
+	EventLatency  prometheus.Histogram
+	OrdersApplied *prometheus.CounterVec
+}
+
+// NewMetrics registers the processor's metrics with reg and initialises
+// every label value, so each series exists from the first scrape.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Pings: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "qfence_pings_total",
+			Help: "Pings consumed, by outcome."}, []string{"outcome"}),
+		Rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "qfence_pings_rejected_total",
+			Help: "Pings sent to the dead-letter topic, by reason."}, []string{"reason"}),
+		Events: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "qfence_events_total",
+			Help: "Events emitted, by type."}, []string{"type"}),
+		OpenBreaches: prometheus.NewGauge(prometheus.GaugeOpts{Name: "qfence_open_breaches",
+			Help: "Breaches open in the partitions this instance owns."}),
+		ActiveOrders: prometheus.NewGauge(prometheus.GaugeOpts{Name: "qfence_active_orders",
+			Help: "Quarantine orders held (the whole global table)."}),
+		EventLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "qfence_event_latency_seconds",
+			Help:    "From the deciding ping's Kafka append time to the event's acknowledgement by Kafka.",
+			Buckets: prometheus.ExponentialBucketsRange(0.001, 30, 16)}),
+		OrdersApplied: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "qfence_orders_total",
+			Help: "Order messages read, by outcome: applied, revoked or rejected."}, []string{"outcome"}),
+	}
+	reg.MustRegister(m.Pings, m.Rejected, m.Events, m.OpenBreaches, m.ActiveOrders, m.EventLatency, m.OrdersApplied)
+	for _, o := range []string{"accepted", "rejected", "no_order", "late", "duplicate"} {
+		m.Pings.WithLabelValues(o)
+	}
+	for _, r := range processor.PingReasons {
+		m.Rejected.WithLabelValues(string(r))
+	}
+	for _, t := range processor.EventTypes {
+		m.Events.WithLabelValues(t.String())
+	}
+	for _, o := range []string{"applied", "revoked", "rejected"} {
+		m.OrdersApplied.WithLabelValues(o)
+	}
+	return m
+}

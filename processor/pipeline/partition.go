@@ -1,0 +1,426 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/semaphore"
+
+	"github.com/qfence/qfence/geo"
+	"github.com/qfence/qfence/processor"
+)
+
+// Partition is everything one partition's loop needs.
+type Partition struct {
+	ID           int
+	Engine       *processor.Engine
+	Zones        func() *geo.Zones
+	Decoder      processor.PingDecoder
+	Fetcher      Fetcher
+	Sink         Sink
+	Producer     Producer
+	Checkpointer Checkpointer
+	Committer    Committer
+	// InFlight bounds the rows and records waiting for acknowledgement,
+	// across all partitions (limits.max_inflight_rows).
+	InFlight *semaphore.Weighted
+	Topics   Topics
+	Metrics  *Metrics
+	Log      *slog.Logger
+	// Now is the wall clock (a test may drive it).
+	Now func() time.Time
+	// MaxBatch bounds a batch; CommitEvery spaces checkpoints and commits;
+	// IdleAfter is how long a caught-up partition waits before its
+	// watermark follows the wall clock; Tick is how often the loop looks.
+	MaxBatch    int
+	CommitEvery time.Duration
+	IdleAfter   time.Duration
+	Tick        time.Duration
+	// Blocked is set while the loop waits for in-flight budget (not ready).
+	Blocked *atomic.Int32
+	// MaxInFlight is the size of InFlight: a batch never asks for more.
+	MaxInFlight int64
+	// Start is the partition's first offset to consume (the committed one).
+	Start int64
+}
+
+// Run consumes the partition until ctx ends, then stops fetching, waits
+// (up to drain) for what is in flight, checkpoints and commits.
+// The patient state must already be restored into Engine.
+func (p *Partition) Run(ctx context.Context, drain time.Duration) error {
+	fetchCtx, stopFetch := context.WithCancel(ctx)
+	defer stopFetch()
+	// The inbox is the next batch being gathered: the fetcher fills it while
+	// the loop decides the previous one.
+	in := newInbox(p.MaxBatch)
+	fetched := make(chan struct{})
+	go func() {
+		defer close(fetched)
+		for {
+			m, err := p.Fetcher.Fetch(fetchCtx)
+			if err != nil {
+				in.close(err)
+				return
+			}
+			if !in.put(fetchCtx, m) {
+				in.close(fetchCtx.Err())
+				return
+			}
+		}
+	}()
+	tracker := NewTracker()
+	tick := time.NewTicker(p.Tick)
+	defer tick.Stop()
+	st := &loopState{p: p, tracker: tracker, lastMsg: p.Now(), lastCommit: time.Now(), next: p.Start}
+	st.reportOpen()
+	defer p.Metrics.OpenBreaches.Sub(float64(st.open)) // the partition leaves with its breaches
+	var runErr error
+loop:
+	for {
+		select {
+		case <-in.ready:
+			batch, closed := in.take(st.batch)
+			st.batch = batch
+			if len(batch) > 0 {
+				if err := st.process(ctx, batch); err != nil {
+					runErr = err
+					break loop
+				}
+			}
+			if closed {
+				break loop
+			}
+		case <-tracker.Wake():
+			st.commit(ctx, false)
+		case <-tick.C:
+			st.idle(ctx)
+			st.commit(ctx, false)
+		case <-ctx.Done():
+			break loop
+		}
+	}
+	stopFetch()
+	<-fetched // the caller closes what the fetcher reads from
+	if err := in.failed(); err != nil && runErr == nil && ctx.Err() == nil && !errors.Is(err, context.Canceled) {
+		runErr = fmt.Errorf("fetch partition %d: %w", p.ID, err)
+	}
+	// Drain: wait for the sinks to acknowledge what is in flight, then
+	// checkpoint and commit. The sinks' own contexts outlive ours.
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), drain)
+	defer cancel()
+	for tracker.InFlight() > 0 && !tracker.Failed() {
+		select {
+		case <-tracker.Wake():
+			st.collect()
+		case <-dctx.Done():
+			p.Log.Warn("partition stopped with batches unacknowledged; they will be consumed again",
+				"partition", p.ID, "batches", tracker.InFlight())
+			st.commit(dctx, true)
+			return runErr
+		}
+	}
+	st.commit(dctx, true)
+	return runErr
+}
+
+// inbox hands fetched messages to the partition loop a batch at a time:
+// the fetcher appends under a lock and wakes the loop only when the inbox
+// was empty, and the loop takes everything at once. A channel of single
+// messages cost two goroutine hand-offs per message (BENCHMARKS.md).
+type inbox struct {
+	mu     sync.Mutex
+	buf    []Message
+	max    int
+	err    error
+	closed bool
+	ready  chan struct{} // size 1: messages or the end are waiting
+	space  chan struct{} // size 1: the loop took a batch
+}
+
+func newInbox(max int) *inbox {
+	return &inbox{buf: make([]Message, 0, max), max: max, ready: make(chan struct{}, 1), space: make(chan struct{}, 1)}
+}
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// put appends m, waiting while the inbox is full; false when ctx ended.
+func (b *inbox) put(ctx context.Context, m Message) bool {
+	b.mu.Lock()
+	for len(b.buf) >= b.max {
+		b.mu.Unlock()
+		select {
+		case <-b.space:
+		case <-ctx.Done():
+			return false
+		}
+		b.mu.Lock()
+	}
+	b.buf = append(b.buf, m)
+	first := len(b.buf) == 1
+	b.mu.Unlock()
+	if first {
+		signal(b.ready)
+	}
+	return true
+}
+
+// close records why the fetcher stopped.
+func (b *inbox) close(err error) {
+	b.mu.Lock()
+	b.closed, b.err = true, err
+	b.mu.Unlock()
+	signal(b.ready)
+}
+
+// take returns the waiting messages, giving the inbox dst's array to fill
+// next, and whether the fetcher has stopped.
+func (b *inbox) take(dst []Message) (batch []Message, closed bool) {
+	b.mu.Lock()
+	batch, b.buf = b.buf, dst[:0]
+	closed = b.closed
+	b.mu.Unlock()
+	signal(b.space)
+	return batch, closed
+}
+
+func (b *inbox) failed() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.err
+}
+
+type loopState struct {
+	p          *Partition
+	tracker    *Tracker
+	batch      []Message
+	events     []processor.Event // one ping's
+	all        []processor.Event // the batch's
+	rows       []processor.Track
+	lastMsg    time.Time
+	lastCommit time.Time
+	next       int64 // the offset after the last message decided
+	open       int   // open breaches last reported to the gauge
+	// ready accumulates the states of released batches until the next
+	// checkpoint, one record per key (readyIndex), in order of first change.
+	readyNext    int64
+	ready        []processor.StateRecord
+	readyIndex   map[string]int32
+	readyBatches [][]processor.StateRecord
+}
+
+func (s *loopState) process(ctx context.Context, batch []Message) error {
+	p := s.p
+	now := p.Now()
+	s.lastMsg = now
+	zones := p.Zones()
+	var (
+		ping    processor.Ping
+		records []Record
+		sources []time.Time // the append time of the ping behind each event record
+		counts  [processor.Duplicate + 1]int
+	)
+	s.rows, s.all = s.rows[:0], s.all[:0]
+	for i := range batch {
+		m := &batch[i]
+		err := p.Decoder.Decode(m.Value, now.UnixMilli(), &ping)
+		if err != nil {
+			var rj *processor.Reject
+			if !errors.As(err, &rj) {
+				return fmt.Errorf("BUG: decoder returned %w", err)
+			}
+			records = append(records, p.deadLetter(m, rj))
+			p.Metrics.Rejected.WithLabelValues(string(rj.Reason)).Inc()
+			p.Metrics.Pings.WithLabelValues("rejected").Inc()
+			continue
+		}
+		var outcome processor.Outcome
+		var t processor.Track
+		s.events, outcome, t = p.Engine.Process(&ping, zones, s.events[:0])
+		counts[outcome]++
+		if outcome == processor.Accepted || outcome == processor.Late {
+			s.rows = append(s.rows, t)
+		}
+		for j := range s.events {
+			records = append(records, p.eventRecord(&s.events[j]))
+			sources = append(sources, m.Time)
+		}
+		s.all = append(s.all, s.events...)
+	}
+	s.reportOpen()
+	for o := processor.Accepted; o <= processor.Duplicate; o++ {
+		if counts[o] > 0 {
+			p.Metrics.Pings.WithLabelValues(o.String()).Add(float64(counts[o]))
+		}
+	}
+	s.next = batch[len(batch)-1].Offset + 1
+	return s.submit(ctx, s.next, records, sources)
+}
+
+// reportOpen moves the open-breaches gauge by the partition's change.
+func (s *loopState) reportOpen() {
+	n := s.p.Engine.OpenBreaches()
+	s.p.Metrics.OpenBreaches.Add(float64(n - s.open))
+	s.open = n
+}
+
+// submit hands a batch's rows and records to the sinks and registers it.
+func (s *loopState) submit(ctx context.Context, next int64, records []Record, sources []time.Time) error {
+	p := s.p
+	states := p.Engine.TakeDirty(nil)
+	states = append(states, processor.StateRecord{Key: processor.MetaKey, Value: p.Engine.MarshalMeta()})
+	// A batch never asks for more than the whole budget (a sweep can emit an
+	// event for every patient at once), or it would wait forever.
+	tokens := min(int64(len(s.rows)+len(s.all)+len(records)), p.MaxInFlight)
+	if tokens > 0 {
+		if !p.InFlight.TryAcquire(tokens) {
+			p.Blocked.Add(1)
+			err := p.InFlight.Acquire(ctx, tokens)
+			p.Blocked.Add(-1)
+			if err != nil {
+				return nil // stopping: the batch is not registered, so not committed
+			}
+		}
+	}
+	pending := 0
+	if len(s.rows)+len(s.all) > 0 {
+		pending++
+	}
+	if len(records) > 0 {
+		pending++
+	}
+	b := s.tracker.Add(next, pending, states, tokens)
+	if pending == 0 { // nothing to wait for: released in order behind the others
+		s.tracker.poke()
+		return nil
+	}
+	release := func(err error) {
+		s.tracker.Ack(b, err)
+	}
+	if tokens > 0 {
+		var left atomic.Int32
+		left.Store(int32(pending))
+		inner := release
+		release = func(err error) {
+			if left.Add(-1) == 0 {
+				p.InFlight.Release(tokens) // once both sinks are done with the batch
+			}
+			inner(err)
+		}
+	}
+	if len(s.rows)+len(s.all) > 0 {
+		p.Sink.Write(ctx, s.rows, s.all, release)
+	}
+	if len(records) > 0 {
+		p.Producer.Produce(ctx, records, func(err error) {
+			if err == nil {
+				now := time.Now()
+				for _, t := range sources {
+					p.Metrics.EventLatency.Observe(now.Sub(t).Seconds())
+				}
+			}
+			release(err)
+		})
+	}
+	return nil
+}
+
+func (p *Partition) eventRecord(e *processor.Event) Record {
+	p.Metrics.Events.WithLabelValues(e.Type.String()).Inc()
+	return Record{Topic: p.Topics.Violations, Key: []byte(e.PatientID), Value: e.AppendJSON(nil, p.Engine.Rules())}
+}
+
+// deadLetter copies a rejected message unchanged with the contract's headers.
+func (p *Partition) deadLetter(m *Message, rj *processor.Reject) Record {
+	return Record{Topic: p.Topics.PingsDLQ, Key: m.Key, Value: m.Value, Headers: []Header{
+		{Key: "qfence-reason", Value: []byte(rj.Reason)},
+		{Key: "qfence-error", Value: []byte(rj.Msg)},
+		{Key: "qfence-topic", Value: []byte(p.Topics.Pings)},
+		{Key: "qfence-partition", Value: strconv.AppendInt(nil, int64(p.ID), 10)},
+		{Key: "qfence-offset", Value: strconv.AppendInt(nil, m.Offset, 10)},
+	}}
+}
+
+// idle lets a caught-up partition's watermark follow the wall clock, so a
+// silent patient loses signal even when nobody pings.
+func (s *loopState) idle(ctx context.Context) {
+	p := s.p
+	now := p.Now()
+	if now.Sub(s.lastMsg) < p.IdleAfter || now.UnixMilli() <= p.Engine.Watermark() || !p.Fetcher.CaughtUp(ctx) {
+		return
+	}
+	s.events = p.Engine.Advance(now.UnixMilli(), s.events[:0])
+	var records []Record
+	var sources []time.Time
+	for j := range s.events {
+		records = append(records, p.eventRecord(&s.events[j]))
+		sources = append(sources, now)
+	}
+	s.reportOpen()
+	s.rows, s.all = s.rows[:0], append(s.all[:0], s.events...)
+	// The events and the new watermark ride on a batch without messages, so
+	// they are checkpointed in order behind everything before them.
+	if err := s.submit(ctx, s.next, records, sources); err != nil {
+		p.Log.Warn("idle watermark not submitted", "partition", p.ID, "err", err)
+	}
+}
+
+// collect moves released batches into the pending checkpoint.
+func (s *loopState) collect() {
+	next, batches, ok := s.tracker.Ready(s.readyBatches[:0])
+	if !ok {
+		return
+	}
+	if s.readyIndex == nil {
+		s.readyIndex = make(map[string]int32)
+	}
+	for _, states := range batches {
+		for _, r := range states {
+			if i, seen := s.readyIndex[r.Key]; seen {
+				s.ready[i].Value = r.Value
+				continue
+			}
+			s.readyIndex[r.Key] = int32(len(s.ready))
+			s.ready = append(s.ready, r)
+		}
+	}
+	clear(batches)
+	s.readyBatches = batches[:0]
+	s.readyNext = max(s.readyNext, next)
+}
+
+// commit checkpoints the released states, then commits their offset: at
+// most every CommitEvery unless forced. A failure keeps them for next time.
+func (s *loopState) commit(ctx context.Context, force bool) {
+	p := s.p
+	s.collect()
+	// Pacing is real time, not p.Now: that clock is the watermark's, which a
+	// test may stop.
+	if len(s.ready) == 0 || (!force && time.Since(s.lastCommit) < p.CommitEvery) {
+		return
+	}
+	if err := p.Checkpointer.Checkpoint(ctx, p.ID, s.ready); err != nil {
+		p.Log.Warn("checkpoint failed; will retry", "partition", p.ID, "err", err)
+		return
+	}
+	if s.readyNext > p.Start {
+		if err := p.Committer.Commit(ctx, p.ID, s.readyNext); err != nil {
+			p.Log.Warn("offset commit failed; will retry", "partition", p.ID, "err", err)
+			return
+		}
+	}
+	s.lastCommit = time.Now()
+	clear(s.readyIndex)
+	clear(s.ready)
+	s.ready = s.ready[:0]
+}

@@ -1,0 +1,78 @@
+package pipeline
+
+import (
+	"context"
+	"time"
+
+	"github.com/qfence/qfence/processor"
+)
+
+// Message is one record read from the pings topic.
+type Message struct {
+	Offset int64
+	Key    []byte
+	Value  []byte
+	Time   time.Time // the broker's append time
+}
+
+// Record is one message to produce.
+type Record struct {
+	Topic   string
+	Key     []byte
+	Value   []byte
+	Headers []Header
+}
+
+// Header is a Kafka record header.
+type Header struct {
+	Key   string
+	Value []byte
+}
+
+// Fetcher reads one partition in offset order.
+type Fetcher interface {
+	Fetch(ctx context.Context) (Message, error)
+	// CaughtUp reports whether the fetcher has read everything the broker
+	// has (and the broker answers): only then may an idle partition's
+	// watermark follow the wall clock.
+	CaughtUp(ctx context.Context) bool
+}
+
+// Sink stores the pings and events of a batch (ClickHouse). Write copies
+// what it keeps before it returns (rows alias the messages) and calls done
+// exactly once: nil when everything is durable, an error when it gave up
+// (only when stopping).
+type Sink interface {
+	Write(ctx context.Context, rows []processor.Track, events []processor.Event, done func(error))
+}
+
+// Producer produces records (events, dead letters) and calls done exactly
+// once, when all of them are acknowledged or it gave up.
+type Producer interface {
+	Produce(ctx context.Context, records []Record, done func(error))
+}
+
+// Checkpointer writes changelog records to the partition's state
+// partition, and Committer commits the partition's next offset. Both return
+// once the broker has acknowledged.
+type Checkpointer interface {
+	Checkpoint(ctx context.Context, partition int, records []processor.StateRecord) error
+}
+
+// Committer commits consumer-group offsets.
+type Committer interface {
+	Commit(ctx context.Context, partition int, next int64) error
+}
+
+// Topics names what the loop produces to.
+type Topics struct {
+	Pings, Violations, PingsDLQ string
+}
+
+// OrderRow is one order version as received, or a revocation: what the
+// orders reader hands to an archive (the ClickHouse orders table).
+type OrderRow struct {
+	Order    processor.Order
+	Revoked  bool
+	Received time.Time
+}

@@ -1,0 +1,128 @@
+// Package chtest gives tests a real ClickHouse: a private clickhouse-server
+// started once per test binary (or the one QFENCE_CLICKHOUSE_ADDR names),
+// a fresh database per test, and the queries the tests check it with.
+// make test never skips these tests: no server is a failure.
+package chtest
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/qfence/qfence/processor"
+	qch "github.com/qfence/qfence/sinks/clickhouse"
+	"github.com/qfence/qfence/sinks/edge"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"go.uber.org/goleak"
+
+	"github.com/qfence/qfence/config"
+	"github.com/qfence/qfence/sinks/local"
+)
+
+// Addr is the native address of the test binary's server, and Server the
+// server itself (to stop or signal it), both set by Main.
+var (
+	Addr   string
+	Server *local.ClickHouseServer
+)
+
+// Main starts the server, runs the tests, stops it and checks that no test
+// left a goroutine behind; it is a whole TestMain:
+//
+//	func TestMain(m *testing.M) { os.Exit(chtest.Main(m)) }
+func Main(m *testing.M) int {
+	srv, err := local.StartClickHouseServer(context.Background(), slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "these tests need a ClickHouse server and none could be had: %v\n", err)
+		return 1
+	}
+	Addr, Server = srv.Addr, srv
+	code := m.Run()
+	srv.Stop()
+	if code == 0 {
+		// Every goroutine qfence starts has an owner that waits for it.
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goroutines leaked: %v\n", err)
+			code = 1
+		}
+	}
+	return code
+}
+
+// DB is a ClickHouse config for a fresh database named after the test, on
+// the server at addr.
+func DB(t testing.TB, addr string) config.ClickHouse {
+	t.Helper()
+	cfg := config.Default().ClickHouse
+	cfg.Addr = addr
+	cfg.Database = "t_" + strings.ToLower(regexp.MustCompile(`[^A-Za-z0-9]+`).ReplaceAllString(t.Name(), "_"))
+	cfg.FlushInterval = 200 * time.Millisecond
+	cfg.Timeout = 5 * time.Second
+	if err := Conn(t, addr).Exec(context.Background(), "DROP DATABASE IF EXISTS "+cfg.Database); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// Conn is a plain connection to addr, closed when the test ends.
+func Conn(t testing.TB, addr string) driver.Conn {
+	t.Helper()
+	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// Count runs a query that returns one count.
+func Count(t testing.TB, conn driver.Conn, query string) uint64 {
+	t.Helper()
+	var n uint64
+	if err := conn.QueryRow(context.Background(), query).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+	return n
+}
+
+// OpenSink migrates and opens a sink whose Run is stopped at cleanup.
+func OpenSink(t testing.TB, cfg config.ClickHouse, key config.Secret) *qch.Sink {
+	t.Helper()
+	ctx := context.Background()
+	if err := qch.Migrate(ctx, cfg, local.TestLog()); err != nil {
+		t.Fatal(err)
+	}
+	c, err := qch.Open(ctx, cfg, key, edge.NewMetrics(prometheus.NewRegistry()), local.TestLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { _ = c.Run(runCtx, ctx); close(done) }()
+	t.Cleanup(func() { stop(); <-done })
+	return c
+}
+
+// Write hands rows and events to the sink and waits for the acknowledgement.
+func Write(t testing.TB, c *qch.Sink, rows []processor.Track, events []processor.Event) {
+	t.Helper()
+	ack := make(chan error, 1)
+	c.Write(context.Background(), rows, events, func(err error) { ack <- err })
+	select {
+	case err := <-ack:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("no acknowledgement within a minute")
+	}
+}

@@ -1,0 +1,197 @@
+package clickhouse
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Version is a ClickHouse server version.
+type Version struct{ Major, Minor int }
+
+func (v Version) atLeast(major, minor int) bool {
+	return v.Major > major || v.Major == major && v.Minor >= minor
+}
+
+// Features are the parts of the schema that differ between ClickHouse 18.16
+// (Debian's package, the oldest server qfence supports) and current
+// releases.
+type Features struct {
+	DateTime64     bool // 20.1: millisecond times in one column
+	LowCardinality bool // 19.0: dictionary-encoded strings
+	TTL            bool // 19.6: the server expires rows itself
+	Codecs         bool // 20.1: per-column compression codecs
+}
+
+// FeaturesOf says what a server version supports.
+func FeaturesOf(v Version) Features {
+	return Features{DateTime64: v.atLeast(20, 1), LowCardinality: v.atLeast(19, 0), TTL: v.atLeast(19, 6), Codecs: v.atLeast(20, 1)}
+}
+
+// Schema generates qfence's DDL for one server.
+type Schema struct {
+	DB            string
+	F             Features
+	RetentionDays int
+}
+
+// timeCol is a millisecond time column: DateTime64(3) where the server has
+// it, else DateTime (seconds) plus a NAME_ms UInt16 column.
+func (s Schema) timeCol(name string, nullable bool) string {
+	if s.F.DateTime64 {
+		if nullable {
+			return fmt.Sprintf("%s Nullable(DateTime64(3, 'UTC'))", name)
+		}
+		return fmt.Sprintf("%s DateTime64(3, 'UTC')%s", name, s.codec("Delta, ZSTD"))
+	}
+	if nullable {
+		return fmt.Sprintf("%s Nullable(DateTime('UTC'))", name)
+	}
+	return fmt.Sprintf("%s DateTime('UTC'),\n  %s_ms UInt16", name, name)
+}
+
+func (s Schema) lowCard() string {
+	if s.F.LowCardinality {
+		return "LowCardinality(String)"
+	}
+	return "String"
+}
+
+func (s Schema) codec(c string) string {
+	if s.F.Codecs {
+		return " CODEC(" + c + ")"
+	}
+	return ""
+}
+
+func (s Schema) ttl(col string) string {
+	if !s.F.TTL {
+		return ""
+	}
+	return fmt.Sprintf("\nTTL toDateTime(%s) + INTERVAL %d DAY", col, s.RetentionDays)
+}
+
+// Tables lists the tables retention applies to, with their time column.
+var Tables = []struct{ Name, TimeCol string }{{"pings", "ts"}, {"events", "at"}, {"orders", "starts_at"}}
+
+// Migrations are the schema's versions, in order. Each statement is
+// idempotent, so a migration interrupted half-way can simply run again.
+func (s Schema) Migrations() [][]string {
+	db := s.DB
+	return [][]string{{
+		fmt.Sprintf("CREATE DATABASE IF NOT EXISTS %s", db),
+		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s.schema_migrations (
+  version UInt32,
+  applied_at DateTime('UTC')
+) ENGINE = MergeTree() ORDER BY version`, db),
+		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s.pings (
+  patient_id String,
+  %s,
+  lat Float64,
+  lon Float64,
+  accuracy_m Float32,
+  state Enum8('inside' = 1, 'outside' = 2, 'excused' = 3, 'uncertain' = 4),
+  distance_m Float32,
+  district %s,
+  zone %s,
+  in_breach UInt8,
+  flag Enum8('' = 0, 'late' = 1, 'speed' = 2, 'mock_provider' = 3),
+  mock UInt8,
+  device_id String,
+  source String,
+  inserted_at DateTime('UTC')
+) ENGINE = ReplacingMergeTree(inserted_at)
+PARTITION BY toYYYYMMDD(ts)
+ORDER BY (patient_id, ts%s)%s`, db, s.timeCol("ts", false), s.lowCard(), s.lowCard(), s.msKey("ts"), s.ttl("ts")),
+		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s.events (
+  event_id FixedString(32),
+  type Enum8('breach_started' = 1, 'breach_ended' = 2, 'signal_lost' = 3, 'signal_restored' = 4, 'implausible_location' = 5),
+  patient_id String,
+  %s,
+  %s,
+  %s,
+  duration_s Int64,
+  reason %s,
+  location_lat Float64,
+  location_lon Float64,
+  location_accuracy_m Float32,
+  distance_m Float32,
+  max_distance_m Float32,
+  home_lat Float64,
+  home_lon Float64,
+  home_radius_m Float64,
+  district %s,
+  zone %s,
+  evidence String,
+  inserted_at DateTime('UTC')
+) ENGINE = ReplacingMergeTree(inserted_at)
+PARTITION BY toYYYYMMDD(at)
+ORDER BY (patient_id, event_id)%s`, db, s.timeCol("at", false), s.timeCol("started_at", false), s.timeCol("ended_at", true),
+			s.lowCard(), s.lowCard(), s.lowCard(), s.ttl("at")),
+		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s.orders (
+  patient_id String,
+  version UInt64,
+  revoked UInt8,
+  home_lat Float64,
+  home_lon Float64,
+  radius_m Float64,
+  starts_at DateTime('UTC'),
+  ends_at Nullable(DateTime('UTC')),
+  district %s,
+  received_at DateTime('UTC')
+) ENGINE = ReplacingMergeTree(received_at)
+PARTITION BY toYYYYMMDD(starts_at)
+ORDER BY (patient_id, version)%s`, db, s.lowCard(), s.ttl("starts_at")),
+		fmt.Sprintf(`CREATE VIEW IF NOT EXISTS %s.district_daily AS
+SELECT toDate(at) AS day, district,
+  countIf(type = 'breach_started') AS breaches,
+  sumIf(duration_s, type = 'breach_ended') AS seconds_outside,
+  countIf(type = 'signal_lost') AS signal_losses,
+  countIf(type = 'implausible_location') AS implausible
+FROM %s.events FINAL
+GROUP BY day, district`, db, db),
+	}}
+}
+
+func (s Schema) msKey(col string) string {
+	if s.F.DateTime64 {
+		return ""
+	}
+	return ", " + col + "_ms"
+}
+
+// Columns lists the insert columns of a table, in the order the sink
+// appends them. ClickHouse 18.16 needs the explicit list: an INSERT without
+// one gives a batch that silently inserts nothing.
+func (s Schema) Columns(table string) []string {
+	t := func(name string) []string {
+		if s.F.DateTime64 {
+			return []string{name}
+		}
+		return []string{name, name + "_ms"}
+	}
+	switch table {
+	case "pings":
+		return concat([]string{"patient_id"}, t("ts"), []string{"lat", "lon", "accuracy_m", "state", "distance_m", "district", "zone",
+			"in_breach", "flag", "mock", "device_id", "source", "inserted_at"})
+	case "events":
+		return concat([]string{"event_id", "type", "patient_id"}, t("at"), t("started_at"), []string{"ended_at", "duration_s", "reason",
+			"location_lat", "location_lon", "location_accuracy_m", "distance_m", "max_distance_m", "home_lat", "home_lon", "home_radius_m",
+			"district", "zone", "evidence", "inserted_at"})
+	case "orders":
+		return []string{"patient_id", "version", "revoked", "home_lat", "home_lon", "radius_m", "starts_at", "ends_at", "district", "received_at"}
+	}
+	panic("BUG: unknown table " + table)
+}
+
+func concat(parts ...[]string) []string {
+	var out []string
+	for _, p := range parts {
+		out = append(out, p...)
+	}
+	return out
+}
+
+// Insert is the INSERT statement of a table with its explicit column list.
+func (s Schema) Insert(table string) string {
+	return fmt.Sprintf("INSERT INTO %s.%s (%s)", s.DB, table, strings.Join(s.Columns(table), ", "))
+}

@@ -1,0 +1,222 @@
+package clickhouse
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/qfence/qfence/config"
+	"github.com/qfence/qfence/processor"
+	"github.com/qfence/qfence/processor/pipeline"
+	"github.com/qfence/qfence/sinks/edge"
+)
+
+// Sink is the analysts' sink: pings, events and orders, batched into
+// native inserts. It implements pipeline.Sink: rows are acknowledged only
+// after the insert that holds them succeeded. A failed insert is retried
+// with backoff from qfence's own buffer (a clickhouse-go batch cannot be
+// reused after a failed Send), so an outage delays rows but loses none.
+type Sink struct {
+	conn    driver.Conn
+	dials   *conns
+	schema  Schema
+	cfg     config.ClickHouse
+	pseudo  *pseudonymizer
+	metrics *edge.Metrics
+	log     *slog.Logger
+
+	mu      sync.Mutex
+	pending chBuffer
+	kick    chan struct{} // size 1: a pending flush request is enough
+	failing atomic.Bool   // the last insert failed: not ready
+
+	// Reused by the flush goroutine for every block.
+	ids      []string
+	inserted []int64
+}
+
+// chBuffer is what waits for the next flush.
+type chBuffer struct {
+	pings   []*pingColumns // full chunks, then the one being filled
+	rows    int
+	events  []processor.Event
+	orders  []pipeline.OrderRow
+	waiters []func(error)
+}
+
+// Open connects, learns the server's version and prepares the
+// sink (the schema must exist: see Migrate).
+func Open(ctx context.Context, cfg config.ClickHouse, pseudonymizeKey config.Secret, metrics *edge.Metrics, log *slog.Logger) (*Sink, error) {
+	dials := &conns{}
+	conn, v, err := dialClickHouse(ctx, cfg, dials)
+	if err != nil {
+		return nil, err
+	}
+	c := &Sink{conn: conn, dials: dials, cfg: cfg, metrics: metrics, log: log, kick: make(chan struct{}, 1),
+		schema: Schema{DB: cfg.Database, F: FeaturesOf(v), RetentionDays: cfg.RetentionDays}}
+	if pseudonymizeKey != "" {
+		c.pseudo = newPseudonymizer([]byte(pseudonymizeKey))
+	}
+	log.Info("clickhouse connected", "addr", cfg.Addr, "version", fmt.Sprintf("%d.%d", v.Major, v.Minor),
+		"compression", Compression(cfg).String(),
+		"ttl", c.schema.F.TTL, "datetime64", c.schema.F.DateTime64, "pseudonymized", c.pseudo != nil)
+	return c, nil
+}
+
+// Write implements pipeline.Sink.
+func (c *Sink) Write(_ context.Context, rows []processor.Track, events []processor.Event, done func(error)) {
+	c.mu.Lock()
+	c.pending.addPings(rows, c.schema.F.DateTime64)
+	c.pending.events = append(c.pending.events, events...)
+	c.pending.waiters = append(c.pending.waiters, done)
+	full := c.pending.rows >= c.cfg.BatchRows
+	c.mu.Unlock()
+	if full {
+		c.nudge()
+	}
+}
+
+// WriteOrders stores order versions (no acknowledgement: the orders topic
+// is read again at every start, so a lost write comes back).
+func (c *Sink) WriteOrders(rows []pipeline.OrderRow) {
+	c.mu.Lock()
+	c.pending.orders = append(c.pending.orders, rows...)
+	c.mu.Unlock()
+}
+
+// ArchiveOrder stores one order version (the OrdersTable's Archive).
+func (c *Sink) ArchiveOrder(r pipeline.OrderRow) { c.WriteOrders([]pipeline.OrderRow{r}) }
+
+func (c *Sink) nudge() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Pending is how many ping rows wait for the next flush.
+func (c *Sink) Pending() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.pending.rows
+}
+
+// Ready says why the sink is not ready, or "".
+func (c *Sink) Ready(ctx context.Context) string {
+	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := c.conn.Ping(pctx); err != nil {
+		return "clickhouse unreachable: " + err.Error()
+	}
+	if c.failing.Load() {
+		return "clickhouse inserts are failing (retrying)"
+	}
+	return ""
+}
+
+// minInsertGap keeps inserts to at most two per second per table, however
+// fast rows arrive: ClickHouse wants few large inserts.
+const minInsertGap = 500 * time.Millisecond
+
+// Run flushes every clickhouse.flush_interval, or sooner when
+// clickhouse.batch_rows rows wait, until ctx ends; then it flushes what is
+// left, retrying until stop ends. Retention runs at start and daily.
+func (c *Sink) Run(ctx, stop context.Context) error {
+	defer c.conn.Close()
+	// Once stop ends, a flush waiting on a hung server is cut short: its
+	// rows are consumed again at the next start.
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-stop.Done():
+			c.dials.closeAll()
+		case <-done:
+		}
+	}()
+	if !c.schema.F.TTL {
+		c.dropExpired(ctx)
+	}
+	tick := time.NewTicker(c.cfg.FlushInterval)
+	defer tick.Stop()
+	daily := time.NewTicker(24 * time.Hour)
+	defer daily.Stop()
+	last := time.Time{}
+	for {
+		select {
+		case <-ctx.Done():
+			c.flush(stop)
+			return nil
+		case <-tick.C:
+		case <-c.kick:
+			if wait := minInsertGap - time.Since(last); wait > 0 {
+				if edge.Sleep(ctx, wait) != nil {
+					continue
+				}
+			}
+		case <-daily.C:
+			if !c.schema.F.TTL {
+				c.dropExpired(ctx)
+			}
+			continue
+		}
+		last = time.Now()
+		c.flush(stop)
+	}
+}
+
+// flush inserts everything pending, retrying until it succeeds or ctx ends,
+// then tells the waiters.
+func (c *Sink) flush(ctx context.Context) {
+	c.mu.Lock()
+	b := c.pending
+	c.pending = chBuffer{}
+	c.mu.Unlock()
+	if b.rows+len(b.events)+len(b.orders) == 0 && len(b.waiters) == 0 {
+		return
+	}
+	err := c.retry(ctx, "pings", b.rows, func(ctx context.Context) error { return c.insertPings(ctx, b.pings) })
+	if err == nil {
+		err = c.retry(ctx, "events", len(b.events), func(ctx context.Context) error { return c.insertEvents(ctx, b.events) })
+	}
+	if err == nil {
+		err = c.retry(ctx, "orders", len(b.orders), func(ctx context.Context) error { return c.insertOrders(ctx, b.orders) })
+	}
+	for _, w := range b.waiters {
+		w(err)
+	}
+	for _, p := range b.pings {
+		p.reset()
+		chunkPool.Put(p)
+	}
+}
+
+func (c *Sink) retry(ctx context.Context, table string, n int, insert func(context.Context) error) error {
+	if n == 0 {
+		return nil
+	}
+	for attempt := 0; ; attempt++ {
+		start := time.Now()
+		ictx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+		err := insert(ictx)
+		cancel()
+		if err == nil {
+			c.failing.Store(false)
+			c.metrics.ObserveFlush("clickhouse", start, n)
+			return nil
+		}
+		c.failing.Store(true)
+		c.metrics.SinkErrors.WithLabelValues("clickhouse").Inc()
+		if attempt == 0 || attempt%20 == 0 {
+			c.log.Warn("clickhouse insert failed; retrying", "table", table, "rows", n, "attempt", attempt+1, "err", err)
+		}
+		if edge.Sleep(ctx, edge.Backoff(attempt)) != nil {
+			return fmt.Errorf("insert %d rows into %s: gave up when stopping: %w", n, table, err)
+		}
+	}
+}

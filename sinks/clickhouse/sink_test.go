@@ -1,0 +1,211 @@
+package clickhouse_test
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	qch "github.com/qfence/qfence/sinks/clickhouse"
+	"github.com/qfence/qfence/sinks/clickhouse/chtest"
+	"github.com/qfence/qfence/sinks/local"
+
+	"github.com/qfence/qfence/processor/pipeline"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+
+	"github.com/qfence/qfence/config"
+	"github.com/qfence/qfence/geo/synth"
+	"github.com/qfence/qfence/processor"
+)
+
+func TestMigrateTwiceChangesNothing(t *testing.T) {
+	cfg := chtest.DB(t, chtest.Addr)
+	conn := chtest.Conn(t, chtest.Addr)
+	schema := func() string {
+		var b strings.Builder
+		for _, table := range []string{"pings", "events", "orders", "district_daily", "schema_migrations"} {
+			var ddl string
+			if err := conn.QueryRow(context.Background(), fmt.Sprintf("SHOW CREATE TABLE %s.%s", cfg.Database, table)).Scan(&ddl); err != nil {
+				t.Fatal(err)
+			}
+			b.WriteString(ddl + "\n")
+		}
+		return b.String()
+	}
+	if err := qch.Migrate(context.Background(), cfg, local.TestLog()); err != nil {
+		t.Fatal(err)
+	}
+	first := schema()
+	if err := qch.Migrate(context.Background(), cfg, local.TestLog()); err != nil {
+		t.Fatalf("second migrate: %v", err)
+	}
+	if second := schema(); second != first {
+		t.Errorf("the schema changed on the second migrate:\n%s\n%s", first, second)
+	}
+	if n := chtest.Count(t, conn, "SELECT count() FROM "+cfg.Database+".schema_migrations"); n != 1 {
+		t.Errorf("%d migrations recorded, want 1", n)
+	}
+}
+
+// dataStart is when the test pings begin.
+var dataStart = time.Date(2026, 4, 2, 8, 0, 0, 0, time.UTC)
+
+// tracksFor runs n pings of p patients through an engine and returns the
+// rows and events it stored and emitted.
+func tracksFor(seed uint64, patients, n int) (*processor.OrderBook, []processor.Track, []processor.Event) {
+	r := rand.New(rand.NewPCG(seed, 5))
+	book := processor.NewOrderBook()
+	homes := make([][2]float64, patients)
+	for i := range homes {
+		homes[i] = synth.Point(r, synth.Moscow)
+		book.Put(&processor.Order{PatientID: fmt.Sprintf("p-%05d", i), Home: homes[i], RadiusM: 50,
+			StartsAt: dataStart.Add(-24 * time.Hour).UnixMilli(), EndsAt: math.MaxInt64, District: "CAO"})
+	}
+	eng := processor.NewEngine(processor.DefaultRules(), book)
+	var tracks []processor.Track
+	var events []processor.Event
+	for k := 0; len(tracks) < n; k++ {
+		for i := 0; i < patients && len(tracks) < n; i++ {
+			away := r.NormFloat64() * 8
+			if i%10 == 0 && k%20 > 10 {
+				away = 700
+			}
+			p := synth.Offset(homes[i], away, 0)
+			ping := processor.Ping{PatientID: []byte(fmt.Sprintf("p-%05d", i)), TS: dataStart.Add(time.Duration(k)*time.Minute + time.Duration(i)*time.Millisecond).UnixMilli(),
+				Lat: p[1], Lon: p[0], Accuracy: 10, DeviceID: []byte("dev"), Source: []byte("gps")}
+			var out processor.Outcome
+			var tr processor.Track
+			events, out, tr = eng.Process(&ping, nil, events)
+			if out == processor.Accepted {
+				tracks = append(tracks, tr)
+			}
+		}
+	}
+	return book, tracks, events
+}
+
+// TestReplayingTwiceCollapses: the same 100k pings and their events written
+// twice show once each under FINAL.
+func TestReplayingTwiceCollapses(t *testing.T) {
+	cfg := chtest.DB(t, chtest.Addr)
+	cfg.BatchRows = 30000
+	c := chtest.OpenSink(t, cfg, "")
+	_, tracks, events := tracksFor(1, 5000, 100_000)
+	for round := 0; round < 2; round++ {
+		for start := 0; start < len(tracks); start += 25000 {
+			chtest.Write(t, c, tracks[start:min(len(tracks), start+25000)], nil)
+		}
+		chtest.Write(t, c, nil, events)
+	}
+	conn := chtest.Conn(t, chtest.Addr)
+	if n := chtest.Count(t, conn, "SELECT count() FROM "+cfg.Database+".pings FINAL"); n != uint64(len(tracks)) {
+		t.Errorf("pings FINAL = %d, want %d", n, len(tracks))
+	}
+	if n := chtest.Count(t, conn, "SELECT count() FROM "+cfg.Database+".pings"); n < uint64(len(tracks)) {
+		t.Errorf("pings = %d, fewer than the %d written", n, len(tracks))
+	}
+	if len(events) < 100 {
+		t.Fatalf("only %d events to check", len(events))
+	}
+	if n := chtest.Count(t, conn, "SELECT count() FROM "+cfg.Database+".events FINAL"); n != uint64(len(events)) {
+		t.Errorf("events FINAL = %d, want %d", n, len(events))
+	}
+	if n := chtest.Count(t, conn, "SELECT uniqExact(event_id) FROM "+cfg.Database+".events"); n != uint64(len(events)) {
+		t.Errorf("%d distinct event ids, want %d", n, len(events))
+	}
+}
+
+// TestRetentionDropsOldDays: on a server without TTL (18.16), qfence drops
+// day partitions older than retention_days itself.
+func TestRetentionDropsOldDays(t *testing.T) {
+	cfg := chtest.DB(t, chtest.Addr)
+	cfg.RetentionDays = 28
+	c := chtest.OpenSink(t, cfg, "")
+	old := processor.Track{PatientID: "old", Evidence: processor.Evidence{TS: time.Now().AddDate(0, 0, -40).UnixMilli(), State: processor.Inside}}
+	recent := processor.Track{PatientID: "recent", Evidence: processor.Evidence{TS: time.Now().UnixMilli(), State: processor.Inside}}
+	chtest.Write(t, c, []processor.Track{old, recent}, nil)
+	c.DropExpired(context.Background())
+	conn := chtest.Conn(t, chtest.Addr)
+	if n := chtest.Count(t, conn, "SELECT count() FROM "+cfg.Database+".pings WHERE patient_id = 'old'"); n != 0 {
+		t.Errorf("a 40-day-old ping survived retention of 28 days")
+	}
+	if n := chtest.Count(t, conn, "SELECT count() FROM "+cfg.Database+".pings WHERE patient_id = 'recent'"); n != 1 {
+		t.Errorf("today's ping was dropped")
+	}
+}
+
+// TestPseudonymizationHidesEveryPatientID: with a key, no real id reaches
+// any table, and a patient has one pseudonym across the three.
+func TestPseudonymizationHidesEveryPatientID(t *testing.T) {
+	cfg := chtest.DB(t, chtest.Addr)
+	const key = "a secret of the health ministry"
+	c := chtest.OpenSink(t, cfg, key)
+	book, tracks, events := tracksFor(2, 200, 4000)
+	var orders []pipeline.OrderRow
+	for i := 0; i < 200; i++ {
+		orders = append(orders, pipeline.OrderRow{Order: *book.Lookup(fmt.Sprintf("p-%05d", i)), Received: time.Now()})
+	}
+	c.WriteOrders(orders)
+	chtest.Write(t, c, tracks, events)
+	conn := chtest.Conn(t, chtest.Addr)
+	for _, table := range []string{"pings", "events", "orders"} {
+		if n := chtest.Count(t, conn, fmt.Sprintf("SELECT count() FROM %s.%s WHERE patient_id LIKE 'p-%%'", cfg.Database, table)); n != 0 {
+			t.Errorf("%s holds %d real patient ids", table, n)
+		}
+		if n := chtest.Count(t, conn, fmt.Sprintf("SELECT count() FROM %s.%s", cfg.Database, table)); n == 0 {
+			t.Errorf("%s is empty: nothing was checked", table)
+		}
+	}
+	want := qch.Pseudonym([]byte(key), "p-00000")
+	for _, table := range []string{"pings", "events", "orders"} {
+		if n := chtest.Count(t, conn, fmt.Sprintf("SELECT count() FROM %s.%s WHERE patient_id = '%s'", cfg.Database, table, want)); n == 0 {
+			t.Errorf("%s has no row under p-00000's pseudonym %s", table, want)
+		}
+	}
+}
+
+// clickhouse.compression: auto leaves a loopback server uncompressed (as
+// clickhouse-client does since 21.4) and compresses with LZ4 elsewhere.
+func TestCompressionAutoIsOffOnLoopbackOnly(t *testing.T) {
+	for addr, want := range map[string]clickhouse.CompressionMethod{
+		"127.0.0.1:9000": clickhouse.CompressionNone, "[::1]:9000": clickhouse.CompressionNone,
+		"localhost:9000": clickhouse.CompressionNone, "127.0.0.2:9000": clickhouse.CompressionNone,
+		"10.0.0.5:9000": clickhouse.CompressionLZ4, "ch.example.org:9000": clickhouse.CompressionLZ4,
+	} {
+		cfg := config.Default().ClickHouse
+		cfg.Addr = addr
+		if got := qch.Compression(cfg); got != want {
+			t.Errorf("auto to %s: %v, want %v", addr, got, want)
+		}
+	}
+	cfg := config.Default().ClickHouse
+	for _, m := range []string{"lz4", "zstd", "none"} {
+		cfg.Compression = m
+		if got := qch.Compression(cfg).String(); got != m {
+			t.Errorf("compression %s: %s", m, got)
+		}
+	}
+}
+
+// Every compression method writes every row to the real server.
+func TestEveryCompressionMethodWrites(t *testing.T) {
+	_, tracks, events := tracksFor(8, 500, 30_000)
+	for _, m := range []string{"lz4", "zstd", "none"} {
+		t.Run(m, func(t *testing.T) {
+			cfg := chtest.DB(t, chtest.Addr)
+			cfg.Compression = m
+			chtest.Write(t, chtest.OpenSink(t, cfg, ""), tracks, events)
+			conn := chtest.Conn(t, chtest.Addr)
+			if n := chtest.Count(t, conn, "SELECT count() FROM "+cfg.Database+".pings"); n != uint64(len(tracks)) {
+				t.Fatalf("%d ping rows with %s, want %d", n, m, len(tracks))
+			}
+			if n := chtest.Count(t, conn, "SELECT count() FROM "+cfg.Database+".events"); n != uint64(len(events)) {
+				t.Fatalf("%d events with %s, want %d", n, m, len(events))
+			}
+		})
+	}
+}

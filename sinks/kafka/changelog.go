@@ -1,0 +1,99 @@
+package kafka
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/qfence/qfence/processor"
+	"github.com/qfence/qfence/sinks/edge"
+)
+
+// Changelog is the qfence-state topic: the processor's Checkpointer, and the
+// restore of a partition's states on assignment.
+type Changelog struct {
+	k     *Client
+	topic string
+	w     *kafka.Writer
+}
+
+// NewChangelog writes each partition's states to the state partition of the
+// same number.
+func (k *Client) NewChangelog() *Changelog {
+	return &Changelog{k: k, topic: k.cfg.Topics.State, w: &kafka.Writer{
+		Addr: kafka.TCP(k.brokers...), Topic: k.cfg.Topics.State, Transport: k.transport, Balancer: samePartition{},
+		RequiredAcks: kafka.RequireAll, BatchTimeout: 2 * time.Millisecond, BatchSize: 10000, BatchBytes: 8 << 20,
+		MaxAttempts: 3, WriteTimeout: 10 * time.Second,
+	}}
+}
+
+// samePartition sends a message to the partition it names.
+type samePartition struct{}
+
+func (samePartition) Balance(m kafka.Message, _ ...int) int { return m.Partition }
+
+// Checkpoint implements pipeline.Checkpointer: it returns once the broker
+// has every record, retrying until ctx ends.
+func (c *Changelog) Checkpoint(ctx context.Context, partition int, records []processor.StateRecord) error {
+	msgs := make([]kafka.Message, len(records))
+	for i, r := range records {
+		msgs[i] = kafka.Message{Partition: partition, Key: []byte(r.Key), Value: r.Value}
+	}
+	for attempt := 0; ; attempt++ {
+		err := c.w.WriteMessages(ctx, msgs...)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("checkpoint %d states of partition %d: %w", len(records), partition, err)
+		}
+		if err := edge.Sleep(ctx, edge.Backoff(attempt)); err != nil {
+			return fmt.Errorf("checkpoint %d states of partition %d: %w", len(records), partition, err)
+		}
+	}
+}
+
+// Restore reads the state partition from its start to its current end and
+// calls fn for every record in order (a nil value is a tombstone).
+func (c *Changelog) Restore(ctx context.Context, partition int, fn func(key string, value []byte) error) (int, error) {
+	ends, err := c.k.EndOffsets(ctx, c.topic, partition+1)
+	if err != nil {
+		return 0, err
+	}
+	end := ends[partition]
+	firsts, err := c.k.FirstOffsets(ctx, c.topic, partition+1)
+	if err != nil {
+		return 0, err
+	}
+	if end == 0 || firsts[partition] >= end { // empty, or compacted away entirely
+		return 0, nil
+	}
+	r, err := c.k.reader(c.topic, partition, kafka.FirstOffset)
+	if err != nil {
+		return 0, err
+	}
+	defer r.Close()
+	n := 0
+	for {
+		m, err := r.FetchMessage(ctx)
+		if err != nil {
+			return n, fmt.Errorf("restore state partition %d at record %d: %w", partition, n, err)
+		}
+		var v []byte
+		if m.Value != nil {
+			v = m.Value
+		}
+		if err := fn(string(m.Key), v); err != nil {
+			return n, err
+		}
+		n++
+		if m.Offset >= end-1 {
+			return n, nil
+		}
+	}
+}
+
+// Close closes the writer.
+func (c *Changelog) Close() error { return c.w.Close() }

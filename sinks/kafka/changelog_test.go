@@ -1,0 +1,47 @@
+package kafka_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/qfence/qfence/processor"
+	"github.com/qfence/qfence/sinks/kafka/kafkatest"
+)
+
+// TestRestoreReadsToTheEndAndSurvivesAnEmptiedPartition: Restore returns
+// every record in order, and returns at once (instead of waiting for
+// records that will never come) when compaction or retention has moved the
+// log start to the end.
+func TestRestoreReadsToTheEndAndSurvivesAnEmptiedPartition(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.Ports(0), kfake.NumBrokers(1), kfake.DefaultNumPartitions(4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cfg, k := kafkatest.KafkaAt(t, c.ListenAddrs()[0])
+	log := k.NewChangelog()
+	defer log.Close()
+	recs := []processor.StateRecord{{Key: "a", Value: []byte("1")}, {Key: "b", Value: []byte("2")}, {Key: "a", Value: nil}}
+	if err := log.Checkpoint(t.Context(), 2, recs); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	n, err := log.Restore(t.Context(), 2, func(key string, value []byte) error {
+		got = append(got, key+"="+string(value))
+		return nil
+	})
+	if err != nil || n != 3 || len(got) != 3 || got[0] != "a=1" || got[2] != "a=" {
+		t.Fatalf("restored %d records %v (%v), want a=1 b=2 a=<tombstone>", n, got, err)
+	}
+	if err := c.DeleteRecords(cfg.Kafka.Topics.State, 2, 3); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if n, err := log.Restore(ctx, 2, func(string, []byte) error { return nil }); err != nil || n != 0 {
+		t.Fatalf("an emptied partition restored %d records, err %v; want 0 at once", n, err)
+	}
+}

@@ -1,0 +1,256 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/semaphore"
+
+	"github.com/qfence/qfence/geo"
+	"github.com/qfence/qfence/processor"
+	"github.com/qfence/qfence/processor/pipeline"
+	"github.com/qfence/qfence/sinks/edge"
+)
+
+// Group consumes the pings topic in the consumer group: one goroutine per
+// assigned partition owns that partition's patients (pipeline.Partition),
+// restored from the changelog before its first ping.
+type Group struct {
+	Kafka     *Client
+	Orders    *processor.OrderBook
+	Zones     func() *geo.Zones
+	Rules     processor.Rules
+	Decoder   processor.PingDecoder
+	Sink      pipeline.Sink
+	Producer  pipeline.Producer
+	Changelog *Changelog
+	Metrics   *pipeline.Metrics
+	Edge      *edge.Metrics
+	Log       *slog.Logger
+	Now       func() time.Time
+	// MaxInFlight is limits.max_inflight_rows; Drain bounds the wait for
+	// in-flight work when partitions are revoked or qfence stops.
+	MaxInFlight int64
+	Drain       time.Duration
+	// Tick, IdleAfter and CommitEvery tune the partition loops.
+	Tick, IdleAfter, CommitEvery time.Duration
+	// Observe, when set, hears when this instance starts owning a partition
+	// (after its state is restored) and stops (after its last commit).
+	Observe func(partition int, owned bool)
+
+	inFlight  *semaphore.Weighted
+	blocked   atomic.Int32
+	restoring atomic.Int32
+	joined    atomic.Bool
+	mu        sync.Mutex
+	owned     map[int]bool
+}
+
+// Ready says why the group is not ready, or "" when it is: it has joined,
+// every assigned partition is restored, and the sinks are not holding it
+// back.
+func (g *Group) Ready() string {
+	switch {
+	case !g.joined.Load():
+		return "not yet a member of the consumer group"
+	case g.restoring.Load() > 0:
+		return fmt.Sprintf("restoring the state of %d partitions", g.restoring.Load())
+	case g.blocked.Load() > 0:
+		return "back-pressure: limits.max_inflight_rows rows wait for the sinks"
+	}
+	return ""
+}
+
+// Owned returns the partitions this instance processes now.
+func (g *Group) Owned() []int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var out []int
+	for p := range g.owned {
+		out = append(out, p)
+	}
+	return out
+}
+
+// Run joins the group and processes assignments until ctx ends; then the
+// partitions drain, checkpoint and commit before it returns.
+func (g *Group) Run(ctx context.Context) error {
+	g.inFlight = semaphore.NewWeighted(g.MaxInFlight)
+	topic := g.Kafka.cfg.Topics.Pings
+	cg, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
+		ID: g.Kafka.cfg.GroupID, Brokers: g.Kafka.brokers, Dialer: g.Kafka.dialer, Topics: []string{topic},
+		StartOffset: kafka.FirstOffset, WatchPartitionChanges: true, PartitionWatchInterval: 10 * time.Second,
+		HeartbeatInterval: time.Second, SessionTimeout: 10 * time.Second, RebalanceTimeout: g.Drain + 5*time.Second,
+		JoinGroupBackoff: time.Second,
+		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
+			g.Log.Warn("consumer group", "err", fmt.Sprintf(msg, args...))
+		}),
+	})
+	if err != nil {
+		return fmt.Errorf("consumer group %s: %w", g.Kafka.cfg.GroupID, err)
+	}
+	eg, ectx := errgroup.WithContext(ctx)
+	eg.Go(func() error { return g.lagLoop(ectx) })
+	defer func() {
+		cg.Close() // ends the generation: partitions drain and commit first
+		_ = eg.Wait()
+	}()
+	for {
+		gen, err := cg.Next(ctx)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, kafka.ErrGroupClosed) {
+				return nil
+			}
+			g.Log.Warn("consumer group: no generation; retrying", "err", err)
+			if err := edge.Sleep(ctx, time.Second); err != nil {
+				return nil
+			}
+			continue
+		}
+		g.joined.Store(true)
+		assigned := gen.Assignments[topic]
+		g.Log.Info("partitions assigned", "generation", gen.ID, "partitions", len(assigned))
+		for _, a := range assigned {
+			g.restoring.Add(1)
+			gen.Start(func(gctx context.Context) {
+				g.runPartition(gctx, gen, topic, a)
+			})
+		}
+	}
+}
+
+func (g *Group) runPartition(gctx context.Context, gen *kafka.Generation, topic string, a kafka.PartitionAssignment) {
+	log := g.Log.With("partition", a.ID)
+	eng := processor.NewEngine(g.Rules, g.Orders)
+	start := time.Now()
+	n, err := g.Changelog.Restore(gctx, a.ID, func(key string, value []byte) error {
+		if key == processor.MetaKey {
+			return eng.UnmarshalMeta(value)
+		}
+		return eng.Restore(key, value)
+	})
+	g.restoring.Add(-1)
+	if err != nil {
+		if gctx.Err() == nil {
+			log.Error("restore partition state failed; the partition goes back to the group", "err", err)
+		}
+		return
+	}
+	log.Info("partition state restored", "records", n, "patients", eng.Patients(), "took", time.Since(start).Round(time.Millisecond))
+	r, err := g.Kafka.reader(topic, a.ID, a.Offset)
+	if err != nil {
+		log.Error("open partition failed", "err", err)
+		return
+	}
+	defer r.Close()
+	g.setOwned(a.ID, true)
+	defer g.setOwned(a.ID, false)
+	p := &pipeline.Partition{
+		ID: a.ID, Engine: eng, Zones: g.Zones, Decoder: g.Decoder, Fetcher: fetcher{r: r, log: log}, Sink: g.Sink,
+		Producer: g.Producer, Checkpointer: g.Changelog, Committer: committer{gen, topic},
+		InFlight: g.inFlight, MaxInFlight: g.MaxInFlight, Blocked: &g.blocked, Start: a.Offset,
+		Topics:  pipeline.Topics{Pings: topic, Violations: g.Kafka.cfg.Topics.Violations, PingsDLQ: g.Kafka.cfg.Topics.PingsDLQ},
+		Metrics: g.Metrics, Log: log, Now: g.Now,
+		MaxBatch: 2000, CommitEvery: g.CommitEvery, IdleAfter: g.IdleAfter, Tick: g.Tick,
+	}
+	if err := p.Run(gctx, g.Drain); err != nil {
+		log.Error("partition stopped", "err", err)
+	}
+}
+
+func (g *Group) setOwned(p int, owned bool) {
+	g.mu.Lock()
+	if g.owned == nil {
+		g.owned = make(map[int]bool)
+	}
+	if owned {
+		g.owned[p] = true
+	} else {
+		delete(g.owned, p)
+	}
+	g.mu.Unlock()
+	if g.Observe != nil {
+		g.Observe(p, owned)
+	}
+}
+
+// fetcher reads one partition: the processor's Fetcher. While the broker
+// is away it retries (the reader keeps its offset and reconnects), so a
+// broker restart pauses the partition instead of ending it.
+type fetcher struct {
+	r   *kafka.Reader
+	log *slog.Logger
+}
+
+func (f fetcher) Fetch(ctx context.Context) (pipeline.Message, error) {
+	for attempt := 0; ; attempt++ {
+		m, err := f.r.FetchMessage(ctx)
+		if err == nil {
+			return pipeline.Message{Offset: m.Offset, Key: m.Key, Value: m.Value, Time: m.Time}, nil
+		}
+		if ctx.Err() != nil {
+			return pipeline.Message{}, err
+		}
+		if attempt%20 == 0 {
+			f.log.Warn("fetch failed; retrying", "err", err)
+		}
+		if err := edge.Sleep(ctx, edge.Backoff(attempt)); err != nil {
+			return pipeline.Message{}, err
+		}
+	}
+}
+
+func (f fetcher) CaughtUp(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	lag, err := f.r.ReadLag(ctx)
+	return err == nil && lag == 0
+}
+
+// committer commits through the generation that owns the partition.
+type committer struct {
+	gen   *kafka.Generation
+	topic string
+}
+
+func (c committer) Commit(_ context.Context, partition int, next int64) error {
+	return c.gen.CommitOffsets(map[string]map[int]int64{c.topic: {partition: next}})
+}
+
+// lagLoop refreshes qfence_consumer_lag from the group's committed offsets
+// and the partitions' end offsets (kafka-go's Reader lag is wrong in a
+// group), every 10 s.
+func (g *Group) lagLoop(ctx context.Context) error {
+	topic := g.Kafka.cfg.Topics.Pings
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for {
+		if parts, err := g.Kafka.Partitions(ctx, topic); err == nil {
+			n := parts[topic]
+			ends, err1 := g.Kafka.EndOffsets(ctx, topic, n)
+			committed, err2 := g.Kafka.CommittedOffsets(ctx, topic, n)
+			if err1 == nil && err2 == nil {
+				for p, end := range ends {
+					c := committed[p]
+					if c < 0 {
+						c = 0
+					}
+					g.Edge.ConsumerLag.WithLabelValues(topic, strconv.Itoa(p)).Set(float64(max(0, end-c)))
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}

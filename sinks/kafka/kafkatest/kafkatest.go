@@ -1,0 +1,356 @@
+// Package kafkatest runs qfence's Kafka side in tests, as net/http/httptest
+// does for HTTP: an embedded broker over TCP, a stream of orders and pings
+// with the mess of real life, a sink that records what it was given, and
+// the replay every run of the same input must equal.
+package kafkatest
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/qfence/qfence/config"
+	"github.com/qfence/qfence/geo"
+	"github.com/qfence/qfence/geo/synth"
+	"github.com/qfence/qfence/processor"
+	"github.com/qfence/qfence/processor/pipeline"
+	"github.com/qfence/qfence/sinks/edge"
+	qkafka "github.com/qfence/qfence/sinks/kafka"
+	"github.com/qfence/qfence/sinks/local"
+)
+
+// The Kafka tests run a real Kafka-protocol broker (kfake) in the test
+// process and talk to it over TCP exactly as to a cluster.
+
+func Log(testing.TB) *slog.Logger { return local.TestLog() }
+
+func StartBroker(t testing.TB) string {
+	t.Helper()
+	b, err := local.StartBroker("127.0.0.1:0", "", 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	return b.Addr()
+}
+
+// NewClient is NewKafka whose connections close when the test ends.
+func NewClient(t testing.TB, cfg config.Kafka) (*qkafka.Client, error) {
+	k, err := qkafka.NewClient(cfg, Log(t))
+	if err == nil {
+		t.Cleanup(k.Close)
+	}
+	return k, err
+}
+
+func Config(addr string) *config.Config {
+	cfg := config.Default()
+	cfg.Kafka.Brokers = addr
+	cfg.Kafka.Partitions = 4
+	cfg.ShutdownTimeout = 10 * time.Second
+	return &cfg
+}
+
+// Recorder is a pipeline.Sink that remembers every row it acknowledged:
+// the stand-in for ClickHouse in the Kafka tests (a sink implementation,
+// not a mock of Kafka).
+type Recorder struct {
+	mu   sync.Mutex
+	rows map[string]int // patient|ts → times stored
+}
+
+func NewRecorder() *Recorder { return &Recorder{rows: map[string]int{}} }
+
+func (r *Recorder) Write(_ context.Context, rows []processor.Track, _ []processor.Event, done func(error)) {
+	r.mu.Lock()
+	for _, t := range rows {
+		r.rows[t.PatientID+"|"+strconv.FormatInt(t.TS, 10)]++
+	}
+	r.mu.Unlock()
+	done(nil)
+}
+
+// Stored is how many times the patient's ping at ts (Unix ms) was stored.
+func (r *Recorder) Stored(patient string, ts int64) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.rows[patient+"|"+strconv.FormatInt(ts, 10)]
+}
+
+// Count is how many distinct pings were stored, and how many rows.
+func (r *Recorder) Count() (unique, total int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, n := range r.rows {
+		unique++
+		total += n
+	}
+	return unique, total
+}
+
+// Running is a qkafka.Service Running in the test.
+type Running struct {
+	Svc    *qkafka.Service
+	cancel context.CancelFunc
+	done   chan struct{} // closed when Run has returned, with err set
+	err    error
+}
+
+func (r *Running) Stop(t testing.TB) {
+	t.Helper()
+	r.cancel()
+	select {
+	case <-r.done:
+		if r.err != nil {
+			t.Errorf("service stopped with %v", r.err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("service did not stop within 30s")
+	}
+}
+
+func RunService(t testing.TB, cfg *config.Config, book *processor.OrderBook, sink pipeline.Sink, now func() time.Time) *Running {
+	t.Helper()
+	return RunServiceWith(t, qkafka.ServiceDeps{Config: cfg, Book: book, Sink: sink, Now: now, IdleAfter: time.Hour})
+}
+
+// RunServiceWith runs a service; Zones, metrics and the log get defaults.
+func RunServiceWith(t testing.TB, d qkafka.ServiceDeps) *Running {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	if d.Zones == nil {
+		d.Zones = func() *geo.Zones { return nil }
+	}
+	d.Metrics, d.Edge, d.Log = pipeline.NewMetrics(reg), edge.NewMetrics(reg), Log(t)
+	svc, err := qkafka.NewService(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &Running{Svc: svc, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		r.err = svc.Run(ctx)
+		close(r.done)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-r.done
+	})
+	return r
+}
+
+// WaitFor polls cond until it holds or the deadline passes.
+func WaitFor(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", within, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Dataset is a stream of orders and pings with the mess of real life.
+type Dataset struct {
+	Orders []kafka.Message
+	Pings  []kafka.Message
+	Valid  int                      // pings that are not malformed
+	Bad    map[processor.Reason]int // malformed pings by the reason they must get
+	End    time.Time
+}
+
+// BadPings are broken messages and the reason each must be rejected with.
+var BadPings = []struct {
+	value  string
+	reason processor.Reason
+}{
+	{`{"patient_id":"p-1","ts":`, processor.MalformedJSON},
+	{`{"ts":"2026-04-02T08:00:00Z","lat":55.7,"lon":37.6}`, processor.MissingField},
+	{`{"patient_id":"p 1","ts":"2026-04-02T08:00:00Z","lat":55.7,"lon":37.6}`, processor.BadPatientID},
+	{`{"patient_id":"p-1","ts":"2026-04-02T08:00:00Z","lat":95.7,"lon":37.6}`, processor.BadCoordinates},
+	{`{"patient_id":"p-1","ts":"2026-04-02T08:00:00Z","lat":55.7,"lon":37.6,"accuracy_m":-3}`, processor.BadAccuracy},
+	{`{"patient_id":"p-1","ts":"yesterday","lat":55.7,"lon":37.6}`, processor.BadTimestamp},
+	{`{"patient_id":"p-1","ts":"2030-04-02T08:00:00Z","lat":55.7,"lon":37.6}`, processor.FutureTimestamp},
+	{`{"patient_id":"p-1","pad":"` + strings.Repeat("x", 5000) + `"}`, processor.TooLarge},
+}
+
+var DataStart = time.Date(2026, 4, 2, 8, 0, 0, 0, time.UTC)
+
+// GenData makes `patients` orders and pings in rounds of one ping per
+// patient every two minutes: 10 % take a trip that becomes a breach, 2 %
+// fall silent past the signal timeout, every badEvery-th message is broken.
+func GenData(seed uint64, patients, pings, badEvery int) Dataset {
+	r := rand.New(rand.NewPCG(seed, 99))
+	d := Dataset{Bad: map[processor.Reason]int{}}
+	homes := make([][2]float64, patients)
+	for i := range homes {
+		homes[i] = synth.Point(r, synth.Moscow)
+		id := fmt.Sprintf("p-%06d", i)
+		d.Orders = append(d.Orders, kafka.Message{Key: []byte(id), Value: fmt.Appendf(nil,
+			`{"patient_id":%q,"home":{"lat":%.6f,"lon":%.6f},"radius_m":50,"starts_at":"2026-04-01T00:00:00Z"}`, id, homes[i][1], homes[i][0])})
+	}
+	rounds := pings / patients
+	for k := 0; len(d.Pings) < pings; k++ {
+		for i := 0; i < patients && len(d.Pings) < pings; i++ {
+			if badEvery > 0 && len(d.Pings)%badEvery == badEvery-1 {
+				b := BadPings[len(d.Pings)/badEvery%len(BadPings)]
+				d.Pings = append(d.Pings, kafka.Message{Key: []byte("bad"), Value: []byte(b.value)})
+				d.Bad[b.reason]++
+				continue
+			}
+			if i%50 == 7 && k > rounds/8 && k < rounds/8+17 {
+				continue // silent for 34 minutes
+			}
+			away := r.NormFloat64() * 8
+			if i%10 == 3 && k >= rounds/3 && k < rounds/3+5 {
+				away = 900 // a trip of ten minutes
+			}
+			ts := DataStart.Add(time.Duration(k)*2*time.Minute + time.Duration(i)*time.Millisecond)
+			p := synth.Offset(homes[i], away, r.NormFloat64()*8)
+			id := fmt.Sprintf("p-%06d", i)
+			d.Pings = append(d.Pings, kafka.Message{Key: []byte(id), Value: fmt.Appendf(nil,
+				`{"patient_id":%q,"ts":%q,"lat":%.6f,"lon":%.6f,"accuracy_m":%d}`, id, ts.Format(time.RFC3339Nano), p[1], p[0], 5+r.IntN(15))})
+			d.Valid++
+			d.End = ts
+		}
+	}
+	return d
+}
+
+// Produce publishes messages as a phone gateway would.
+func Produce(t testing.TB, addr, topic string, msgs []kafka.Message) {
+	t.Helper()
+	k, err := NewClient(t, Config(addr).Kafka)
+	if err == nil {
+		err = k.Publish(context.Background(), topic, msgs, 0, nil)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// ReadAll reads every partition of topic from the start to its end now.
+func ReadAll(t testing.TB, k *qkafka.Client, topic string) map[int][]kafka.Message {
+	t.Helper()
+	out := map[int][]kafka.Message{}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := k.ReadAll(ctx, topic, func(m kafka.Message) { out[m.Partition] = append(out[m.Partition], m) }); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// KafkaAt is the test configuration for a broker at addr, a client for it
+// (closed with the test), and the topics created.
+func KafkaAt(t testing.TB, addr string) (*config.Config, *qkafka.Client) {
+	t.Helper()
+	cfg := Config(addr)
+	k, err := NewClient(t, cfg.Kafka)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := k.EnsureTopics(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return cfg, k
+}
+
+// CaughtUp reports whether the group has committed every pings partition
+// to its end.
+func CaughtUp(t testing.TB, k *qkafka.Client, topic string) bool {
+	ctx := context.Background()
+	parts, err := k.Partitions(ctx, topic)
+	if err != nil || parts[topic] == 0 {
+		return false
+	}
+	ends, err1 := k.EndOffsets(ctx, topic, parts[topic])
+	committed, err2 := k.CommittedOffsets(ctx, topic, parts[topic])
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	for p, end := range ends {
+		if end > 0 && committed[p] < end {
+			return false
+		}
+	}
+	return true
+}
+
+// ReplayPartitions runs what the pings topic holds through the engine, one
+// engine per partition in offset order, as qfence replay does with a file:
+// the events every run of the same input must Produce, by event id.
+func ReplayPartitions(t testing.TB, cfg *config.Config, orders []kafka.Message, parts map[int][]kafka.Message, now time.Time) map[string]string {
+	t.Helper()
+	book := processor.NewOrderBook()
+	for _, m := range orders {
+		o, err := processor.DecodeOrder(m.Key, m.Value, 0, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		book.Put(o)
+	}
+	dec := processor.PingDecoder{MaxBytes: cfg.Limits.MaxMessageBytes, MaxSkew: cfg.Limits.MaxClockSkew, DefaultAccuracy: cfg.Rules.DefaultAccuracyM}
+	out := map[string]string{}
+	for _, msgs := range parts {
+		eng := processor.NewEngine(cfg.Rules.Engine(), book)
+		var events []processor.Event
+		var p processor.Ping
+		for _, m := range msgs {
+			if dec.Decode(m.Value, now.UnixMilli(), &p) != nil {
+				continue
+			}
+			events, _, _ = eng.Process(&p, nil, events)
+		}
+		for i := range events {
+			out[events[i].IDString()] = string(events[i].AppendJSON(nil, eng.Rules()))
+		}
+	}
+	return out
+}
+
+// EventsByID reads the violations topic into id → JSON, failing on two
+// different events with one id.
+func EventsByID(t testing.TB, k *qkafka.Client, topic string) (byID map[string]string, total int) {
+	t.Helper()
+	byID = map[string]string{}
+	for _, msgs := range ReadAll(t, k, topic) {
+		for _, m := range msgs {
+			id := string(m.Value[len(`{"event_id":"`) : len(`{"event_id":"`)+32])
+			if prev, ok := byID[id]; ok && prev != string(m.Value) {
+				t.Fatalf("event %s emitted twice with different contents:\n%s\n%s", id, prev, m.Value)
+			}
+			byID[id] = string(m.Value)
+			total++
+		}
+	}
+	return byID, total
+}
+
+// SameEvents fails for every event of the run missing from replay's (by
+// event id), every one replay lacks, and every one whose JSON differs.
+func SameEvents(t testing.TB, run, replay map[string]string) {
+	t.Helper()
+	for id, w := range replay {
+		if g, ok := run[id]; !ok {
+			t.Errorf("event missing from the run: %s", w)
+		} else if g != w {
+			t.Errorf("event %s differs:\nrun:    %s\nreplay: %s", id, g, w)
+		}
+	}
+	for id, g := range run {
+		if _, ok := replay[id]; !ok {
+			t.Errorf("event only in the run: %s", g)
+		}
+	}
+}

@@ -1,0 +1,52 @@
+package kafka_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/qfence/qfence/config/contract"
+
+	"github.com/qfence/qfence/processor"
+	"github.com/qfence/qfence/sinks/kafka/kafkatest"
+)
+
+// TestRunMatchesReplay is the differential test: 200k pings for 10k
+// patients through the broker, the consumer group and the partition loops
+// give the same set of events, byte for byte, as replaying each partition's
+// messages through the engine.
+func TestRunMatchesReplay(t *testing.T) {
+	addr := kafkatest.StartBroker(t)
+	cfg, k := kafkatest.KafkaAt(t, addr)
+	d := kafkatest.GenData(1, 10_000, 200_000, 0)
+	kafkatest.Produce(t, addr, cfg.Kafka.Topics.Orders, d.Orders)
+	kafkatest.Produce(t, addr, cfg.Kafka.Topics.Pings, d.Pings)
+	now := func() time.Time { return d.End }
+	sink := kafkatest.NewRecorder()
+	start := time.Now()
+	svc := kafkatest.RunService(t, cfg, processor.NewOrderBook(), sink, now)
+	kafkatest.WaitFor(t, 3*time.Minute, "the group to commit every ping", func() bool { return kafkatest.CaughtUp(t, k, cfg.Kafka.Topics.Pings) })
+	elapsed := time.Since(start)
+	svc.Stop(t)
+
+	want := kafkatest.ReplayPartitions(t, cfg, d.Orders, kafkatest.ReadAll(t, k, cfg.Kafka.Topics.Pings), d.End)
+	got, total := kafkatest.EventsByID(t, k, cfg.Kafka.Topics.Violations)
+	if len(want) < 1000 {
+		t.Fatalf("replay gave only %d events: the data no longer exercises the rules", len(want))
+	}
+	kafkatest.SameEvents(t, got, want)
+	event, err := contract.Schema(contract.Event)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range got {
+		if err := contract.Validate(event, []byte(e)); err != nil {
+			t.Fatalf("event %s: %v", e, err)
+		}
+	}
+	unique, stored := sink.Count()
+	if unique != d.Valid {
+		t.Errorf("sink holds %d distinct pings, want %d", unique, d.Valid)
+	}
+	t.Logf("%d pings in %s (%.0f/s); %d events (%d records), %d rows (%d stored twice)",
+		len(d.Pings), elapsed.Round(time.Millisecond), float64(len(d.Pings))/elapsed.Seconds(), len(want), total, unique, stored-unique)
+}

@@ -1,0 +1,138 @@
+package kafka
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/qfence/qfence/processor/pipeline"
+	"github.com/qfence/qfence/sinks/edge"
+)
+
+// Producer produces events and dead letters: the processor's Producer. Each
+// Produce runs on a goroutine the Producer owns (Close waits for them) and
+// retries with backoff until the broker acknowledges or the Producer stops,
+// so a Kafka outage delays events but loses none.
+type Producer struct {
+	k       *Client
+	w       *kafka.Writer
+	ctx     context.Context // the Producer's lifetime: retries stop when it ends
+	stop    context.CancelFunc
+	wg      sync.WaitGroup
+	metrics *edge.Metrics
+}
+
+// NewProducer makes a producer with the Java client's key partitioner
+// (murmur2), so other clients agree on which partition holds a patient, and
+// acks from all in-sync replicas.
+func (k *Client) NewProducer(metrics *edge.Metrics) *Producer {
+	ctx, stop := context.WithCancel(context.Background())
+	return &Producer{k: k, ctx: ctx, stop: stop, metrics: metrics, w: &kafka.Writer{
+		Addr: kafka.TCP(k.brokers...), Transport: k.transport, Balancer: &kafka.Murmur2Balancer{},
+		RequiredAcks: kafka.RequireAll, BatchTimeout: 5 * time.Millisecond, BatchSize: 1000, BatchBytes: 8 << 20,
+		MaxAttempts: 3, WriteTimeout: 10 * time.Second, AllowAutoTopicCreation: false,
+	}}
+}
+
+// Produce implements pipeline.Producer. The records are copied into the
+// writer's messages before Produce returns.
+func (p *Producer) Produce(_ context.Context, records []pipeline.Record, done func(error)) {
+	msgs := make([]kafka.Message, len(records))
+	for i, r := range records {
+		msgs[i] = kafka.Message{Topic: r.Topic, Key: r.Key, Value: r.Value}
+		for _, h := range r.Headers {
+			msgs[i].Headers = append(msgs[i].Headers, kafka.Header{Key: h.Key, Value: h.Value})
+		}
+	}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		done(p.write(msgs))
+	}()
+}
+
+// write retries until every message is acknowledged. A retry resends the
+// whole set: what was already written is written again with the same event
+// ids, which is what at-least-once allows.
+func (p *Producer) write(msgs []kafka.Message) error {
+	for attempt := 0; ; attempt++ {
+		start := time.Now()
+		err := p.w.WriteMessages(p.ctx, msgs...)
+		if err == nil {
+			p.metrics.ObserveFlush("kafka", start, len(msgs))
+			return nil
+		}
+		p.metrics.SinkErrors.WithLabelValues("kafka").Inc()
+		if p.ctx.Err() != nil {
+			return fmt.Errorf("produce %d records: stopped before they were acknowledged: %w", len(msgs), err)
+		}
+		if attempt == 0 || attempt%20 == 0 {
+			p.k.log.Warn("produce failed; retrying", "records", len(msgs), "attempt", attempt+1, "err", err)
+		}
+		_ = edge.Sleep(p.ctx, edge.Backoff(attempt))
+	}
+}
+
+// Close stops retrying, waits for the goroutines and closes the writer.
+// Call it after the partitions have drained.
+func (p *Producer) Close() error {
+	p.stop()
+	p.wg.Wait()
+	return p.w.Close()
+}
+
+// Publish writes msgs to topic as a phone gateway or an order system would:
+// keyed with the Java client's partitioner, acknowledged by all in-sync
+// replicas, over the same TLS and SASL as every other connection. It goes
+// at most rate messages per second (0: as fast as the broker takes them),
+// prints progress to w (when not nil) every few seconds, and retries a
+// failed write for 20 s (a topic just created may take a moment to be
+// everywhere). qfence-sim, the demo and the tests publish through it; qfence
+// run does not.
+func (k *Client) Publish(ctx context.Context, topic string, msgs []kafka.Message, rate int, w io.Writer) error {
+	wr := &kafka.Writer{Addr: kafka.TCP(k.brokers...), Topic: topic, Transport: k.transport, Balancer: &kafka.Murmur2Balancer{},
+		RequiredAcks: kafka.RequireAll, BatchSize: 2000, BatchTimeout: 2 * time.Millisecond, BatchBytes: 900 << 10}
+	defer wr.Close()
+	chunk := 20_000
+	if rate > 0 { // small enough to pace smoothly
+		chunk = min(max(rate/10, 100), chunk)
+	}
+	start, last := time.Now(), time.Now()
+	for i := 0; i < len(msgs); i += chunk {
+		batch := msgs[i:min(len(msgs), i+chunk)]
+		var failing time.Time // when this chunk's writes began to fail
+		for {
+			err := wr.WriteMessages(ctx, batch...)
+			if err == nil {
+				break
+			}
+			if failing.IsZero() {
+				failing = time.Now()
+			}
+			if ctx.Err() != nil || time.Since(failing) > 20*time.Second {
+				return fmt.Errorf("publish to %s: %.300v", topic, err)
+			}
+			if err := edge.Sleep(ctx, 250*time.Millisecond); err != nil {
+				return err
+			}
+		}
+		done := i + len(batch)
+		if rate > 0 { // pace: where we should be by now
+			if ahead := time.Duration(float64(done)/float64(rate)*float64(time.Second)) - time.Since(start); ahead > 0 {
+				if err := edge.Sleep(ctx, ahead); err != nil {
+					return err
+				}
+			}
+		}
+		if w != nil && (time.Since(last) > 5*time.Second || done == len(msgs)) {
+			last = time.Now()
+			fmt.Fprintf(w, "  %s: %d/%d messages (%.0f%%), %.0f/s\n", topic, done, len(msgs), 100*float64(done)/float64(len(msgs)),
+				float64(done)/time.Since(start).Seconds())
+		}
+	}
+	return nil
+}

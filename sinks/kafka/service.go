@@ -1,0 +1,141 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/qfence/qfence/config"
+	"github.com/qfence/qfence/geo"
+	"github.com/qfence/qfence/processor"
+	"github.com/qfence/qfence/processor/pipeline"
+	"github.com/qfence/qfence/sinks/edge"
+)
+
+// Service is qfence's Kafka side assembled: the orders table, then the
+// consumer group with its producer and changelog, over one Sink.
+type Service struct {
+	cfg      *config.Config
+	kafka    *Client
+	orders   *OrdersTable
+	group    *Group
+	producer *Producer
+	log      *slog.Logger
+}
+
+// ServiceDeps are what the caller provides.
+type ServiceDeps struct {
+	Config  *config.Config
+	Book    *processor.OrderBook
+	Zones   func() *geo.Zones
+	Sink    pipeline.Sink
+	Metrics *pipeline.Metrics
+	Edge    *edge.Metrics
+	Log     *slog.Logger
+	// Now is the wall clock; nil is time.Now (tests drive it).
+	Now func() time.Time
+	// IdleAfter overrides how long a caught-up partition waits before its
+	// watermark follows the wall clock (default 10 s).
+	IdleAfter time.Duration
+	// Observe hears partitions being taken and released (see Group).
+	Observe func(partition int, owned bool)
+	// ArchiveOrders, when set, stores every order version (ClickHouse).
+	ArchiveOrders func(pipeline.OrderRow)
+}
+
+// NewService prepares the Kafka side; Run starts it.
+func NewService(d ServiceDeps) (*Service, error) {
+	k, err := NewClient(d.Config.Kafka, d.Log)
+	if err != nil {
+		return nil, err
+	}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	if d.IdleAfter == 0 {
+		d.IdleAfter = 10 * time.Second
+	}
+	producer := k.NewProducer(d.Edge)
+	s := &Service{cfg: d.Config, kafka: k, producer: producer, log: d.Log}
+	s.orders = &OrdersTable{Kafka: k, Book: d.Book, Zones: d.Zones, Producer: producer, Metrics: d.Metrics,
+		Log: d.Log, MaxBytes: d.Config.Limits.MaxMessageBytes, Archive: d.ArchiveOrders}
+	s.group = &Group{Kafka: k, Orders: d.Book, Zones: d.Zones, Rules: d.Config.Rules.Engine(),
+		Decoder: processor.PingDecoder{MaxBytes: d.Config.Limits.MaxMessageBytes, MaxSkew: d.Config.Limits.MaxClockSkew,
+			DefaultAccuracy: d.Config.Rules.DefaultAccuracyM},
+		Sink: d.Sink, Producer: producer, Changelog: k.NewChangelog(), Metrics: d.Metrics, Edge: d.Edge, Log: d.Log,
+		// The partitions get two thirds of shutdown_timeout to drain; the sink
+		// flush after them, the rest.
+		Now: d.Now, MaxInFlight: int64(d.Config.Limits.MaxInflightRows), Drain: d.Config.ShutdownTimeout * 2 / 3,
+		// Checkpoints and commits every 5 s: most state records are superseded
+		// within seconds, and a crash replays at most that much (deduplicated).
+		Tick: time.Second, IdleAfter: d.IdleAfter, CommitEvery: 5 * time.Second, Observe: d.Observe}
+	return s, nil
+}
+
+// Group exposes the consumer group (for tests: which partitions it owns).
+func (s *Service) Group() *Group { return s.group }
+
+// OrdersLoaded reports whether the orders topic has been read to its end.
+func (s *Service) OrdersLoaded() bool { return s.orders.Loaded() }
+
+// Ready says why the Kafka side is not ready, or "" when it is.
+func (s *Service) Ready(ctx context.Context) string {
+	if !s.OrdersLoaded() {
+		return "orders not yet read to the end of " + s.cfg.Kafka.Topics.Orders
+	}
+	if err := s.kafka.Reachable(ctx); err != nil {
+		return "kafka unreachable: " + err.Error()
+	}
+	return s.group.Ready()
+}
+
+// Run checks the topics, reads the orders to their end, then consumes pings
+// until ctx ends. On the way out the partitions drain and commit, and the
+// producer's last records are acknowledged.
+func (s *Service) Run(ctx context.Context) error {
+	defer s.kafka.Close()
+	if err := s.waitBrokers(ctx); err != nil {
+		return err
+	}
+	if err := s.kafka.EnsureTopics(ctx); err != nil {
+		return err
+	}
+	eg, ectx := errgroup.WithContext(ctx)
+	eg.Go(func() error { return s.orders.Run(ectx) })
+	eg.Go(func() error {
+		for !s.orders.Loaded() {
+			if err := edge.Sleep(ectx, 20*time.Millisecond); err != nil {
+				return nil
+			}
+		}
+		return s.group.Run(ectx)
+	})
+	err := eg.Wait()
+	if cerr := s.producer.Close(); cerr != nil && err == nil {
+		err = fmt.Errorf("close producer: %w", cerr)
+	}
+	if cerr := s.group.Changelog.Close(); cerr != nil && err == nil {
+		err = fmt.Errorf("close changelog: %w", cerr)
+	}
+	return err
+}
+
+// waitBrokers waits for a broker to answer, logging while it does not.
+func (s *Service) waitBrokers(ctx context.Context) error {
+	for attempt := 0; ; attempt++ {
+		err := s.kafka.Reachable(ctx)
+		if err == nil || errors.Is(err, context.Canceled) {
+			return ctx.Err()
+		}
+		if attempt%10 == 0 {
+			s.log.Warn("kafka unreachable; retrying (check kafka.brokers)", "brokers", s.kafka.brokers, "err", err)
+		}
+		if err := edge.Sleep(ctx, edge.Backoff(attempt)); err != nil {
+			return err
+		}
+	}
+}

@@ -1,0 +1,56 @@
+package local
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+)
+
+// Broker is the embedded Kafka-protocol broker (kfake) behind `brokers:
+// embedded` and `qfence broker`: for demos and tests, never production.
+type Broker struct {
+	c *kfake.Cluster
+}
+
+// StartBroker listens on addr (host must be a loopback address). With a
+// dataDir its topics, offsets and groups survive restarts.
+func StartBroker(addr, dataDir string, partitions int) (*Broker, error) {
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("broker listen address %q: %w", addr, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("broker listen address %q: port: %w", addr, err)
+	}
+	opts := []kfake.Opt{kfake.Ports(port), kfake.DefaultNumPartitions(partitions), kfake.NumBrokers(1),
+		kfake.ListenFn(func(network, _ string) (net.Listener, error) {
+			return net.Listen(network, net.JoinHostPort(host, strconv.Itoa(port)))
+		})}
+	if dataDir != "" {
+		opts = append(opts, kfake.DataDir(dataDir))
+	}
+	c, err := kfake.NewCluster(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("start embedded broker on %s: %w (is another broker or qfence already listening there?)", addr, err)
+	}
+	return &Broker{c: c}, nil
+}
+
+// Addr is where the broker listens.
+func (b *Broker) Addr() string { return b.c.ListenAddrs()[0] }
+
+// Run serves until ctx ends, then closes the broker (persisting its data).
+func (b *Broker) Run(ctx context.Context, log *slog.Logger) error {
+	log.Info("embedded kafka broker listening", "addr", b.Addr())
+	<-ctx.Done()
+	b.c.Close()
+	return nil
+}
+
+// Close stops the broker now.
+func (b *Broker) Close() { b.c.Close() }
