@@ -27,7 +27,7 @@ type Config struct {
 	Kafka           Kafka         `koanf:"kafka"`
 	ClickHouse      ClickHouse    `koanf:"clickhouse"`
 	Orders          File          `koanf:"orders"`
-	Zones           File          `koanf:"zones"`
+	Zones           Zones         `koanf:"zones"`
 	Metrics         Metrics       `koanf:"metrics"`
 	Privacy         Privacy       `koanf:"privacy"`
 	Rules           Rules         `koanf:"rules"`
@@ -100,9 +100,22 @@ type File struct {
 	File string `koanf:"file"`
 }
 
-// Metrics is the `metrics` section.
+// Zones is the `zones` section.
+type Zones struct {
+	File string `koanf:"file"`
+	// AllowEmpty accepts a zones file with no features (every zone
+	// dropped); without it such a file is taken for a mistake and refused.
+	AllowEmpty bool `koanf:"allow_empty"`
+}
+
+// Metrics is the `metrics` section: the operators' HTTP listener.
 type Metrics struct {
 	Listen string `koanf:"listen"`
+	// WebConfigFile is a Prometheus exporter-toolkit web configuration
+	// (TLS and basic auth for /metrics, /healthz, /readyz).
+	WebConfigFile string `koanf:"web_config_file"`
+	// Pprof serves /debug/pprof/ (off by default: profiles reveal memory).
+	Pprof bool `koanf:"pprof"`
 }
 
 // Privacy is the `privacy` section.
@@ -223,16 +236,24 @@ func parse(path string, data []byte, environ []string) (*Config, error) {
 		return nil, fmt.Errorf("read environment: %w", err)
 	}
 	c := &Config{}
+	undecoded := map[string]bool{}
 	for key := range known {
 		// Decode key by key, so that every bad value is reported with its key.
 		if derr := decode(k, key, c); derr != nil {
 			errs = append(errs, derr)
+			undecoded[key] = true
 		}
 	}
 	if err := c.resolveSecrets(); err != nil {
 		errs = append(errs, err)
 	}
-	errs = append(errs, c.validate()...)
+	// A value that could not be read is reported once, not again as out of
+	// range.
+	for _, err := range c.validate() {
+		if key, _, _ := strings.Cut(err.Error(), ":"); !undecoded[key] {
+			errs = append(errs, err)
+		}
+	}
 	if len(errs) > 0 {
 		slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
 		where := "configuration"
@@ -291,6 +312,10 @@ func EnvName(key string) string {
 	return "QFENCE_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
 }
 
+// MinPseudonymizeKey is the shortest pseudonymisation key accepted, in
+// bytes: as long as the HMAC-SHA256 output, as RFC 2104 advises.
+const MinPseudonymizeKey = 32
+
 func (c *Config) resolveSecrets() error {
 	var errs []error
 	read := func(s *Secret, file, key string) {
@@ -307,6 +332,16 @@ func (c *Config) resolveSecrets() error {
 	read(&c.Kafka.SASL.Password, c.Kafka.SASL.PasswordFile, "kafka.sasl.password")
 	read(&c.ClickHouse.Password, c.ClickHouse.PasswordFile, "clickhouse.password")
 	read(&c.Privacy.PseudonymizeKey, c.Privacy.PseudonymizeKeyFile, "privacy.pseudonymize_key")
+	// A short or empty key must not quietly weaken or switch off
+	// pseudonymisation (an empty key file once wrote real ids).
+	if key := c.Privacy.PseudonymizeKey; (key != "" || c.Privacy.PseudonymizeKeyFile != "") && len(key) < MinPseudonymizeKey {
+		where := EnvName("privacy.pseudonymize_key")
+		if c.Privacy.PseudonymizeKeyFile != "" {
+			where = "the file " + c.Privacy.PseudonymizeKeyFile
+		}
+		errs = append(errs, fmt.Errorf("privacy.pseudonymize_key: %s holds %d bytes, at least %d are needed (make one with: head -c 32 /dev/urandom | base64)",
+			where, len(key), MinPseudonymizeKey))
+	}
 	return errors.Join(errs...)
 }
 
@@ -326,16 +361,8 @@ func (c *Config) validate() []error {
 	if c.Kafka.GroupID == "" {
 		bad("kafka.group_id", "must not be empty")
 	}
-	t := c.Kafka.Topics
-	for key, v := range map[string]string{"pings": t.Pings, "orders": t.Orders, "violations": t.Violations,
-		"state": t.State, "pings_dlq": t.PingsDLQ, "orders_dlq": t.OrdersDLQ} {
-		if v == "" {
-			bad("kafka.topics."+key, "must not be empty")
-		}
-	}
-	if c.Kafka.Partitions < 1 {
-		bad("kafka.partitions", "must be >= 1, got %d", c.Kafka.Partitions)
-	}
+	errs = append(errs, c.Kafka.Topics.validate()...)
+	intIn(bad, "kafka.partitions", c.Kafka.Partitions, 1, 10000)
 	switch c.Kafka.SASL.Mechanism {
 	case "", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512":
 	default:
@@ -350,18 +377,10 @@ func (c *Config) validate() []error {
 	if c.ClickHouse.Database == "" || strings.ContainsAny(c.ClickHouse.Database, "`.; ") {
 		bad("clickhouse.database", "%q is not a plain database name", c.ClickHouse.Database)
 	}
-	if c.ClickHouse.RetentionDays < 1 {
-		bad("clickhouse.retention_days", "must be >= 1, got %d", c.ClickHouse.RetentionDays)
-	}
-	if c.ClickHouse.BatchRows < 1 {
-		bad("clickhouse.batch_rows", "must be >= 1, got %d", c.ClickHouse.BatchRows)
-	}
-	if c.ClickHouse.FlushInterval <= 0 {
-		bad("clickhouse.flush_interval", "must be > 0, got %s", c.ClickHouse.FlushInterval)
-	}
-	if c.ClickHouse.Timeout <= 0 {
-		bad("clickhouse.timeout", "must be > 0, got %s", c.ClickHouse.Timeout)
-	}
+	intIn(bad, "clickhouse.retention_days", c.ClickHouse.RetentionDays, 1, 3650)
+	intIn(bad, "clickhouse.batch_rows", c.ClickHouse.BatchRows, 1, 10_000_000)
+	durationIn(bad, "clickhouse.flush_interval", c.ClickHouse.FlushInterval, 10*time.Millisecond, 10*time.Minute)
+	durationIn(bad, "clickhouse.timeout", c.ClickHouse.Timeout, 100*time.Millisecond, 10*time.Minute)
 	switch c.ClickHouse.Compression {
 	case "auto", "lz4", "zstd", "none":
 	default:
@@ -371,15 +390,10 @@ func (c *Config) validate() []error {
 		bad("metrics.listen", "%q is not host:port", c.Metrics.Listen)
 	}
 	errs = append(errs, c.Rules.validate()...)
-	if c.Limits.MaxMessageBytes < 64 {
-		bad("limits.max_message_bytes", "must be >= 64, got %d", c.Limits.MaxMessageBytes)
-	}
-	if c.Limits.MaxClockSkew < 0 {
-		bad("limits.max_clock_skew", "must not be negative, got %s", c.Limits.MaxClockSkew)
-	}
-	if c.Limits.MaxInflightRows < 1 {
-		bad("limits.max_inflight_rows", "must be >= 1, got %d", c.Limits.MaxInflightRows)
-	}
+	intIn(bad, "limits.max_message_bytes", c.Limits.MaxMessageBytes, 64, 1<<20)
+	// Zero would switch the future check off: pings dated 2250 accepted.
+	durationIn(bad, "limits.max_clock_skew", c.Limits.MaxClockSkew, time.Second, 24*time.Hour)
+	intIn(bad, "limits.max_inflight_rows", c.Limits.MaxInflightRows, 1000, 50_000_000)
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		bad("log.format", "must be text or json, got %q", c.Log.Format)
 	}
@@ -388,8 +402,49 @@ func (c *Config) validate() []error {
 	default:
 		bad("log.level", "must be debug, info, warn or error, got %q", c.Log.Level)
 	}
-	if c.ShutdownTimeout <= 0 {
-		bad("shutdown_timeout", "must be > 0, got %s", c.ShutdownTimeout)
+	durationIn(bad, "shutdown_timeout", c.ShutdownTimeout, time.Second, 10*time.Minute)
+	return errs
+}
+
+// The range checks: every numeric key has a finite, sane range, and the
+// error names it (NaN and infinities are out of every range).
+type badFunc func(key, format string, args ...any)
+
+func intIn(bad badFunc, key string, v, lo, hi int) {
+	if v < lo || v > hi {
+		bad(key, "must be between %d and %d, got %d", lo, hi, v)
+	}
+}
+
+func floatIn(bad badFunc, key string, v, lo, hi float64) {
+	if !(v >= lo && v <= hi) {
+		bad(key, "must be between %v and %v, got %v", lo, hi, v)
+	}
+}
+
+func durationIn(bad badFunc, key string, v, lo, hi time.Duration) {
+	if v < lo || v > hi {
+		bad(key, "must be between %s and %s, got %s", lo, hi, v)
+	}
+}
+
+// validate refuses an empty topic name and a topic used for two roles:
+// pings_dlq equal to pings, say, would feed each dead letter back in for
+// ever, and violations equal to state would mix events into the changelog.
+func (t Topics) validate() []error {
+	var errs []error
+	roles := []struct{ key, name string }{{"pings", t.Pings}, {"orders", t.Orders}, {"violations", t.Violations},
+		{"state", t.State}, {"pings_dlq", t.PingsDLQ}, {"orders_dlq", t.OrdersDLQ}}
+	seen := map[string]string{}
+	for _, r := range roles {
+		switch prev, dup := seen[r.name]; {
+		case r.name == "":
+			errs = append(errs, fmt.Errorf("kafka.topics.%s: must not be empty", r.key))
+		case dup:
+			errs = append(errs, fmt.Errorf("kafka.topics.%s: %q is already kafka.topics.%s; every topic must have one role", r.key, r.name, prev))
+		default:
+			seen[r.name] = r.key
+		}
 	}
 	return errs
 }

@@ -74,7 +74,7 @@ func TestEnvironmentOverridesTheFile(t *testing.T) {
 // TestSecretsNeverPrint: a secret set in the environment appears in no error
 // and in no formatting of the config.
 func TestSecretsNeverPrint(t *testing.T) {
-	const secret = "hunter2-very-secret"
+	const secret = "hunter2-very-secret-and-32-bytes-long"
 	env := []string{"QFENCE_CLICKHOUSE_PASSWORD=" + secret, "QFENCE_KAFKA_SASL_PASSWORD=" + secret,
 		"QFENCE_PRIVACY_PSEUDONYMIZE_KEY=" + secret, "QFENCE_KAFKA_SASL_MECHANISM=PLAIN", "QFENCE_KAFKA_SASL_USERNAME=u"}
 	c, err := Load("", env)
@@ -97,15 +97,57 @@ func TestSecretsNeverPrint(t *testing.T) {
 
 func TestSecretFromAFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "key")
-	if err := os.WriteFile(path, []byte("from-a-file\n"), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte("from-a-file-of-at-least-32-bytes\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	c, err := Load("", []string{"QFENCE_PRIVACY_PSEUDONYMIZE_KEY_FILE=" + path})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if string(c.Privacy.PseudonymizeKey) != "from-a-file" {
+	if string(c.Privacy.PseudonymizeKey) != "from-a-file-of-at-least-32-bytes" {
 		t.Errorf("key = %q", string(c.Privacy.PseudonymizeKey))
+	}
+}
+
+// A key file that is empty, unreadable or short, or a short key in the
+// environment, is refused: pseudonymisation must never fail open.
+func TestAWeakPseudonymizationKeyIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	empty, short := filepath.Join(dir, "empty"), filepath.Join(dir, "short")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(short, []byte("short\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		env  string
+		want string
+	}{
+		{"an empty key file", "QFENCE_PRIVACY_PSEUDONYMIZE_KEY_FILE=" + empty, "holds 0 bytes, at least 32"},
+		{"a short key file", "QFENCE_PRIVACY_PSEUDONYMIZE_KEY_FILE=" + short, "holds 5 bytes, at least 32"},
+		{"a missing key file", "QFENCE_PRIVACY_PSEUDONYMIZE_KEY_FILE=" + filepath.Join(dir, "none"), "privacy.pseudonymize_key_file: open"},
+		{"a short key", "QFENCE_PRIVACY_PSEUDONYMIZE_KEY=abc", "QFENCE_PRIVACY_PSEUDONYMIZE_KEY holds 3 bytes"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Load("", []string{tc.env})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an error with %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// A value that cannot be read is reported once, with its key, not again as
+// out of range.
+func TestAnUnreadableValueIsOneError(t *testing.T) {
+	_, err := Load("", []string{"QFENCE_LIMITS_MAX_INFLIGHT_ROWS=lots"})
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	if n := strings.Count(err.Error(), "limits.max_inflight_rows"); n != 1 {
+		t.Errorf("%d errors name limits.max_inflight_rows, want 1:\n%v", n, err)
 	}
 }
 

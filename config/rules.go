@@ -31,32 +31,15 @@ func (r Rules) validate() []error {
 	bad := func(key string, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("rules.%s: %s", key, fmt.Sprintf(format, args...)))
 	}
-	if !(r.MarginM >= 0) {
-		bad("margin_m", "must be >= 0, got %v", r.MarginM)
-	}
-	if !(r.MaxAccuracyM > 0) {
-		bad("max_accuracy_m", "must be > 0, got %v", r.MaxAccuracyM)
-	}
-	if !(r.DefaultAccuracyM >= 0) {
-		bad("default_accuracy_m", "must be >= 0, got %v", r.DefaultAccuracyM)
-	}
-	if r.BreachAfter < 0 {
-		bad("breach_after", "must not be negative, got %s", r.BreachAfter)
-	}
-	if r.BreachMinPings < 1 || r.BreachMinPings > 1000 {
-		bad("breach_min_pings", "must be between 1 and 1000, got %d", r.BreachMinPings)
-	}
-	if r.ReturnMinPings < 1 || r.ReturnMinPings > 1000 {
-		bad("return_min_pings", "must be between 1 and 1000, got %d", r.ReturnMinPings)
-	}
-	if r.SignalTimeout <= 0 {
-		bad("signal_timeout", "must be > 0, got %s", r.SignalTimeout)
-	}
-	if !(r.MaxSpeedMps > 0) {
-		bad("max_speed_mps", "must be > 0, got %v", r.MaxSpeedMps)
-	}
-	if r.MaxEvidence < 2 || r.MaxEvidence > 1000 {
-		bad("max_evidence", "must be between 2 and 1000, got %d", r.MaxEvidence)
-	}
+	floatIn(bad, "margin_m", r.MarginM, 0, 10000)
+	floatIn(bad, "max_accuracy_m", r.MaxAccuracyM, 1, 100000)
+	floatIn(bad, "default_accuracy_m", r.DefaultAccuracyM, 0, 100000)
+	durationIn(bad, "breach_after", r.BreachAfter, 0, 24*time.Hour)
+	intIn(bad, "breach_min_pings", r.BreachMinPings, 1, 1000)
+	intIn(bad, "return_min_pings", r.ReturnMinPings, 1, 1000)
+	durationIn(bad, "signal_timeout", r.SignalTimeout, time.Minute, 7*24*time.Hour)
+	// Zero or infinity would switch the speed check off.
+	floatIn(bad, "max_speed_mps", r.MaxSpeedMps, 1, 10000)
+	intIn(bad, "max_evidence", r.MaxEvidence, 2, 1000)
 	return errs
 }

@@ -73,10 +73,14 @@ func ParseZones(data []byte) (*Zones, error) {
 	}
 	seen := make(map[string]int, len(fc.Features))
 	zones := make([]*Zone, 0, len(fc.Features))
+	total := 0
 	for i, f := range fc.Features {
 		z, err := zoneOf(f)
 		if err != nil {
 			return nil, fmt.Errorf("zones: feature %d%s: %w", i, describe(f), err)
+		}
+		if total += z.vertices(); total > MaxTotalVertices {
+			return nil, fmt.Errorf("zones: feature %d%s: the file has more than %d positions in all; simplify the zones", i, describe(f), MaxTotalVertices)
 		}
 		if j, dup := seen[z.ID]; dup {
 			return nil, fmt.Errorf("zones: feature %d: id %q is already used by feature %d", i, z.ID, j)
@@ -157,23 +161,57 @@ func zoneOf(f *geojson.Feature) (*Zone, error) {
 	if len(mp) == 0 {
 		return nil, fmt.Errorf("geometry has no polygons")
 	}
+	n := 0
 	for _, poly := range mp {
-		if len(poly) == 0 {
-			return nil, fmt.Errorf("polygon has no rings")
-		}
 		for _, ring := range poly {
+			n += len(ring)
+		}
+	}
+	if n > MaxZoneVertices {
+		return nil, fmt.Errorf("%d positions, more than the %d a zone may have (each ping away from home is tested against it); simplify it", n, MaxZoneVertices)
+	}
+	for pi, poly := range mp {
+		if len(poly) == 0 {
+			return nil, fmt.Errorf("polygon %d has no rings", pi)
+		}
+		for ri, ring := range poly {
 			if len(ring) < 4 {
-				return nil, fmt.Errorf("a ring needs at least 4 positions, got %d", len(ring))
+				return nil, fmt.Errorf("ring %d of polygon %d needs at least 4 positions, got %d", ri, pi, len(ring))
 			}
 			for _, pt := range ring {
 				if err := checkPoint(pt); err != nil {
 					return nil, err
 				}
 			}
+			if ring[0] != ring[len(ring)-1] {
+				return nil, fmt.Errorf("ring %d of polygon %d is not closed: its last position %v must repeat its first %v", ri, pi, ring[len(ring)-1], ring[0])
+			}
+			if a, b, ok := selfIntersection(ring); ok {
+				return nil, fmt.Errorf("ring %d of polygon %d crosses itself: its edges %d and %d meet (a ring must be simple)", ri, pi, a, b)
+			}
 		}
 	}
 	z.poly, z.bound = prepare(mp), mp.Bound()
 	return z, nil
+}
+
+// The bounds of a zones file: a zone with a million positions made every
+// ping away from home cost milliseconds, and a reload seconds.
+const (
+	MaxZoneVertices  = 100_000
+	MaxTotalVertices = 2_000_000
+)
+
+// vertices is how many positions the zone's polygons have (1 for a circle).
+func (z *Zone) vertices() int {
+	if z.poly == nil {
+		return 1
+	}
+	n := 0
+	for _, p := range z.poly {
+		n += p.vertices()
+	}
+	return n
 }
 
 func checkPoint(p orb.Point) error {

@@ -1,6 +1,7 @@
 package geo_test
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"strings"
@@ -110,6 +111,9 @@ func TestParseZones(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := geo.ParseZones([]byte(fc(`{"id":"round","kind":"district"}`, bigRing(geo.MaxZoneVertices)))); err != nil {
+		t.Errorf("a simple ring of the largest size allowed: %v", err)
+	}
 	if z.Len() != 4 || z.ByID("clinic-1").MaxMinutes != 90 || z.ByID("CAO").Name != "Central" || z.ByID("clinic-2").Kind != geo.Allowed {
 		t.Errorf("parsed %d zones: %+v", z.Len(), z.All())
 	}
@@ -128,6 +132,15 @@ func TestParseZones(t *testing.T) {
 		{"a position off the globe", fc(`{"id":"x","kind":"district"}`, `{"type":"Polygon","coordinates":[[[0,0],[1,0],[1,91],[0,0]]]}`), "not a valid [lon, lat]"},
 		{"max_minutes on a district", fc(`{"id":"x","kind":"district","max_minutes":5}`, poly), "only for allowed zones"},
 		{"a negative max_minutes", fc(`{"id":"x","kind":"allowed","max_minutes":-5}`, poly), "max_minutes must be a number >= 0"},
+		// A bow tie:  (0,1) ___ (1,1)
+		//                 \ /
+		//                  X      its edges 0 and 2 cross
+		//                 / \
+		//           (0,0) ‾‾‾ (1,0)
+		{"a ring that crosses itself", fc(`{"id":"bow","kind":"district"}`, `{"type":"Polygon","coordinates":[[[0,0],[1,1],[1,0],[0,1],[0,0]]]}`), `feature 0 (id "bow"): ring 0 of polygon 0 crosses itself`},
+		{"a ring that touches itself at a vertex", fc(`{"id":"pinch","kind":"district"}`, `{"type":"Polygon","coordinates":[[[0,0],[2,0],[1,1],[2,2],[0,2],[1,1],[0,0]]]}`), "crosses itself"},
+		{"a ring that is not closed", fc(`{"id":"open","kind":"district"}`, `{"type":"Polygon","coordinates":[[[0,0],[1,0],[1,1],[0,1]]]}`), `ring 0 of polygon 0 is not closed`},
+		{"a zone of too many positions", fc(`{"id":"huge","kind":"district"}`, bigRing(geo.MaxZoneVertices+1)), `more than the 100000 a zone may have`},
 		{"two zones with one id", `{"type":"FeatureCollection","features":[` + feature(`{"id":"x","kind":"district"}`, poly) + `,` + feature(`{"id":"x","kind":"allowed"}`, poly) + `]}`, `id "x" is already used by feature 0`},
 	}
 	for _, tt := range tests {
@@ -138,6 +151,18 @@ func TestParseZones(t *testing.T) {
 			}
 		})
 	}
+}
+
+// bigRing is a closed circle-like ring of n positions.
+func bigRing(n int) string {
+	var b strings.Builder
+	b.WriteString(`{"type":"Polygon","coordinates":[[`)
+	for i := range n - 1 {
+		a := 2 * math.Pi * float64(i) / float64(n-1)
+		fmt.Fprintf(&b, "[%.9f,%.9f],", 37.6+0.1*math.Cos(a), 55.7+0.1*math.Sin(a))
+	}
+	fmt.Fprintf(&b, "[%.9f,%.9f]]]}", 37.7, 55.7)
+	return b.String()
 }
 
 const poly = `{"type":"Polygon","coordinates":[[[0,0],[1,0],[1,1],[0,0]]]}`

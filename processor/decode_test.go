@@ -84,6 +84,9 @@ func TestPingDecodeRejects(t *testing.T) {
 		{"a fractional ts number", `{"patient_id":"p","ts":1775125260000.5,"lat":1,"lon":1}`, processor.BadTimestamp},
 		{"a boolean ts", `{"patient_id":"p","ts":true,"lat":1,"lon":1}`, processor.BadTimestamp},
 		{"a ts more than max_clock_skew ahead", `{"patient_id":"p","ts":"2026-04-02T12:05:00.001Z","lat":1,"lon":1}`, processor.FutureTimestamp},
+		// ClickHouse 18.16's DateTime ends in 2106: 2250 would be stored as 1978.
+		{"a ts after 2105", `{"patient_id":"p","ts":"2106-01-01T00:00:00Z","lat":1,"lon":1}`, processor.BadTimestamp},
+		{"a ts in 2250 in Unix milliseconds", `{"patient_id":"p","ts":8835984000000,"lat":1,"lon":1}`, processor.BadTimestamp},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -105,6 +108,45 @@ func TestPingDecodeAtTheSkewLimitIsAccepted(t *testing.T) {
 	in := `{"patient_id":"p","ts":"2026-04-02T12:05:00Z","lat":1,"lon":1}`
 	if err := decoder.Decode([]byte(in), now, &p); err != nil {
 		t.Fatalf("a ts exactly max_clock_skew ahead was rejected: %v", err)
+	}
+}
+
+// The last instant every supported ClickHouse can store is accepted.
+func TestTheLastStorableInstantIsAccepted(t *testing.T) {
+	o, err := processor.DecodeOrder(nil, []byte(`{"patient_id":"p","home":{"lat":1,"lon":2},"radius_m":50,"starts_at":"2026-04-01T00:00:00Z","ends_at":"2105-12-31T23:59:59.999Z"}`), 0, nil)
+	if err != nil || processor.FormatTS(o.EndsAt) != "2105-12-31T23:59:59.999Z" {
+		t.Errorf("got %v, %v", o, err)
+	}
+}
+
+// A value nested too deep in an unknown field is refused as malformed, and
+// the sentence says why.
+func TestDeepNestingIsNamed(t *testing.T) {
+	in := `{"patient_id":"p","ts":1775125260000,"lat":1,"lon":1,"x":` + strings.Repeat("[", 70) + strings.Repeat("]", 70) + `}`
+	var p processor.Ping
+	err := decoder.Decode([]byte(in), now, &p)
+	var rj *processor.Reject
+	if !errors.As(err, &rj) || rj.Reason != processor.MalformedJSON || !strings.Contains(rj.Msg, "nested more than 64 deep") {
+		t.Errorf("got %v, want malformed_json saying it is nested too deep", err)
+	}
+}
+
+// A ping whose key is not its patient_id is bad_key; replay (no key) does
+// not check.
+func TestCheckKey(t *testing.T) {
+	var p processor.Ping
+	if err := decoder.Decode([]byte(`{"patient_id":"p-a","ts":1775125260000,"lat":1,"lon":1}`), now, &p); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		key  string
+		want bool
+	}{{"p-a", true}, {"p-zzz", false}, {"", false}} {
+		err := processor.CheckKey([]byte(tc.key), &p)
+		var rj *processor.Reject
+		if got := err == nil; got != tc.want || (err != nil && (!errors.As(err, &rj) || rj.Reason != processor.BadKey)) {
+			t.Errorf("key %q: %v", tc.key, err)
+		}
 	}
 }
 
@@ -141,6 +183,8 @@ func TestOrderDecode(t *testing.T) {
 		{"a radius under 10 m", "p", `{"patient_id":"p","home":{"lat":1,"lon":2},"radius_m":9.9,"starts_at":"2026-04-01T00:00:00Z"}`, processor.BadRadius},
 		{"a radius over 10 km", "p", `{"patient_id":"p","home":{"lat":1,"lon":2},"radius_m":10001,"starts_at":"2026-04-01T00:00:00Z"}`, processor.BadRadius},
 		{"a bad starts_at", "p", `{"patient_id":"p","home":{"lat":1,"lon":2},"radius_m":50,"starts_at":"yesterday"}`, processor.BadTimestamp},
+		{"an end after 2105", "p", `{"patient_id":"p","home":{"lat":1,"lon":2},"radius_m":50,"starts_at":"2026-04-01T00:00:00Z","ends_at":"2200-01-01T00:00:00Z"}`, processor.BadTimestamp},
+		{"a start after 2105", "p", `{"patient_id":"p","home":{"lat":1,"lon":2},"radius_m":50,"starts_at":"2106-04-01T00:00:00Z"}`, processor.BadTimestamp},
 		{"an end before the start", "p", `{"patient_id":"p","home":{"lat":1,"lon":2},"radius_m":50,"starts_at":"2026-04-01T00:00:00Z","ends_at":"2026-03-01T00:00:00Z"}`, processor.BadPeriod},
 	}
 	for _, tt := range tests {

@@ -26,9 +26,12 @@ type Engine struct {
 	orders    *OrderBook
 	patients  map[string]*State
 	watermark int64 // newest accepted ts
-	nextSweep int64
-	dirty     []dirtyRef // patients changed since TakeDirty, in order of change
-	sweep     []Event
+	// watermarkCap bounds what a ping may move the watermark to (0: none).
+	watermarkCap int64
+	passes       *PassBook // nil: no passes
+	nextSweep    int64
+	dirty        []dirtyRef // patients changed since TakeDirty, in order of change
+	sweep        []Event
 	// openBreaches counts the partition's patients in a breach (a gauge).
 	openBreaches int
 }
@@ -69,16 +72,30 @@ func (e *Engine) Process(p *Ping, zones *geo.Zones, ev []Event) ([]Event, Outcom
 		e.patients[o.PatientID] = st // the order's string: no new key memory
 	}
 	if p.TS > st.Last.TS && p.TS > e.watermark {
-		ev = e.Advance(p.TS, ev)
+		wm := p.TS
+		if e.watermarkCap > 0 && wm > e.watermarkCap {
+			wm = e.watermarkCap
+		}
+		ev = e.Advance(wm, ev)
 	}
 	was := st.InBreach()
-	ev, out, t := Step(st, p, o, zones, &e.rules, ev)
+	ev, out, t := Step(st, p, o, zones, e.passes, &e.rules, ev)
 	if out == Accepted {
 		e.markDirty(o.PatientID, st)
 		e.openBreaches += b2i(st.InBreach()) - b2i(was)
 	}
 	return ev, out, t
 }
+
+// UsePasses gives the engine the table of QR passes.
+func (e *Engine) UsePasses(b *PassBook) { e.passes = b }
+
+// CapWatermark bounds how far a ping can move the watermark (0: no bound).
+// qfence run sets it to the wall clock before each batch, so that one ping
+// dated in the future (within limits.max_clock_skew) cannot end every
+// order or lose every signal in its partition ahead of time; replay, in
+// event time only, sets none.
+func (e *Engine) CapWatermark(ms int64) { e.watermarkCap = ms }
 
 // Advance moves the watermark to wm (if it is newer) and sweeps when a sweep
 // point has been crossed. qfence run calls it with the wall clock for an
@@ -244,23 +261,32 @@ func b2i(b bool) int {
 	return 0
 }
 
-// MarshalMeta serialises the partition's own state (watermark, sweep point).
-func (e *Engine) MarshalMeta() []byte {
+// MarshalMeta serialises the partition's own state (watermark, sweep
+// point) and covered, an opaque number the caller keeps with it (the
+// pipeline: the offset after the last message whose results the checkpoint
+// holds).
+func (e *Engine) MarshalMeta(covered int64) []byte {
 	b := []byte{stateVersion}
 	b = binary.AppendVarint(b, e.watermark)
-	return binary.AppendVarint(b, e.nextSweep)
+	b = binary.AppendVarint(b, e.nextSweep)
+	return binary.AppendVarint(b, covered)
 }
 
-// UnmarshalMeta restores what MarshalMeta wrote.
-func (e *Engine) UnmarshalMeta(b []byte) error {
+// UnmarshalMeta restores what MarshalMeta wrote and returns its covered
+// number (-1 when the record predates it).
+func (e *Engine) UnmarshalMeta(b []byte) (covered int64, err error) {
 	r := reader{b: b}
 	if v := r.byte1(); v != stateVersion {
-		return fmt.Errorf("restore partition meta: %w", errCorrupt)
+		return -1, fmt.Errorf("restore partition meta: %w", errCorrupt)
 	}
 	wm, next := r.varint(), r.varint()
+	covered = -1
+	if r.err == nil && len(r.b) > 0 {
+		covered = r.varint()
+	}
 	if r.err != nil {
-		return fmt.Errorf("restore partition meta: %w", r.err)
+		return -1, fmt.Errorf("restore partition meta: %w", r.err)
 	}
 	e.watermark, e.nextSweep = wm, next
-	return nil
+	return covered, nil
 }

@@ -45,3 +45,30 @@ func TestEngineSeesOrderChangesOnTheNextPing(t *testing.T) {
 		t.Fatalf("after a new order: %v %v, want accepted outside", out, tr.State)
 	}
 }
+
+// Under qfence run the watermark is capped at the wall clock: one ping
+// dated ahead (within max_clock_skew) cannot end another patient's order
+// or lose their signal before its time. Replay sets no cap.
+func TestAPingFromTheFutureDoesNotMoveTheCappedWatermark(t *testing.T) {
+	book := processor.NewOrderBook()
+	book.Put(&processor.Order{PatientID: "p1", Home: home, RadiusM: 50, StartsAt: t0 - 3600_000, EndsAt: t0 + 10*60_000})
+	book.Put(&processor.Order{PatientID: "p2", Home: home, RadiusM: 50, StartsAt: t0 - 3600_000, EndsAt: math.MaxInt64})
+	for _, capped := range []bool{true, false} {
+		eng := processor.NewEngine(processor.DefaultRules(), book)
+		if capped {
+			eng.CapWatermark(t0 + 60_000) // the wall clock
+		}
+		p := ping(at(0, 0, 10))
+		eng.Process(&p, nil, nil)
+		p = ping(at(0, 0, 10))
+		p.PatientID, p.TS = []byte("p2"), t0+4*3600_000 // hours ahead
+		eng.Process(&p, nil, nil)
+		want := int64(t0 + 4*3600_000)
+		if capped {
+			want = t0 + 60_000
+		}
+		if got := eng.Watermark(); got != want {
+			t.Errorf("capped %v: watermark %s, want %s", capped, processor.FormatTS(got), processor.FormatTS(want))
+		}
+	}
+}

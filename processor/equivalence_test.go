@@ -130,7 +130,7 @@ func TestBatchingAndRestartsDoNotChangeEvents(t *testing.T) {
 			}
 		}
 		if meta != nil {
-			if err := eng.UnmarshalMeta(meta); err != nil {
+			if _, err := eng.UnmarshalMeta(meta); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -148,7 +148,7 @@ func TestBatchingAndRestartsDoNotChangeEvents(t *testing.T) {
 				changelog[r.Key] = r.Value
 			}
 		}
-		meta = eng.MarshalMeta()
+		meta = eng.MarshalMeta(0)
 		start = end
 	}
 	if len(want) < 50 {

@@ -48,7 +48,14 @@ type Event struct {
 	District    string // "": null
 	Zone        string // "": null
 	Evidence    []Evidence
+	// Pass is the pass a breach's trip was taken under (breach events
+	// only; nil: null).
+	Pass *PassRef
 }
+
+// IsBreach reports whether the type is one of the breach events, which
+// carry "pass".
+func (t EventType) IsBreach() bool { return t == BreachStarted || t == BreachEnded }
 
 // ID is the event's deterministic id: a hash of (patient_id, type, the
 // episode's start ts), so an event emitted again carries the same id.
@@ -120,6 +127,20 @@ func (e *Event) AppendJSON(b []byte, r *Rules) []byte {
 	b = appendNullableString(b, e.District)
 	b = append(b, `,"zone":`...)
 	b = appendNullableString(b, e.Zone)
+	if e.Type.IsBreach() {
+		b = append(b, `,"pass":`...)
+		if e.Pass == nil {
+			b = append(b, "null"...)
+		} else {
+			b = append(b, `{"pass_id":`...)
+			b = appendJSONString(b, e.Pass.ID)
+			b = append(b, `,"purpose":"`...)
+			b = append(b, e.Pass.Purpose.String()...)
+			b = append(b, `","valid_to":`...)
+			b = appendTSJSON(b, e.Pass.ValidTo)
+			b = append(b, '}')
+		}
+	}
 	b = append(b, `,"rule":{"margin_m":`...)
 	b = appendFloat(b, r.MarginM)
 	b = append(b, `,"breach_after_s":`...)

@@ -101,11 +101,11 @@ func DecodeOrder(key, value []byte, maxBytes int, zones *geo.Zones) (*Order, err
 	o := &Order{PatientID: *w.PatientID, Home: orb.Point{lon, lat}, RadiusM: *w.RadiusM, EndsAt: math.MaxInt64}
 	var ok bool
 	if o.StartsAt, ok = orderTime(w.StartsAt); !ok {
-		return nil, reject(BadTimestamp, "starts_at %s is not an RFC 3339 time with a zone", truncate(w.StartsAt))
+		return nil, reject(BadTimestamp, "starts_at %s is not an RFC 3339 time with a zone from %s", truncate(w.StartsAt), tsRange)
 	}
 	if len(w.EndsAt) > 0 && string(w.EndsAt) != "null" {
 		if o.EndsAt, ok = orderTime(w.EndsAt); !ok {
-			return nil, reject(BadTimestamp, "ends_at %s is not an RFC 3339 time with a zone", truncate(w.EndsAt))
+			return nil, reject(BadTimestamp, "ends_at %s is not an RFC 3339 time with a zone from %s (leave ends_at out for an order with no end)", truncate(w.EndsAt), tsRange)
 		}
 		if o.EndsAt <= o.StartsAt {
 			return nil, reject(BadPeriod, "ends_at %s is not after starts_at %s", FormatTS(o.EndsAt), FormatTS(o.StartsAt))

@@ -227,7 +227,7 @@ func (d *PingDecoder) Decode(data []byte, now int64, p *Ping) error {
 		return reject(BadCoordinates, "lat %v, lon %v: lat must be in [-90, 90] and lon in [-180, 180]", p.Lat, p.Lon)
 	}
 	if p.TS < minTS || p.TS > maxTS {
-		return reject(BadTimestamp, "ts %s is before 2000 or after 9999 (Unix seconds instead of milliseconds?)", FormatTS(p.TS))
+		return reject(BadTimestamp, "ts %s is outside %s (Unix seconds instead of milliseconds?)", FormatTS(p.TS), tsRange)
 	}
 	if d.MaxSkew > 0 && p.TS > now+d.MaxSkew.Milliseconds() {
 		return reject(FutureTimestamp, "ts %s is more than %s ahead of the clock (%s)", FormatTS(p.TS), d.MaxSkew, FormatTS(now))
@@ -236,6 +236,9 @@ func (d *PingDecoder) Decode(data []byte, now int64, p *Ping) error {
 }
 
 func malformed(s *scanner) *Reject {
+	if s.tooDeep {
+		return reject(MalformedJSON, "a value is nested more than %d deep (at byte %d); qfence reads no deeper", maxDepth, s.i)
+	}
 	return reject(MalformedJSON, "message is not valid JSON (at byte %d)", s.i)
 }
 

@@ -15,6 +15,9 @@ const (
 	BadAccuracy     Reason = "bad_accuracy"
 	BadTimestamp    Reason = "bad_timestamp"
 	FutureTimestamp Reason = "future_timestamp"
+	// BadKey: the message key is not the ping's patient_id, so the ping may
+	// sit in another partition than the patient's state.
+	BadKey Reason = "bad_key"
 	// BadRadius and BadPeriod are for orders only: radius_m outside
 	// 10–10000, or ends_at not after starts_at.
 	BadRadius Reason = "bad_radius"
@@ -23,7 +26,17 @@ const (
 
 // PingReasons lists every reason a ping can be rejected with.
 var PingReasons = []Reason{TooLarge, MalformedJSON, MissingField, BadPatientID,
-	BadCoordinates, BadAccuracy, BadTimestamp, FutureTimestamp}
+	BadCoordinates, BadAccuracy, BadTimestamp, FutureTimestamp, BadKey}
+
+// CheckKey rejects a ping whose Kafka key is not its patient_id: a
+// patient's pings must all reach the partition that holds the patient's
+// state, and the producer's partitioner only sees the key.
+func CheckKey(key []byte, p *Ping) error {
+	if string(key) != string(p.PatientID) {
+		return reject(BadKey, "message key %q is not the ping's patient_id %q (key every ping by its patient_id)", truncate(key), truncate(p.PatientID))
+	}
+	return nil
+}
 
 // Reject is a poison message: it can never be processed, so it goes to the
 // dead-letter topic with Reason and the sentence in Error().

@@ -6,6 +6,9 @@ package processor
 type scanner struct {
 	b []byte
 	i int
+	// tooDeep is set when a skipped value nested past maxDepth: the
+	// rejection says so rather than "not valid JSON".
+	tooDeep bool
 }
 
 func (s *scanner) ws() {
@@ -149,6 +152,7 @@ const maxDepth = 64
 // skip passes over any value.
 func (s *scanner) skip(depth int) bool {
 	if depth > maxDepth {
+		s.tooDeep = true
 		return false
 	}
 	switch s.peek() {

@@ -76,6 +76,16 @@ type episode struct {
 	VisitStart  int64
 	// Ref is the newest plausible ping while an implausible one is Last.
 	Ref Evidence
+	// Pass is the pass the run began under (the trip went beyond its
+	// distance, or outlasted it), carried by the breach's events.
+	Pass *PassRef
+}
+
+// PassRef is how breach events quote a pass (contract 3.1).
+type PassRef struct {
+	ID      string
+	Purpose Purpose
+	ValidTo int64
 }
 
 func (e *episode) idle() bool {
@@ -123,18 +133,29 @@ func (s *State) AppendBinary(b []byte) []byte {
 	// An open breach keeps its order: if the order is revoked while qfence
 	// is down, the breach is still closed with its home.
 	if e.BreachStart == 0 || s.order == nil {
-		return append(b, 0)
+		b = append(b, 0)
+	} else {
+		o := s.order
+		b = append(b, 1)
+		b = appendString(b, o.PatientID)
+		b = binary.LittleEndian.AppendUint64(b, math.Float64bits(o.Home[0]))
+		b = binary.LittleEndian.AppendUint64(b, math.Float64bits(o.Home[1]))
+		b = binary.LittleEndian.AppendUint64(b, math.Float64bits(o.RadiusM))
+		b = binary.AppendVarint(b, o.StartsAt)
+		b = binary.AppendVarint(b, o.EndsAt)
+		b = appendString(b, o.District)
 	}
-	o := s.order
-	b = append(b, 1)
-	b = appendString(b, o.PatientID)
-	b = binary.LittleEndian.AppendUint64(b, math.Float64bits(o.Home[0]))
-	b = binary.LittleEndian.AppendUint64(b, math.Float64bits(o.Home[1]))
-	b = binary.LittleEndian.AppendUint64(b, math.Float64bits(o.RadiusM))
-	b = binary.AppendVarint(b, o.StartsAt)
-	b = binary.AppendVarint(b, o.EndsAt)
-	return appendString(b, o.District)
+	// Optional trailer (absent in states written before passes).
+	if e.Pass != nil {
+		b = append(b, trailerPass)
+		b = appendString(b, e.Pass.ID)
+		b = append(b, byte(e.Pass.Purpose))
+		b = binary.AppendVarint(b, e.Pass.ValidTo)
+	}
+	return b
 }
+
+const trailerPass = 2
 
 func appendEvidence(b []byte, e Evidence) []byte {
 	b = binary.AppendVarint(b, e.TS)
@@ -247,6 +268,10 @@ func (s *State) UnmarshalBinary(b []byte) error {
 		if r.byte1() == 1 {
 			s.order = &Order{PatientID: r.str(), Home: [2]float64{math.Float64frombits(r.u64()), math.Float64frombits(r.u64())},
 				RadiusM: math.Float64frombits(r.u64()), StartsAt: r.varint(), EndsAt: r.varint(), District: r.str(), stale: 1}
+		}
+		if r.err == nil && len(r.b) > 0 && r.b[0] == trailerPass {
+			r.byte1()
+			e.Pass = &PassRef{ID: r.str(), Purpose: Purpose(r.byte1()), ValidTo: r.varint()}
 		}
 		s.ep = e
 	}

@@ -47,6 +47,8 @@ type Track struct {
 	InBreach         bool
 	Mock             bool
 	Flag             Flag
+	// PassID is the pass that excused the ping ("" when none did).
+	PassID string
 }
 
 // Step decides one ping of a patient whose order o is active at the ping's
@@ -55,7 +57,10 @@ type Track struct {
 // decides to ev, and returns them with the ping's outcome and its row (the
 // row is meaningful unless the outcome is Duplicate). It allocates only for
 // events and for a patient's first episode.
-func Step(st *State, p *Ping, o *Order, zones *geo.Zones, r *Rules, ev []Event) ([]Event, Outcome, Track) {
+//
+// passes is the table of QR passes (nil: none); it is asked only for a
+// ping that is outside, so a ping at home never pays for it.
+func Step(st *State, p *Ping, o *Order, zones *geo.Zones, passes *PassBook, r *Rules, ev []Event) ([]Event, Outcome, Track) {
 	pt := orb.Point{p.Lon, p.Lat}
 	d := geo.Distance(o.Home, pt)
 	cur := Evidence{TS: p.TS, Lat: p.Lat, Lon: p.Lon, Accuracy: float32(p.Accuracy), Distance: float32(d),
@@ -70,6 +75,19 @@ func Step(st *State, p *Ping, o *Order, zones *geo.Zones, r *Rules, ev []Event) 
 		district, allowed = zones.Lookup(pt)
 		t.District, t.Zone = zoneID(district), zoneID(allowed)
 	}
+	// A pass of this patient that covers the ping excuses it, wherever it
+	// is (when not in an allowed zone already).
+	var mine []*Pass
+	if cur.State == Outside {
+		mine = passes.For(p.PatientID)
+	}
+	excuse := func() {
+		if cur.State == Outside && allowed == nil {
+			if pass := covering(mine, p.TS, d, p.Accuracy, r.MarginM); pass != nil {
+				cur.State, t.PassID = Excused, pass.ID
+			}
+		}
+	}
 
 	switch {
 	case p.TS == st.Last.TS:
@@ -80,6 +98,7 @@ func Step(st *State, p *Ping, o *Order, zones *geo.Zones, r *Rules, ev []Event) 
 		if cur.State == Outside && allowed != nil {
 			cur.State = Excused
 		}
+		excuse()
 		t.Evidence, t.InBreach, t.Flag = cur, st.InBreach(), FlagLate
 		return ev, Late, t
 	}
@@ -108,6 +127,7 @@ func Step(st *State, p *Ping, o *Order, zones *geo.Zones, r *Rules, ev []Event) 
 		if cur.State == Outside && allowed != nil {
 			cur.State = Excused
 		}
+		excuse()
 		if st.flags&flagImplausible == 0 {
 			st.flags |= flagImplausible
 			e := newEvent(ImplausibleLocation, o, p.TS, p.TS, cur)
@@ -145,6 +165,15 @@ func Step(st *State, p *Ping, o *Order, zones *geo.Zones, r *Rules, ev []Event) 
 	case cur.State != Uncertain && st.ep != nil:
 		st.ep.VisitZone, st.ep.VisitStart = "", 0
 	}
+	excuse()
+	// A run that begins now begins under a pass when one was valid at this
+	// ping (the trip went beyond its distance) or excused the ping before
+	// (the trip outlasted it); the latest valid_to wins.
+	if cur.State == Outside && len(mine) > 0 && (st.ep == nil || (st.ep.RunCount == 0 && st.ep.BreachStart == 0)) {
+		if pass := runPass(mine, p.TS, st.Last, r.MarginM); pass != nil {
+			st.episode().Pass = &PassRef{ID: pass.ID, Purpose: pass.Purpose, ValidTo: pass.ValidTo}
+		}
+	}
 
 	ev = breach(st, cur, o, r, t.Zone, ev)
 	st.Last = cur
@@ -155,6 +184,32 @@ func Step(st *State, p *Ping, o *Order, zones *geo.Zones, r *Rules, ev []Event) 
 	st.tidy()
 	t.Evidence, t.InBreach = cur, st.InBreach()
 	return ev, Accepted, t
+}
+
+// covering is the pass that covers a ping (the one valid longest when
+// several do), or nil.
+func covering(passes []*Pass, ts int64, d, a, m float64) *Pass {
+	var best *Pass
+	for _, p := range passes {
+		if p.Covers(ts, d, a, m) && (best == nil || p.ValidTo > best.ValidTo) {
+			best = p
+		}
+	}
+	return best
+}
+
+// runPass is the pass an outside run beginning at ts is taken under: one
+// valid by time at ts, or one that covered the ping before (last).
+func runPass(passes []*Pass, ts int64, last Evidence, m float64) *Pass {
+	var best *Pass
+	for _, p := range passes {
+		under := p.CoversTime(ts) ||
+			(last.State == Excused && p.Covers(last.TS, float64(last.Distance), float64(last.Accuracy), m))
+		if under && (best == nil || p.ValidTo > best.ValidTo) {
+			best = p
+		}
+	}
+	return best
 }
 
 // classify is the geometry of section 2, before allowed zones are applied.
@@ -215,6 +270,7 @@ func breach(st *State, cur Evidence, o *Order, r *Rules, zone string, ev []Event
 			ep.Evidence = addEvidence(ep.Evidence, cur, r.MaxEvidence)
 			if int(ep.RunCount) >= r.BreachMinPings && cur.TS-ep.RunStart >= r.BreachAfter.Milliseconds() {
 				e := newEvent(BreachStarted, o, cur.TS, ep.RunStart, cur)
+				e.Pass = ep.Pass
 				e.DurationS = (cur.TS - ep.RunStart) / 1000
 				e.MaxDistance = ep.MaxDist
 				e.Zone = zone
@@ -237,6 +293,7 @@ func breach(st *State, cur Evidence, o *Order, r *Rules, zone string, ev []Event
 		ep.Evidence = addEvidence(ep.Evidence, cur, r.MaxEvidence)
 		if int(ep.ReturnCount) >= r.ReturnMinPings {
 			e := newEvent(BreachEnded, o, cur.TS, ep.BreachStart, cur)
+			e.Pass = ep.Pass
 			e.EndedAt = ep.ReturnStart
 			e.DurationS = (ep.ReturnStart - ep.BreachStart) / 1000
 			e.MaxDistance = ep.MaxDist
@@ -258,6 +315,7 @@ func breach(st *State, cur Evidence, o *Order, r *Rules, zone string, ev []Event
 func closeBreach(st *State, endedAt int64) Event {
 	ep := st.ep
 	e := newEvent(BreachEnded, st.order, endedAt, ep.BreachStart, st.Last)
+	e.Pass = ep.Pass
 	e.EndedAt = endedAt
 	e.DurationS = (endedAt - ep.BreachStart) / 1000
 	e.MaxDistance = ep.MaxDist
@@ -296,7 +354,7 @@ func (st *State) tidy() {
 }
 
 func (ep *episode) resetRun() {
-	ep.RunStart, ep.RunCount, ep.MaxDist = 0, 0, 0
+	ep.RunStart, ep.RunCount, ep.MaxDist, ep.Pass = 0, 0, 0, nil
 	ep.Evidence = ep.Evidence[:0]
 }
 

@@ -9,8 +9,14 @@ import (
 // (most often Unix seconds sent where milliseconds are expected).
 const minTS = 946684800000
 
-// maxTS is 9999-12-31T23:59:59.999Z.
-const maxTS = 253402300799999
+// maxTS is 2105-12-31T23:59:59.999Z: ClickHouse before 20.1 stores times
+// as a 32-bit DateTime that ends in February 2106, and a time it cannot
+// hold would be stored as another date (2200 wraps to 2063). Every time a
+// message carries must fit every server qfence supports.
+const maxTS = 4291747199999
+
+// tsRange says, in a rejection, which times are accepted.
+const tsRange = "2000-01-01 to 2105-12-31"
 
 // parseRFC3339 parses an RFC 3339 date-time with a zone (fraction optional)
 // into Unix milliseconds, truncating sub-millisecond digits. It is the

@@ -197,7 +197,7 @@ func TestDaemon(t *testing.T) {
 			if err != nil {
 				t.Errorf("daemon: %v", err)
 			}
-			if took := time.Since(start); took > cfg.ShutdownTimeout+2*time.Second {
+			if took := time.Since(start); took > cfg.ShutdownTimeout+time.Second {
 				t.Errorf("stopped after %s, shutdown_timeout is %s", took, cfg.ShutdownTimeout)
 			}
 		case <-time.After(cfg.ShutdownTimeout + 10*time.Second):

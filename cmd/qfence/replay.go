@@ -58,7 +58,7 @@ end of input every patient is checked against it once more.`,
 
 func replay(cfg *config.Config, ordersFile, zonesFile string, in io.Reader, stdout, stderr io.Writer) error {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	zones, err := load.Zones(zonesFile)
+	zones, err := load.Zones(zonesFile, cfg.Zones.AllowEmpty)
 	if err != nil {
 		return err
 	}

@@ -16,6 +16,9 @@ type Metrics struct {
 	ActiveOrders  prometheus.Gauge
 	EventLatency  prometheus.Histogram
 	OrdersApplied *prometheus.CounterVec
+	// StateRestoreErrors counts qfence-state records that could not be
+	// decoded at restore: each is skipped and its patient starts afresh.
+	StateRestoreErrors prometheus.Counter
 }
 
 // NewMetrics registers the processor's metrics with reg and initialises
@@ -37,8 +40,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: prometheus.ExponentialBucketsRange(0.001, 30, 16)}),
 		OrdersApplied: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "qfence_orders_total",
 			Help: "Order messages read, by outcome: applied, revoked or rejected."}, []string{"outcome"}),
+		StateRestoreErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "qfence_state_restore_errors_total",
+			Help: "qfence-state records that could not be decoded at restore (skipped: the patient starts from no state)."}),
 	}
-	reg.MustRegister(m.Pings, m.Rejected, m.Events, m.OpenBreaches, m.ActiveOrders, m.EventLatency, m.OrdersApplied)
+	reg.MustRegister(m.Pings, m.Rejected, m.Events, m.OpenBreaches, m.ActiveOrders, m.EventLatency, m.OrdersApplied, m.StateRestoreErrors)
 	for _, o := range []string{"accepted", "rejected", "no_order", "late", "duplicate"} {
 		m.Pings.WithLabelValues(o)
 	}

@@ -32,7 +32,7 @@ type Partition struct {
 	InFlight *semaphore.Weighted
 	Topics   Topics
 	Metrics  *Metrics
-	Log      *slog.Logger
+	Log      *slog.Logger // carries the partition already
 	// Now is the wall clock (a test may drive it).
 	Now func() time.Time
 	// MaxBatch bounds a batch; CommitEvery spaces checkpoints and commits;
@@ -120,7 +120,7 @@ loop:
 			st.collect()
 		case <-dctx.Done():
 			p.Log.Warn("partition stopped with batches unacknowledged; they will be consumed again",
-				"partition", p.ID, "batches", tracker.InFlight())
+				"batches", tracker.InFlight())
 			st.commit(dctx, true)
 			return runErr
 		}
@@ -214,6 +214,7 @@ type loopState struct {
 	// ready accumulates the states of released batches until the next
 	// checkpoint, one record per key (readyIndex), in order of first change.
 	readyNext    int64
+	readyMeta    []byte // the newest meta record, checkpointed last
 	ready        []processor.StateRecord
 	readyIndex   map[string]int32
 	readyBatches [][]processor.StateRecord
@@ -224,6 +225,7 @@ func (s *loopState) process(ctx context.Context, batch []Message) error {
 	now := p.Now()
 	s.lastMsg = now
 	zones := p.Zones()
+	p.Engine.CapWatermark(now.UnixMilli())
 	var (
 		ping    processor.Ping
 		records []Record
@@ -234,6 +236,9 @@ func (s *loopState) process(ctx context.Context, batch []Message) error {
 	for i := range batch {
 		m := &batch[i]
 		err := p.Decoder.Decode(m.Value, now.UnixMilli(), &ping)
+		if err == nil {
+			err = processor.CheckKey(m.Key, &ping)
+		}
 		if err != nil {
 			var rj *processor.Reject
 			if !errors.As(err, &rj) {
@@ -278,7 +283,9 @@ func (s *loopState) reportOpen() {
 func (s *loopState) submit(ctx context.Context, next int64, records []Record, sources []time.Time) error {
 	p := s.p
 	states := p.Engine.TakeDirty(nil)
-	states = append(states, processor.StateRecord{Key: processor.MetaKey, Value: p.Engine.MarshalMeta()})
+	// The meta record says which offset this batch's results cover: a
+	// restore resumes after it, without deciding again what was delivered.
+	states = append(states, processor.StateRecord{Key: processor.MetaKey, Value: p.Engine.MarshalMeta(next)})
 	// A batch never asks for more than the whole budget (a sweep can emit an
 	// event for every patient at once), or it would wait forever.
 	tokens := min(int64(len(s.rows)+len(s.all)+len(records)), p.MaxInFlight)
@@ -371,7 +378,7 @@ func (s *loopState) idle(ctx context.Context) {
 	// The events and the new watermark ride on a batch without messages, so
 	// they are checkpointed in order behind everything before them.
 	if err := s.submit(ctx, s.next, records, sources); err != nil {
-		p.Log.Warn("idle watermark not submitted", "partition", p.ID, "err", err)
+		p.Log.Warn("idle watermark not submitted", "err", err)
 	}
 }
 
@@ -386,6 +393,10 @@ func (s *loopState) collect() {
 	}
 	for _, states := range batches {
 		for _, r := range states {
+			if r.Key == processor.MetaKey {
+				s.readyMeta = r.Value
+				continue
+			}
 			if i, seen := s.readyIndex[r.Key]; seen {
 				s.ready[i].Value = r.Value
 				continue
@@ -406,20 +417,27 @@ func (s *loopState) commit(ctx context.Context, force bool) {
 	s.collect()
 	// Pacing is real time, not p.Now: that clock is the watermark's, which a
 	// test may stop.
-	if len(s.ready) == 0 || (!force && time.Since(s.lastCommit) < p.CommitEvery) {
+	if (len(s.ready) == 0 && s.readyMeta == nil) || (!force && time.Since(s.lastCommit) < p.CommitEvery) {
 		return
 	}
-	if err := p.Checkpointer.Checkpoint(ctx, p.ID, s.ready); err != nil {
-		p.Log.Warn("checkpoint failed; will retry", "partition", p.ID, "err", err)
+	// The meta record goes last: the changelog partition keeps order, so a
+	// restore that finds it finds every state it covers.
+	records := s.ready
+	if s.readyMeta != nil {
+		records = append(records, processor.StateRecord{Key: processor.MetaKey, Value: s.readyMeta})
+	}
+	if err := p.Checkpointer.Checkpoint(ctx, p.ID, records); err != nil {
+		p.Log.Warn("checkpoint failed; will retry", "err", err)
 		return
 	}
 	if s.readyNext > p.Start {
 		if err := p.Committer.Commit(ctx, p.ID, s.readyNext); err != nil {
-			p.Log.Warn("offset commit failed; will retry", "partition", p.ID, "err", err)
+			p.Log.Warn("offset commit failed; will retry", "err", err)
 			return
 		}
 	}
 	s.lastCommit = time.Now()
+	s.readyMeta = nil
 	clear(s.readyIndex)
 	clear(s.ready)
 	s.ready = s.ready[:0]

@@ -34,6 +34,8 @@ type Sink struct {
 	pending chBuffer
 	kick    chan struct{} // size 1: a pending flush request is enough
 	failing atomic.Bool   // the last insert failed: not ready
+	// unreachable is why the last probe failed (nil when it answered).
+	unreachable atomic.Pointer[string]
 
 	// Reused by the flush goroutine for every block.
 	ids      []string
@@ -106,17 +108,42 @@ func (c *Sink) Pending() int {
 	return c.pending.rows
 }
 
-// Ready says why the sink is not ready, or "".
-func (c *Sink) Ready(ctx context.Context) string {
-	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	if err := c.conn.Ping(pctx); err != nil {
-		return "clickhouse unreachable: " + err.Error()
+// Ready says why the sink is not ready, or "". It reads what the sink's
+// own probe and inserts found: a readiness check never dials ClickHouse.
+func (c *Sink) Ready(context.Context) string {
+	if why := c.unreachable.Load(); why != nil {
+		return *why
 	}
 	if c.failing.Load() {
 		return "clickhouse inserts are failing (retrying)"
 	}
 	return ""
+}
+
+// probeEvery spaces the sink's reachability probes.
+const probeEvery = 2 * time.Second
+
+// probe pings the server every probeEvery until ctx ends, keeping
+// unreachable current.
+func (c *Sink) probe(ctx context.Context) {
+	t := time.NewTicker(probeEvery)
+	defer t.Stop()
+	for {
+		pctx, cancel := context.WithTimeout(ctx, probeEvery)
+		err := c.conn.Ping(pctx)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			why := "clickhouse unreachable: " + err.Error()
+			c.unreachable.Store(&why)
+		} else {
+			c.unreachable.Store(nil)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // minInsertGap keeps inserts to at most two per second per table, however
@@ -139,6 +166,10 @@ func (c *Sink) Run(ctx, stop context.Context) error {
 		case <-done:
 		}
 	}()
+	probeCtx, stopProbe := context.WithCancel(ctx)
+	probed := make(chan struct{})
+	go func() { defer close(probed); c.probe(probeCtx) }()
+	defer func() { stopProbe(); <-probed }()
 	if !c.schema.F.TTL {
 		c.dropExpired(ctx)
 	}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -19,6 +21,9 @@ import (
 // Client holds what every Kafka connection of qfence shares: the brokers,
 // TLS and SASL, and a client for metadata, offsets and topic creation.
 type Client struct {
+	// maxRecord is the largest record batch the dead-letter topics take
+	// (their max.message.bytes), learned by EnsureTopics; 0 until then.
+	maxRecord atomic.Int64
 	cfg       config.Kafka
 	brokers   []string
 	dialer    *kafka.Dialer
@@ -119,7 +124,7 @@ func (k *Client) EnsureTopics(ctx context.Context) error {
 		}
 		for name, err := range res.Errors {
 			if err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
-				return fmt.Errorf("create topic %s: %w", name, err)
+				return fmt.Errorf("create topic %s: %s (create it yourself, or check kafka.partitions and the broker's limits): %w", name, describe(err), err)
 			}
 		}
 		for _, m := range missing {
@@ -129,6 +134,9 @@ func (k *Client) EnsureTopics(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := k.checkTopicConfigs(ctx, names); err != nil {
+		return err
+	}
 	if have[t.State] != have[t.Pings] {
 		return fmt.Errorf("topic %s has %d partitions but %s has %d: a partition's state lives in the state partition of the same number, so they must match (add partitions to %s, or delete it to have qfence recreate it)",
 			t.State, have[t.State], t.Pings, have[t.Pings], t.State)
@@ -137,6 +145,80 @@ func (k *Client) EnsureTopics(ctx context.Context) error {
 }
 
 var compacted = []kafka.ConfigEntry{{ConfigName: "cleanup.policy", ConfigValue: "compact"}}
+
+// describe says in words what a Kafka error code means ("[42] Invalid
+// Request" says little).
+func describe(err error) string {
+	var ke kafka.Error
+	if errors.As(err, &ke) {
+		return ke.Description()
+	}
+	return err.Error()
+}
+
+// checkTopicConfigs refuses a compacted topic (orders, state) that is not
+// compacted (its records would expire: the state and the orders with
+// them), warns about a topic with one replica on a cluster that has more,
+// and learns the largest record the dead-letter topics take.
+func (k *Client) checkTopicConfigs(ctx context.Context, names []string) error {
+	t := k.cfg.Topics
+	req := &kafka.DescribeConfigsRequest{}
+	for _, n := range names {
+		req.Resources = append(req.Resources, kafka.DescribeConfigRequestResource{ResourceType: kafka.ResourceTypeTopic, ResourceName: n,
+			ConfigNames: []string{"cleanup.policy", "max.message.bytes"}})
+	}
+	res, err := k.client.DescribeConfigs(ctx, req)
+	if err != nil {
+		return fmt.Errorf("describe the configs of topics %v: %w", names, err)
+	}
+	configs := map[string]map[string]string{}
+	for _, r := range res.Resources {
+		if r.Error != nil {
+			return fmt.Errorf("describe the configs of topic %s: %s: %w", r.ResourceName, describe(r.Error), r.Error)
+		}
+		configs[r.ResourceName] = map[string]string{}
+		for _, e := range r.ConfigEntries {
+			configs[r.ResourceName][e.ConfigName] = e.ConfigValue
+		}
+	}
+	for _, name := range []string{t.Orders, t.State} {
+		if policy := configs[name]["cleanup.policy"]; policy != "compact" {
+			return fmt.Errorf("topic %s has cleanup.policy=%s, but qfence keeps a table in it and needs cleanup.policy=compact (with delete its records expire): "+
+				"run kafka-configs.sh --bootstrap-server %s --alter --entity-type topics --entity-name %s --add-config cleanup.policy=compact",
+				name, policy, k.brokers[0], name)
+		}
+	}
+	limit := defaultMaxRecord
+	for _, name := range []string{t.PingsDLQ, t.OrdersDLQ} {
+		if v, err := strconv.Atoi(configs[name]["max.message.bytes"]); err == nil && v > 0 {
+			limit = min(limit, v)
+		}
+	}
+	k.maxRecord.Store(int64(limit))
+	md, err := k.client.Metadata(ctx, &kafka.MetadataRequest{Topics: names})
+	if err != nil {
+		return fmt.Errorf("kafka metadata from %v: %w", k.brokers, err)
+	}
+	for _, topic := range md.Topics {
+		if len(md.Brokers) > 1 && len(topic.Partitions) > 0 && len(topic.Partitions[0].Replicas) == 1 {
+			k.log.Warn("topic has one replica on a cluster with more brokers: a broker lost loses its partitions (raise the replication factor)",
+				"topic", topic.Name, "brokers", len(md.Brokers))
+		}
+	}
+	return nil
+}
+
+// MaxRecord is the largest record batch the dead-letter topics take.
+func (k *Client) MaxRecord() int {
+	if n := k.maxRecord.Load(); n > 0 {
+		return int(n)
+	}
+	return defaultMaxRecord
+}
+
+// defaultMaxRecord is Kafka's default max.message.bytes (1 MB and the
+// batch overhead), used when the broker does not say.
+const defaultMaxRecord = 1048588
 
 func topicNames(ts []kafka.TopicConfig) []string {
 	out := make([]string, len(ts))
@@ -218,10 +300,30 @@ func (k *Client) CommittedOffsets(ctx context.Context, topic string, partitions 
 	return out, nil
 }
 
-// Reachable checks that a broker answers.
+// Reachable checks that a broker answers now: a fresh connection
+// (authenticated, when SASL is on) and a metadata round trip to the first
+// broker that takes it. (The client's
+// metadata is cached, so asking it would answer for a dead cluster.)
 func (k *Client) Reachable(ctx context.Context) error {
-	_, err := k.client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{k.cfg.Topics.Pings}})
-	return err
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	var errs []error
+	for _, b := range k.brokers {
+		conn, err := k.dialer.DialContext(ctx, "tcp", b)
+		if err == nil {
+			if dl, ok := ctx.Deadline(); ok {
+				_ = conn.SetDeadline(dl)
+			}
+			_, err = conn.Brokers() // a metadata round trip, which needs authentication
+
+			conn.Close()
+		}
+		if err == nil {
+			return nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", b, err))
+	}
+	return errors.Join(errs...)
 }
 
 // reader reads one partition of a topic from offset.

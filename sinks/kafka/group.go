@@ -131,11 +131,23 @@ func (g *Group) runPartition(gctx context.Context, gen *kafka.Generation, topic 
 	log := g.Log.With("partition", a.ID)
 	eng := processor.NewEngine(g.Rules, g.Orders)
 	start := time.Now()
+	covered := int64(-1)
+	skipped := 0
 	n, err := g.Changelog.Restore(gctx, a.ID, func(key string, value []byte) error {
+		var err error
 		if key == processor.MetaKey {
-			return eng.UnmarshalMeta(value)
+			covered, err = eng.UnmarshalMeta(value)
+		} else {
+			err = eng.Restore(key, value)
 		}
-		return eng.Restore(key, value)
+		if err != nil {
+			// One bad record must not stop the partition: that patient (or
+			// the partition's watermark) starts afresh.
+			skipped++
+			g.Metrics.StateRestoreErrors.Inc()
+			log.Warn("a qfence-state record could not be decoded; skipped (its patient starts from no state)", "err", err)
+		}
+		return nil
 	})
 	g.restoring.Add(-1)
 	if err != nil {
@@ -144,7 +156,17 @@ func (g *Group) runPartition(gctx context.Context, gen *kafka.Generation, topic 
 		}
 		return
 	}
-	log.Info("partition state restored", "records", n, "patients", eng.Patients(), "took", time.Since(start).Round(time.Millisecond))
+	log.Info("partition state restored", "records", n, "skipped", skipped, "patients", eng.Patients(), "took", time.Since(start).Round(time.Millisecond))
+	// Messages before the offset the checkpoint covers were decided, stored
+	// and emitted before it was written: deciding them again against the
+	// newer state would store them again as late pings. Resume after them.
+	if covered > 0 && covered > a.Offset { // a.Offset is FirstOffset (-2) when nothing was committed
+		log.Info("resuming after the checkpoint", "committed", a.Offset, "covered", covered, "skipped_messages", covered-a.Offset)
+		if err := gen.CommitOffsets(map[string]map[int]int64{topic: {a.ID: covered}}); err != nil {
+			log.Warn("commit of the checkpointed offset failed; it is committed with the next batch", "err", err)
+		}
+		a.Offset = covered
+	}
 	r, err := g.Kafka.reader(topic, a.ID, a.Offset)
 	if err != nil {
 		log.Error("open partition failed", "err", err)

@@ -7,13 +7,10 @@ import (
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/segmentio/kafka-go"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/qfence/qfence/geo"
 	"github.com/qfence/qfence/processor"
 	"github.com/qfence/qfence/processor/pipeline"
-	"github.com/qfence/qfence/sinks/edge"
 )
 
 // OrdersTable reads the quarantine-orders topic as a global table: every
@@ -42,70 +39,18 @@ func (o *OrdersTable) Loaded() bool { return o.loaded.Load() }
 
 // Run reads until ctx ends.
 func (o *OrdersTable) Run(ctx context.Context) error {
-	topic := o.Kafka.cfg.Topics.Orders
 	o.applied = o.Metrics.OrdersApplied.WithLabelValues("applied")
 	o.revoked = o.Metrics.OrdersApplied.WithLabelValues("revoked")
 	o.rejected = o.Metrics.OrdersApplied.WithLabelValues("rejected")
-	parts, err := o.Kafka.Partitions(ctx, topic)
-	if err != nil {
-		return err
-	}
-	n := parts[topic]
-	ends, err := o.Kafka.EndOffsets(ctx, topic, n)
-	if err != nil {
-		return err
-	}
-	var left atomic.Int32
-	left.Store(int32(n))
-	caughtUp := func() {
-		if left.Add(-1) == 0 {
-			o.loaded.Store(true)
-			o.Log.Info("orders loaded", "orders", o.Book.Len())
-		}
-	}
-	eg, ctx := errgroup.WithContext(ctx)
-	for p := 0; p < n; p++ {
-		eg.Go(func() error { return o.readPartition(ctx, topic, p, ends[p], caughtUp) })
-	}
-	if n == 0 {
+	return o.Kafka.ReadTable(ctx, o.Kafka.cfg.Topics.Orders, o.apply, func() {
 		o.loaded.Store(true)
-	}
-	return eg.Wait()
+		o.Log.Info("orders loaded", "orders", o.Book.Len())
+	})
 }
 
-func (o *OrdersTable) readPartition(ctx context.Context, topic string, p int, end int64, caughtUp func()) error {
-	r, err := o.Kafka.reader(topic, p, kafka.FirstOffset)
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	if end == 0 {
-		caughtUp()
-	}
-	for attempt := 0; ; {
-		m, err := r.FetchMessage(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			// The broker is away: the reader keeps its offset and reconnects.
-			if attempt%20 == 0 {
-				o.Log.Warn("reading orders failed; retrying", "partition", p, "err", err)
-			}
-			_ = edge.Sleep(ctx, edge.Backoff(attempt))
-			attempt++
-			continue
-		}
-		attempt = 0
-		o.apply(topic, p, &m)
-		if m.Offset == end-1 {
-			caughtUp()
-		}
-	}
-}
-
-func (o *OrdersTable) apply(topic string, p int, m *kafka.Message) {
-	if m.Value == nil {
+func (o *OrdersTable) apply(m *TableRecord) {
+	topic, p := o.Kafka.cfg.Topics.Orders, m.Partition
+	if m.Tombstone {
 		if old := o.Book.Revoke(m.Key); old != nil {
 			o.revoked.Inc()
 			if o.Archive != nil {

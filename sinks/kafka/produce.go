@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strconv"
 	"sync"
 	"time"
 
@@ -33,19 +34,28 @@ func (k *Client) NewProducer(metrics *edge.Metrics) *Producer {
 	ctx, stop := context.WithCancel(context.Background())
 	return &Producer{k: k, ctx: ctx, stop: stop, metrics: metrics, w: &kafka.Writer{
 		Addr: kafka.TCP(k.brokers...), Transport: k.transport, Balancer: &kafka.Murmur2Balancer{},
-		RequiredAcks: kafka.RequireAll, BatchTimeout: 5 * time.Millisecond, BatchSize: 1000, BatchBytes: 8 << 20,
+		RequiredAcks: kafka.RequireAll, BatchTimeout: 5 * time.Millisecond, BatchSize: 1000, BatchBytes: maxBatchBytes,
 		MaxAttempts: 3, WriteTimeout: 10 * time.Second, AllowAutoTopicCreation: false,
 	}}
 }
+
+// maxBatchBytes bounds a produce request below Kafka's default
+// max.message.bytes (1048588), so that a batch of dead letters, each of
+// them fine, is never refused as a whole (and retried for ever).
+const maxBatchBytes = 1_000_000
 
 // Produce implements pipeline.Producer. The records are copied into the
 // writer's messages before Produce returns.
 func (p *Producer) Produce(_ context.Context, records []pipeline.Record, done func(error)) {
 	msgs := make([]kafka.Message, len(records))
+	limit := min(p.k.MaxRecord(), maxBatchBytes) - recordOverhead
 	for i, r := range records {
 		msgs[i] = kafka.Message{Topic: r.Topic, Key: r.Key, Value: r.Value}
 		for _, h := range r.Headers {
 			msgs[i].Headers = append(msgs[i].Headers, kafka.Header{Key: h.Key, Value: h.Value})
+		}
+		if isDeadLetter(r) {
+			msgs[i] = fit(msgs[i], limit)
 		}
 	}
 	p.wg.Add(1)
@@ -53,6 +63,38 @@ func (p *Producer) Produce(_ context.Context, records []pipeline.Record, done fu
 		defer p.wg.Done()
 		done(p.write(msgs))
 	}()
+}
+
+// maxKeptKey is how much of an oversized dead letter's key is kept.
+const maxKeptKey = 1024
+
+// recordOverhead is room for a record's framing and its batch's header.
+const recordOverhead = 4096
+
+func isDeadLetter(r pipeline.Record) bool {
+	return len(r.Headers) > 0 && r.Headers[0].Key == "qfence-reason"
+}
+
+// fit truncates a dead letter too large for the topic and says so in a
+// header: a dead letter must always be deliverable, and what matters in it
+// is where it came from and why (its headers), more than all its bytes.
+func fit(m kafka.Message, limit int) kafka.Message {
+	size := len(m.Key) + len(m.Value)
+	for _, h := range m.Headers {
+		size += len(h.Key) + len(h.Value)
+	}
+	if size <= limit {
+		return m
+	}
+	if len(m.Key) > maxKeptKey {
+		size -= len(m.Key) - maxKeptKey
+		m.Headers = append(m.Headers, kafka.Header{Key: "qfence-key-truncated", Value: strconv.AppendInt(nil, int64(len(m.Key)), 10)})
+		m.Key = m.Key[:maxKeptKey]
+	}
+	keep := max(limit-(size-len(m.Value))-64, 0)
+	m.Headers = append(m.Headers, kafka.Header{Key: "qfence-truncated", Value: strconv.AppendInt(nil, int64(len(m.Value)), 10)})
+	m.Value = m.Value[:min(keep, len(m.Value))]
+	return m
 }
 
 // write retries until every message is acknowledged. A retry resends the

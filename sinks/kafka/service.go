@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -25,6 +26,32 @@ type Service struct {
 	group    *Group
 	producer *Producer
 	log      *slog.Logger
+	// unreachable is why the cluster did not answer the last probe (nil
+	// when it did): /readyz and every scrape read it, none dials.
+	unreachable atomic.Pointer[string]
+}
+
+// probeEvery spaces the reachability probes: a broker lost shows in
+// readiness within about this, and a probe costs one connection.
+const probeEvery = 2 * time.Second
+
+// probe keeps unreachable current until ctx ends.
+func (s *Service) probe(ctx context.Context) error {
+	t := time.NewTicker(probeEvery)
+	defer t.Stop()
+	for {
+		if err := s.kafka.Reachable(ctx); err != nil && ctx.Err() == nil {
+			why := "kafka unreachable: " + err.Error()
+			s.unreachable.Store(&why)
+		} else {
+			s.unreachable.Store(nil)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
 }
 
 // ServiceDeps are what the caller provides.
@@ -87,8 +114,8 @@ func (s *Service) Ready(ctx context.Context) string {
 	if !s.OrdersLoaded() {
 		return "orders not yet read to the end of " + s.cfg.Kafka.Topics.Orders
 	}
-	if err := s.kafka.Reachable(ctx); err != nil {
-		return "kafka unreachable: " + err.Error()
+	if why := s.unreachable.Load(); why != nil {
+		return *why
 	}
 	return s.group.Ready()
 }
@@ -105,6 +132,7 @@ func (s *Service) Run(ctx context.Context) error {
 		return err
 	}
 	eg, ectx := errgroup.WithContext(ctx)
+	eg.Go(func() error { return s.probe(ectx) })
 	eg.Go(func() error { return s.orders.Run(ectx) })
 	eg.Go(func() error {
 		for !s.orders.Loaded() {

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strconv"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -22,6 +23,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/exporter-toolkit/web"
+	"golang.org/x/net/netutil"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/qfence/qfence/cmd/internal/load"
@@ -66,7 +69,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *Hooks
 	reg.MustRegister(zonesReloadErrors, zonesInForce)
 
 	var zones atomic.Pointer[geo.Zones]
-	z, err := load.Zones(cfg.Zones.File)
+	z, err := load.Zones(cfg.Zones.File, cfg.Zones.AllowEmpty)
 	if err != nil {
 		return err
 	}
@@ -129,7 +132,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *Hooks
 	if hooks != nil && hooks.Ready != nil {
 		hooks.Ready(ready)
 	}
-	srv, err := serveHTTP(cfg.Metrics.Listen, reg, ready, log)
+	srv, served, err := serveHTTP(cfg.Metrics, reg, ready, log)
 	if err != nil {
 		stopSink()
 		stopBG()
@@ -137,16 +140,18 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *Hooks
 	}
 	bgGroup.Go(func() error {
 		<-bg.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		return srv.Shutdown(sctx)
+		err := srv.Shutdown(sctx)
+		<-served // the serving goroutine has returned
+		return err
 	})
 
 	hup := make(chan os.Signal, 1) // size 1: a burst of SIGHUPs merges into one reload
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	bgGroup.Go(func() error {
-		reloadZones(bg, hup, cfg.Zones.File, &zones, zonesReloadErrors, zonesInForce, log)
+		reloadZones(bg, hup, cfg.Zones, &zones, zonesReloadErrors, zonesInForce, log)
 		return nil
 	})
 
@@ -161,7 +166,9 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *Hooks
 		case <-bgDone:
 			return
 		}
-		t := time.NewTimer(cfg.ShutdownTimeout)
+		// What is left after the hard stop (closing connections, the HTTP
+		// server's own shutdown) must fit in shutdown_timeout too.
+		t := time.NewTimer(cfg.ShutdownTimeout - min(2*time.Second, cfg.ShutdownTimeout/4))
 		defer t.Stop()
 		select {
 		case <-t.C:
@@ -209,12 +216,37 @@ func openClickHouse(ctx context.Context, cfg *config.Config, em *edge.Metrics, l
 	}
 }
 
-func serveHTTP(addr string, reg *prometheus.Registry, ready func(context.Context) string, log *slog.Logger) (*http.Server, error) {
+// The operators' HTTP listener is bounded: a client that never finishes
+// its headers, or keeps a connection idle, is cut off, and at most
+// maxHTTPConns connections are open at once.
+const (
+	maxHTTPConns   = 256
+	maxProfileSecs = 30
+	// idleTimeout closes a kept-alive connection left silent (Prometheus
+	// scrapes every 15 s or more, so it reconnects, which is cheap).
+	idleTimeout = 10 * time.Second
+)
+
+func serveHTTP(cfg config.Metrics, reg *prometheus.Registry, ready func(context.Context) string, log *slog.Logger) (*http.Server, <-chan struct{}, error) {
+	if err := web.Validate(cfg.WebConfigFile); err != nil {
+		return nil, nil, fmt.Errorf("metrics.web_config_file %s: %w", cfg.WebConfigFile, err)
+	}
+	if host, _, _ := net.SplitHostPort(cfg.Listen); cfg.WebConfigFile == "" && !loopback(host) {
+		log.Warn("metrics.listen is not a loopback address and metrics.web_config_file is not set: /metrics and /readyz are served without TLS or authentication",
+			"listen", cfg.Listen)
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	// Profiles for operators (metrics.listen is loopback by default).
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	if cfg.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", func(w http.ResponseWriter, r *http.Request) {
+			if secs, err := strconv.Atoi(r.URL.Query().Get("seconds")); r.URL.Query().Has("seconds") && (err != nil || secs < 1 || secs > maxProfileSecs) {
+				http.Error(w, fmt.Sprintf("seconds must be 1 to %d", maxProfileSecs), http.StatusBadRequest)
+				return
+			}
+			pprof.Profile(w, r)
+		})
+	}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
 		if why := ready(r.Context()); why != "" {
@@ -224,33 +256,43 @@ func serveHTTP(addr string, reg *prometheus.Registry, ready func(context.Context
 		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
-	l, err := net.Listen("tcp", addr)
+	l, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
-		return nil, fmt.Errorf("metrics.listen %s: %w (is another qfence running? set metrics.listen)", addr, err)
+		return nil, nil, fmt.Errorf("metrics.listen %s: %w (is another qfence running? set metrics.listen)", cfg.Listen, err)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		WriteTimeout: (maxProfileSecs + 10) * time.Second, IdleTimeout: idleTimeout, MaxHeaderBytes: 16 << 10,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	served := make(chan struct{})
 	go func() {
-		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		defer close(served)
+		flags := &web.FlagConfig{WebConfigFile: &cfg.WebConfigFile}
+		if err := web.Serve(netutil.LimitListener(l, maxHTTPConns), srv, flags, log.With("component", "http")); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http server stopped", "err", err)
 		}
 	}()
-	return srv, nil
+	return srv, served, nil
+}
+
+func loopback(host string) bool {
+	ip := net.ParseIP(host)
+	return host == "localhost" || (ip != nil && ip.IsLoopback())
 }
 
 // reloadZones swaps in a new zones snapshot on SIGHUP; a bad file is refused
 // and the old zones stay in force.
-func reloadZones(ctx context.Context, hup <-chan os.Signal, path string, zones *atomic.Pointer[geo.Zones], errs prometheus.Counter, inForce prometheus.Gauge, log *slog.Logger) {
+func reloadZones(ctx context.Context, hup <-chan os.Signal, zc config.Zones, zones *atomic.Pointer[geo.Zones], errs prometheus.Counter, inForce prometheus.Gauge, log *slog.Logger) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-hup:
 		}
-		if path == "" {
+		if zc.File == "" {
 			log.Warn("SIGHUP: no zones.file configured; nothing to reload")
 			continue
 		}
-		z, err := load.Zones(path)
+		z, err := load.Zones(zc.File, zc.AllowEmpty)
 		if err != nil {
 			errs.Inc()
 			log.Error("zones reload refused; the old zones stay in force", "err", err)
@@ -258,7 +300,7 @@ func reloadZones(ctx context.Context, hup <-chan os.Signal, path string, zones *
 		}
 		zones.Store(z)
 		inForce.Set(float64(z.Len()))
-		log.Info("zones reloaded", "file", path, "zones", z.Len())
+		log.Info("zones reloaded", "file", zc.File, "zones", z.Len())
 	}
 }
 

@@ -26,8 +26,10 @@ func Config(cmd *cobra.Command) (*config.Config, error) {
 	return config.Load(path, os.Environ())
 }
 
-// Zones reads a zones file; "" is no zones.
-func Zones(path string) (*geo.Zones, error) {
+// Zones reads a zones file; "" is no zones. A file with no features is
+// refused unless allowEmpty: it would drop every zone, and is more often a
+// truncated file than an intent.
+func Zones(path string, allowEmpty bool) (*geo.Zones, error) {
 	if path == "" {
 		return geo.NewZones(nil), nil
 	}
@@ -38,6 +40,9 @@ func Zones(path string) (*geo.Zones, error) {
 	z, err := geo.ParseZones(data)
 	if err != nil {
 		return nil, fmt.Errorf("zones file %s: %w", path, err)
+	}
+	if z.Len() == 0 && !allowEmpty {
+		return nil, fmt.Errorf("zones file %s has no features, which would drop every district and allowed zone; if that is intended, set zones.allow_empty: true", path)
 	}
 	return z, nil
 }

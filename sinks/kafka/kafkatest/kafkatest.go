@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"strconv"
 	"strings"
@@ -65,15 +66,32 @@ func Config(addr string) *config.Config {
 // not a mock of Kafka).
 type Recorder struct {
 	mu   sync.Mutex
-	rows map[string]int // patient|ts → times stored
+	rows map[string]int    // patient|ts → times stored
+	last map[string]string // patient|ts → the row last stored (what FINAL shows)
 }
 
-func NewRecorder() *Recorder { return &Recorder{rows: map[string]int{}} }
+func NewRecorder() *Recorder { return &Recorder{rows: map[string]int{}, last: map[string]string{}} }
+
+// RowOf is what the tests compare of a stored row: everything the engine
+// decided about the ping.
+func RowOf(t *processor.Track) string {
+	return fmt.Sprintf("%s %s d=%.1f in_breach=%v flag=%s zone=%s", t.PatientID, processor.FormatTS(t.TS), t.Distance, t.InBreach, t.Flag, t.Zone) +
+		" state=" + t.State.String()
+}
+
+// Rows is the last stored row of every ping, by patient|ts.
+func (r *Recorder) Rows() map[string]string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return maps.Clone(r.last)
+}
 
 func (r *Recorder) Write(_ context.Context, rows []processor.Track, _ []processor.Event, done func(error)) {
 	r.mu.Lock()
-	for _, t := range rows {
-		r.rows[t.PatientID+"|"+strconv.FormatInt(t.TS, 10)]++
+	for i := range rows {
+		key := rows[i].PatientID + "|" + strconv.FormatInt(rows[i].TS, 10)
+		r.rows[key]++
+		r.last[key] = RowOf(&rows[i])
 	}
 	r.mu.Unlock()
 	done(nil)
@@ -97,12 +115,13 @@ func (r *Recorder) Count() (unique, total int) {
 	return unique, total
 }
 
-// Running is a qkafka.Service Running in the test.
+// Running is a qkafka.Service running in the test.
 type Running struct {
-	Svc    *qkafka.Service
-	cancel context.CancelFunc
-	done   chan struct{} // closed when Run has returned, with err set
-	err    error
+	Svc     *qkafka.Service
+	Metrics *pipeline.Metrics
+	cancel  context.CancelFunc
+	done    chan struct{} // closed when Run has returned, with err set
+	err     error
 }
 
 func (r *Running) Stop(t testing.TB) {
@@ -136,7 +155,7 @@ func RunServiceWith(t testing.TB, d qkafka.ServiceDeps) *Running {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &Running{Svc: svc, cancel: cancel, done: make(chan struct{})}
+	r := &Running{Svc: svc, Metrics: d.Metrics, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		r.err = svc.Run(ctx)
 		close(r.done)
@@ -182,6 +201,7 @@ var BadPings = []struct {
 	{`{"patient_id":"p-1","ts":"yesterday","lat":55.7,"lon":37.6}`, processor.BadTimestamp},
 	{`{"patient_id":"p-1","ts":"2030-04-02T08:00:00Z","lat":55.7,"lon":37.6}`, processor.FutureTimestamp},
 	{`{"patient_id":"p-1","pad":"` + strings.Repeat("x", 5000) + `"}`, processor.TooLarge},
+	{`{"patient_id":"p-1","ts":"2026-04-02T08:00:00Z","lat":55.7,"lon":37.6}`, processor.BadKey}, // keyed "bad"
 }
 
 var DataStart = time.Date(2026, 4, 2, 8, 0, 0, 0, time.UTC)
@@ -225,6 +245,24 @@ func GenData(seed uint64, patients, pings, badEvery int) Dataset {
 		}
 	}
 	return d
+}
+
+// Admin is a plain kafka-go client of the broker at addr, for what a test
+// does behind qfence's back (topics made beforehand, records written by
+// hand); its connections close when the test ends.
+func Admin(t testing.TB, addr string) *kafka.Client {
+	tr := &kafka.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &kafka.Client{Addr: kafka.TCP(addr), Timeout: 10 * time.Second, Transport: tr}
+}
+
+// Writer writes to topic one message a batch, as large as 4 MiB; it is
+// closed when the test ends.
+func Writer(t testing.TB, addr, topic string) *kafka.Writer {
+	tr := &kafka.Transport{}
+	w := &kafka.Writer{Addr: kafka.TCP(addr), Topic: topic, Balancer: &kafka.Murmur2Balancer{}, BatchBytes: 4 << 20, BatchSize: 1, Transport: tr}
+	t.Cleanup(func() { w.Close(); tr.CloseIdleConnections() })
+	return w
 }
 
 // Produce publishes messages as a phone gateway would.
@@ -291,6 +329,13 @@ func CaughtUp(t testing.TB, k *qkafka.Client, topic string) bool {
 // engine per partition in offset order, as qfence replay does with a file:
 // the events every run of the same input must Produce, by event id.
 func ReplayPartitions(t testing.TB, cfg *config.Config, orders []kafka.Message, parts map[int][]kafka.Message, now time.Time) map[string]string {
+	events, _ := Replay(t, cfg, orders, parts, now)
+	return events
+}
+
+// Replay is ReplayPartitions with the rows replay would store as well, by
+// patient|ts (RowOf).
+func Replay(t testing.TB, cfg *config.Config, orders []kafka.Message, parts map[int][]kafka.Message, now time.Time) (events, rows map[string]string) {
 	t.Helper()
 	book := processor.NewOrderBook()
 	for _, m := range orders {
@@ -301,22 +346,46 @@ func ReplayPartitions(t testing.TB, cfg *config.Config, orders []kafka.Message, 
 		book.Put(o)
 	}
 	dec := processor.PingDecoder{MaxBytes: cfg.Limits.MaxMessageBytes, MaxSkew: cfg.Limits.MaxClockSkew, DefaultAccuracy: cfg.Rules.DefaultAccuracyM}
-	out := map[string]string{}
+	events, rows = map[string]string{}, map[string]string{}
 	for _, msgs := range parts {
 		eng := processor.NewEngine(cfg.Rules.Engine(), book)
-		var events []processor.Event
+		var evs []processor.Event
 		var p processor.Ping
 		for _, m := range msgs {
-			if dec.Decode(m.Value, now.UnixMilli(), &p) != nil {
+			if dec.Decode(m.Value, now.UnixMilli(), &p) != nil || processor.CheckKey(m.Key, &p) != nil {
 				continue
 			}
-			events, _, _ = eng.Process(&p, nil, events)
+			var out processor.Outcome
+			var tr processor.Track
+			evs, out, tr = eng.Process(&p, nil, evs)
+			if out == processor.Accepted || out == processor.Late {
+				rows[tr.PatientID+"|"+strconv.FormatInt(tr.TS, 10)] = RowOf(&tr)
+			}
 		}
-		for i := range events {
-			out[events[i].IDString()] = string(events[i].AppendJSON(nil, eng.Rules()))
+		for i := range evs {
+			events[evs[i].IDString()] = string(evs[i].AppendJSON(nil, eng.Rules()))
 		}
 	}
-	return out
+	return events, rows
+}
+
+// SameRows fails for every ping whose stored row differs from replay's, and
+// for every one stored that replay did not store or the other way round.
+func SameRows(t testing.TB, stored, replay map[string]string) {
+	t.Helper()
+	bad := 0
+	for k, w := range replay {
+		if g := stored[k]; g != w && bad < 10 {
+			bad++
+			t.Errorf("row differs:\nstored: %s\nreplay: %s", g, w)
+		}
+	}
+	for k, g := range stored {
+		if _, ok := replay[k]; !ok && bad < 10 {
+			bad++
+			t.Errorf("row stored that replay does not store: %s", g)
+		}
+	}
 }
 
 // EventsByID reads the violations topic into id → JSON, failing on two
