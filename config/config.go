@@ -27,6 +27,8 @@ type Config struct {
 	Kafka           Kafka         `koanf:"kafka"`
 	ClickHouse      ClickHouse    `koanf:"clickhouse"`
 	Orders          File          `koanf:"orders"`
+	Passes          Passes        `koanf:"passes"`
+	API             API           `koanf:"api"`
 	Zones           Zones         `koanf:"zones"`
 	Metrics         Metrics       `koanf:"metrics"`
 	Privacy         Privacy       `koanf:"privacy"`
@@ -57,6 +59,8 @@ type Topics struct {
 	State      string `koanf:"state"`
 	PingsDLQ   string `koanf:"pings_dlq"`
 	OrdersDLQ  string `koanf:"orders_dlq"`
+	Passes     string `koanf:"passes"`
+	PassesDLQ  string `koanf:"passes_dlq"`
 }
 
 // TLS configures a client TLS connection.
@@ -98,6 +102,26 @@ type ClickHouse struct {
 // File names an optional input file.
 type File struct {
 	File string `koanf:"file"`
+}
+
+// Passes is the `passes` section (QR passes, contract 1.4).
+type Passes struct {
+	File string `koanf:"file"`
+	// VerifyKeysFile holds the issuers' Ed25519 public keys, one base64 key
+	// a line; without it signatures are not checked (a warning at start).
+	VerifyKeysFile string        `koanf:"verify_keys_file"`
+	MaxDuration    time.Duration `koanf:"max_duration"`
+}
+
+// API is the `api` section: what people reach (officers' scanners,
+// reviewers), never without a token.
+type API struct {
+	Listen     string `koanf:"listen"` // "" is off
+	TokensFile string `koanf:"tokens_file"`
+	TLS        struct {
+		CertFile string `koanf:"cert_file"`
+		KeyFile  string `koanf:"key_file"`
+	} `koanf:"tls"`
 }
 
 // Zones is the `zones` section.
@@ -154,13 +178,15 @@ func Default() Config {
 			Brokers: "embedded",
 			GroupID: "qfence",
 			Topics: Topics{Pings: "pings", Orders: "quarantine-orders", Violations: "violations",
-				State: "qfence-state", PingsDLQ: "pings-dlq", OrdersDLQ: "quarantine-orders-dlq"},
+				State: "qfence-state", PingsDLQ: "pings-dlq", OrdersDLQ: "quarantine-orders-dlq",
+				Passes: "passes", PassesDLQ: "passes-dlq"},
 			CreateTopics: true,
 			Partitions:   4,
 		},
 		ClickHouse: ClickHouse{Addr: "127.0.0.1:9000", Database: "qfence", Username: "default",
 			RetentionDays: 28, BatchRows: 50000, FlushInterval: time.Second, Timeout: 30 * time.Second, Compression: "auto"},
 		Metrics:         Metrics{Listen: "127.0.0.1:9464"},
+		Passes:          Passes{MaxDuration: 12 * time.Hour},
 		Rules:           Rules(processor.DefaultRules()),
 		Limits:          Limits{MaxMessageBytes: 4096, MaxClockSkew: 5 * time.Minute, MaxInflightRows: 200000},
 		Log:             Log{Format: "text", Level: "info"},
@@ -403,6 +429,18 @@ func (c *Config) validate() []error {
 		bad("log.level", "must be debug, info, warn or error, got %q", c.Log.Level)
 	}
 	durationIn(bad, "shutdown_timeout", c.ShutdownTimeout, time.Second, 10*time.Minute)
+	durationIn(bad, "passes.max_duration", c.Passes.MaxDuration, time.Minute, 7*24*time.Hour)
+	if c.API.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.API.Listen); err != nil {
+			bad("api.listen", "%q is not host:port", c.API.Listen)
+		}
+		if c.API.TokensFile == "" {
+			bad("api.tokens_file", "is required when api.listen is set: nothing is served without a token")
+		}
+	}
+	if (c.API.TLS.CertFile == "") != (c.API.TLS.KeyFile == "") {
+		bad("api.tls.cert_file", "api.tls.cert_file and api.tls.key_file go together")
+	}
 	return errs
 }
 
@@ -434,7 +472,7 @@ func durationIn(bad badFunc, key string, v, lo, hi time.Duration) {
 func (t Topics) validate() []error {
 	var errs []error
 	roles := []struct{ key, name string }{{"pings", t.Pings}, {"orders", t.Orders}, {"violations", t.Violations},
-		{"state", t.State}, {"pings_dlq", t.PingsDLQ}, {"orders_dlq", t.OrdersDLQ}}
+		{"state", t.State}, {"pings_dlq", t.PingsDLQ}, {"orders_dlq", t.OrdersDLQ}, {"passes", t.Passes}, {"passes_dlq", t.PassesDLQ}}
 	seen := map[string]string{}
 	for _, r := range roles {
 		switch prev, dup := seen[r.name]; {

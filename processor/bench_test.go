@@ -54,6 +54,33 @@ func newPingBench(n, zones int, away, acc float64) *pingBench {
 	return e
 }
 
+// passesFor is a pass for each of the n patients of newPingBench, valid
+// for the whole benchmark and any distance.
+func passesFor(n int) *processor.PassBook {
+	pb := processor.NewPassBook()
+	for i := range n {
+		pb.Put(&processor.Pass{ID: fmt.Sprintf("X-%07d", i), PatientID: fmt.Sprintf("p-%07d", i), Purpose: processor.Medical,
+			ValidFrom: t0 - 3600_000, ValidTo: t0 + 1000*86400_000})
+	}
+	return pb
+}
+
+// BenchmarkHeapPerPass measures what a held pass costs: the heap the book
+// grows by per pass, at 100k passes. The topic's other passes (people under
+// no order) are not held at all.
+func BenchmarkHeapPerPass(b *testing.B) {
+	for b.Loop() {
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		pb := passesFor(100_000)
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/100_000, "B/pass")
+		runtime.KeepAlive(pb)
+	}
+}
+
 // next patches message i of the stream with its ts: every patient pings
 // every 30 s, in patient order within a round.
 func (e *pingBench) next(i int) []byte {
@@ -87,15 +114,23 @@ func BenchmarkDecodeDecide(b *testing.B) {
 		name      string
 		n         int
 		away, acc float64
+		passes    bool // a pass for every patient, valid throughout
 	}{
-		{"patients=100k/zones=5k/at-home", 100_000, 5, 10},
-		{"patients=100k/zones=5k/uncertain", 100_000, 120, 60}, // not at home: queries the zones
-		{"patients=1M/zones=5k/at-home", 1_000_000, 5, 10},
+		{"patients=100k/zones=5k/at-home", 100_000, 5, 10, false},
+		{"patients=100k/zones=5k/uncertain", 100_000, 120, 60, false}, // not at home: queries the zones
+		{"patients=1M/zones=5k/at-home", 1_000_000, 5, 10, false},
+		// A ping at home must not pay for passes; one 1 km out is excused by
+		// its patient's pass (after the zones are queried, as uncertain).
+		{"patients=100k/zones=5k/passes=100k/at-home", 100_000, 5, 10, true},
+		{"patients=100k/zones=5k/passes=100k/covered", 100_000, 1000, 10, true},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			e := newPingBench(c.n, 5000, c.away, c.acc)
 			jsonNs := jsonBaseline(e)
 			eng := processor.NewEngine(processor.DefaultRules(), e.book)
+			if c.passes {
+				eng.UsePasses(passesFor(c.n))
+			}
 			dec := processor.PingDecoder{MaxBytes: 4096, DefaultAccuracy: 50}
 			var (
 				p      processor.Ping

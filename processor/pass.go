@@ -59,6 +59,15 @@ type Pass struct {
 	IssuedAt     int64 // Unix ms; 0 when not given
 }
 
+// End is when the pass stops covering anything: valid_to, or revoked_at
+// when earlier.
+func (p *Pass) End() int64 {
+	if p.RevokedAt != 0 {
+		return min(p.ValidTo, p.RevokedAt)
+	}
+	return p.ValidTo
+}
+
 // CoversTime reports whether the pass is valid at ts: from valid_from,
 // before valid_to, and before revoked_at.
 func (p *Pass) CoversTime(ts int64) bool {
@@ -360,11 +369,7 @@ func (b *PassBook) Expire(cutoff int64) int {
 		s := &b.shards[i]
 		s.mu.RLock()
 		for id, p := range s.byID {
-			end := p.ValidTo
-			if p.RevokedAt != 0 {
-				end = min(end, p.RevokedAt)
-			}
-			if end < cutoff {
+			if p.End() < cutoff {
 				ids = append(ids, id)
 			}
 		}

@@ -6,6 +6,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -49,7 +50,7 @@ func newGenerate() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "generate --out DIR",
-		Short: "Write orders.ndjson, zones.geojson, pings.ndjson and truth.ndjson for N patients",
+		Short: "Write orders.ndjson, zones.geojson, passes.ndjson (with pass-keys.txt), pings.ndjson and truth.ndjson for N patients",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			p.Duration = time.Duration(minutes) * time.Minute
@@ -105,6 +106,19 @@ func writeScenario(dir string, s *sim.Scenario) error {
 			return nil
 		}),
 		write("zones.geojson", func(w *bufio.Writer) error { _, err := w.Write(s.Zones); return err }),
+		write("passes.ndjson", func(w *bufio.Writer) error {
+			for _, l := range s.Passes {
+				w.WriteString(l + "\n")
+			}
+			return nil
+		}),
+		// The demo issuer's key pair: the public key for
+		// passes.verify_keys_file, the private seed to sign more passes.
+		write("pass-keys.txt", func(w *bufio.Writer) error { _, err := w.WriteString(s.PublicKey() + "\n"); return err }),
+		write("pass-signing.key", func(w *bufio.Writer) error {
+			_, err := w.WriteString(base64.StdEncoding.EncodeToString(s.Key.Seed()) + "\n")
+			return err
+		}),
 		write("pings.ndjson", func(w *bufio.Writer) error {
 			for _, p := range s.Pings {
 				w.Write(p.Value)
@@ -129,7 +143,7 @@ func newProduce() *cobra.Command {
 	var rate int
 	cmd := &cobra.Command{
 		Use:   "produce --dir DIR",
-		Short: "Produce a generated scenario's orders, then its pings, to Kafka (config: --config and QFENCE_*)",
+		Short: "Produce a generated scenario's orders and passes, then its pings, to Kafka (config: --config and QFENCE_*)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := load.Config(cmd)
@@ -152,6 +166,11 @@ func newProduce() *cobra.Command {
 			ctx := cmd.Context()
 			if err := k.Publish(ctx, cfg.Kafka.Topics.Orders, sim.Messages(sim.Lines(orders)), 0, cmd.ErrOrStderr()); err != nil {
 				return err
+			}
+			if passes, err := readLines(filepath.Join(dir, "passes.ndjson")); err == nil && passes[0] != "" {
+				if err := k.Publish(ctx, cfg.Kafka.Topics.Passes, sim.PassMessages(passes), 0, cmd.ErrOrStderr()); err != nil {
+					return err
+				}
 			}
 			return k.Publish(ctx, cfg.Kafka.Topics.Pings, sim.Messages(sim.Lines(pings)), rate, cmd.ErrOrStderr())
 		},

@@ -2,7 +2,13 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -12,6 +18,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	kafkago "github.com/segmentio/kafka-go"
+
+	"github.com/qfence/qfence/sinks/clickhouse"
 
 	"github.com/qfence/qfence/cmd/internal/daemon"
 	"github.com/qfence/qfence/sinks/kafka"
@@ -61,6 +71,21 @@ func TestDaemon(t *testing.T) {
 	cfg.Metrics.Listen, cfg.Zones.File, cfg.ClickHouse.Timeout = metricsAddr, zonesPath, 2*time.Second
 	cfg.Rules.BreachAfter, cfg.Rules.SignalTimeout = 2*time.Minute, 5*time.Minute
 	cfg.ShutdownTimeout = 6 * time.Second
+	// The people's API, over TLS, with a police and a reviewer token.
+	ca := local.NewTestCA(dir)
+	if ca.Err != nil {
+		t.Fatal(ca.Err)
+	}
+	apiAddr, _, err := twoFreeAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokensPath := filepath.Join(dir, "tokens")
+	if err := os.WriteFile(tokensPath, []byte("police:officer-7:police-token-0123456789\nreviewer:judge-2:reviewer-token-0123456789\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg.API.Listen, cfg.API.TokensFile = apiAddr, tokensPath
+	cfg.API.TLS.CertFile, cfg.API.TLS.KeyFile = ca.CertFile, ca.KeyFile
 
 	dctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
@@ -92,6 +117,10 @@ func TestDaemon(t *testing.T) {
 		t.Fatal("the daemon did not drain the pings")
 	}
 	waitHTTP(t, base+"/readyz", 200, time.Minute)
+
+	t.Run("the pass endpoint answers a scanner, behind tokens, over TLS, audited", func(t *testing.T) {
+		testPassAPI(t, k, &cfg, string(sim.Lines(s.Orders)[0].Key), ca.CAFile)
+	})
 
 	t.Run("no patient id in a log line at info level or above", func(t *testing.T) {
 		if strings.Contains(logs.String(), "p-0") {
@@ -291,4 +320,124 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// testPassAPI publishes passes of every status for patient, then asks the
+// API about each as a scanner would, checks the refusals, a client that
+// never sends its headers, and that every request is in api_audit with the
+// token's name and never the token.
+func testPassAPI(t *testing.T, k *kafka.Client, cfg *config.Config, patient, caFile string) {
+	now := time.Now().UTC()
+	at := func(d time.Duration) string { return now.Add(d).Format(time.RFC3339) }
+	passes := map[string]string{
+		"valid":         `{"pass_id":"P-valid","patient_id":%q,"purpose":"pharmacy","valid_from":%q,"valid_to":%q,"max_distance_m":1500}`,
+		"not_yet_valid": `{"pass_id":"P-not_yet_valid","patient_id":%q,"purpose":"grocery","valid_from":%q,"valid_to":%q}`,
+		"expired":       `{"pass_id":"P-expired","patient_id":%q,"purpose":"trash","valid_from":%q,"valid_to":%q}`,
+		"revoked":       `{"pass_id":"P-revoked","patient_id":%q,"purpose":"pet","valid_from":%q,"valid_to":%q,"revoked_at":"` + at(-10*time.Minute) + `"}`,
+	}
+	windows := map[string][2]time.Duration{"valid": {-time.Hour, time.Hour}, "not_yet_valid": {time.Hour, 2 * time.Hour},
+		"expired": {-3 * time.Hour, -2 * time.Hour}, "revoked": {-time.Hour, time.Hour}}
+	var msgs []kafkago.Message
+	for status, tmpl := range passes {
+		w := windows[status]
+		msgs = append(msgs, kafkago.Message{Key: []byte("P-" + status), Value: fmt.Appendf(nil, tmpl, patient, at(w[0]), at(w[1]))})
+	}
+	if err := k.Publish(t.Context(), cfg.Kafka.Topics.Passes, msgs, 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pem)
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
+	defer client.CloseIdleConnections()
+	base := "https://" + cfg.API.Listen
+	get := func(path, token string) (int, map[string]any) {
+		req, _ := http.NewRequest(http.MethodGet, base+path, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		return resp.StatusCode, body
+	}
+	const police, reviewer = "police-token-0123456789", "reviewer-token-0123456789"
+	requests := 0
+	if err := waitUntil(t.Context(), time.Minute, func() bool { requests++; c, _ := get("/v1/passes/P-valid", police); return c == 200 }); err != nil {
+		t.Fatal("the valid pass never became known to the API")
+	}
+	for status := range passes {
+		code, body := get("/v1/passes/P-"+status, police)
+		requests++
+		if code != 200 || body["status"] != status || body["pass_id"] != "P-"+status {
+			t.Errorf("P-%s: %d %v, want 200 with status %s", status, code, body, status)
+		}
+		if _, leaked := body["patient_id"]; leaked {
+			t.Errorf("the pass endpoint tells the patient id: %v", body)
+		}
+	}
+	for _, tc := range []struct {
+		name, path, token string
+		want              int
+	}{
+		{"an unknown pass, asked by a reviewer", "/v1/passes/P-none", reviewer, 404},
+		{"no token", "/v1/passes/P-valid", "", 401},
+		{"a wrong token", "/v1/passes/P-valid", "police-token-0123456780", 401},
+		{"an unknown pass without a token (no hint it is unknown)", "/v1/passes/P-none", "", 401},
+		{"a police token on a dossier", "/v1/events/0123456789abcdef0123456789abcdef/dossier", police, 403},
+	} {
+		requests++
+		if code, _ := get(tc.path, tc.token); code != tc.want {
+			t.Errorf("%s: %d, want %d", tc.name, code, tc.want)
+		}
+	}
+	// A client that connects and never finishes its handshake or headers
+	// is cut off.
+	conn, err := net.Dial("tcp", cfg.API.Listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetReadDeadline(time.Now().Add(15 * time.Second))
+	if _, err := io.Copy(io.Discard, conn); err != nil {
+		t.Errorf("a silent client was kept for 15 s: %v", err)
+	}
+	// Every request is audited: rows reach ClickHouse at the next flush.
+	ch, err := clickhouse.Connect(t.Context(), cfg.ClickHouse)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	count := func(q string) uint64 {
+		var n uint64
+		if err := ch.QueryRow(t.Context(), q).Scan(&n); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+		return n
+	}
+	db := cfg.ClickHouse.Database
+	if err := waitUntil(t.Context(), 30*time.Second, func() bool {
+		return count("SELECT count() FROM "+db+".api_audit") >= uint64(requests)
+	}); err != nil {
+		t.Errorf("api_audit holds %d rows, want %d", count("SELECT count() FROM "+db+".api_audit"), requests)
+	}
+	if n := count("SELECT count() FROM " + db + ".api_audit WHERE token_name = 'officer-7' AND role = 'police' AND status = 403"); n != 1 {
+		t.Errorf("%d audit rows of officer-7's refused dossier, want 1", n)
+	}
+	if n := count("SELECT count() FROM " + db + ".api_audit WHERE status = 401 AND token_name = ''"); n < 3 {
+		t.Errorf("%d audit rows of refused anonymous requests, want 3", n)
+	}
+	if n := count("SELECT count() FROM " + db + ".api_audit WHERE positionCaseInsensitive(token_name, 'token-0123') > 0 OR positionCaseInsensitive(path, 'token-0123') > 0"); n != 0 {
+		t.Errorf("%d audit rows hold a token", n)
+	}
+	if n := count("SELECT count() FROM " + db + ".passes WHERE pass_id = 'P-valid'"); n == 0 {
+		t.Error("the passes table lacks P-valid")
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -96,8 +97,38 @@ func demo(ctx context.Context, o demoOptions, out io.Writer) error {
 		return err
 	}
 	cfg.Zones.File = filepath.Join(dir, "zones.geojson")
-	say("• simulator: %d orders, %d pings (%d broken on purpose), behaviours %v", len(s.Orders), len(s.Pings), s.Bad, s.Counts)
+	say("• simulator: %d orders, %d signed QR passes, %d pings (%d broken on purpose), behaviours %v", len(s.Orders), len(s.Passes), len(s.Pings), s.Bad, s.Counts)
+	// The passes' issuer key, and the API a police scanner asks.
+	cfg.Passes.VerifyKeysFile = filepath.Join(dir, "pass-keys.txt")
+	if err := os.WriteFile(cfg.Passes.VerifyKeysFile, []byte(s.PublicKey()+"\n"), 0o644); err != nil {
+		return err
+	}
+	apiAddr, _, err := twoFreeAddrs()
+	if err != nil {
+		return err
+	}
+	const policeToken = "demo-police-token-0000"
+	cfg.API.Listen, cfg.API.TokensFile = apiAddr, filepath.Join(dir, "tokens")
+	if err := os.WriteFile(cfg.API.TokensFile, []byte("police:demo-officer:"+policeToken+"\n"), 0o600); err != nil {
+		return err
+	}
 
+	// The orders and passes are on their topics before qfence starts, as
+	// in production: it reads both to their ends before it takes a ping.
+	k, err := qkafka.NewClient(cfg.Kafka, log)
+	if err != nil {
+		return err
+	}
+	defer k.Close()
+	if err := k.EnsureTopics(ctx); err != nil {
+		return err
+	}
+	if err := k.Publish(ctx, cfg.Kafka.Topics.Orders, sim.Messages(sim.Lines(s.Orders)), 0, nil); err != nil {
+		return err
+	}
+	if err := k.Publish(ctx, cfg.Kafka.Topics.Passes, sim.PassMessages(s.Passes), 0, nil); err != nil {
+		return err
+	}
 	dctx, stopDaemon := context.WithCancel(ctx)
 	daemonDone := make(chan error, 1)
 	stopped := false
@@ -117,17 +148,6 @@ func demo(ctx context.Context, o demoOptions, out io.Writer) error {
 	case err := <-daemonDone:
 		return fmt.Errorf("qfence did not start: %w", err)
 	}
-	k, err := qkafka.NewClient(cfg.Kafka, log)
-	if err != nil {
-		return err
-	}
-	defer k.Close()
-	if err := k.EnsureTopics(ctx); err != nil {
-		return err
-	}
-	if err := k.Publish(ctx, cfg.Kafka.Topics.Orders, sim.Messages(sim.Lines(s.Orders)), 0, nil); err != nil {
-		return err
-	}
 	if err := waitUntil(ctx, time.Minute, func() bool { return ready(ctx) == "" }); err != nil {
 		return fmt.Errorf("qfence not ready: %s", ready(ctx))
 	}
@@ -142,7 +162,7 @@ func demo(ctx context.Context, o demoOptions, out io.Writer) error {
 	took := time.Since(start)
 
 	var events []sim.Event
-	var sample []byte
+	var sample, overrun []byte
 	byType := map[string]int{}
 	if err := k.ReadAll(ctx, cfg.Kafka.Topics.Violations, func(m kafka.Message) {
 		v := m.Value
@@ -150,8 +170,11 @@ func demo(ctx context.Context, o demoOptions, out io.Writer) error {
 		if json.Unmarshal(v, &e) == nil {
 			events = append(events, e)
 			byType[e.Type]++
-			if e.Type == "breach_started" && sample == nil {
+			if e.Type == "breach_started" && sample == nil && e.Pass == nil {
 				sample = v
+			}
+			if e.Type == "breach_started" && overrun == nil && e.Pass != nil && e.StartedAt > e.Pass.ValidTo { // an overrun, not a trip too far
+				overrun = v
 			}
 		}
 	}); err != nil {
@@ -175,13 +198,13 @@ func demo(ctx context.Context, o demoOptions, out io.Writer) error {
 		return err
 	}
 	if sample != nil {
-		var pretty map[string]any
-		_ = json.Unmarshal(sample, &pretty)
-		if ev, ok := pretty["evidence"].([]any); ok && len(ev) > 3 {
-			pretty["evidence"] = append(ev[:3], fmt.Sprintf("… %d more", len(ev)-3))
-		}
-		b, _ := json.MarshalIndent(pretty, "  ", "  ")
-		say("\na breach as enforcement receives it, with its evidence:\n  %s", b)
+		say("\na breach as enforcement receives it, with its evidence:\n  %s", prettyEvent(sample))
+	}
+	if overrun != nil {
+		say("\na trip that outlasted its QR pass: the breach names the pass, and counts from when it stopped covering:\n  %s", prettyEvent(overrun))
+	}
+	if err := scanPass(ctx, "http://"+apiAddr, policeToken, s, out); err != nil {
+		return err
 	}
 	say("\nPrometheus: scrape http://%s/metrics (up while a daemon runs; `qfence run` serves it on metrics.listen)", metricsAddr)
 	stopDaemon()
@@ -190,6 +213,51 @@ func demo(ctx context.Context, o demoOptions, out io.Writer) error {
 		return err
 	}
 	say("demo done: everything it started is stopped and removed")
+	return nil
+}
+
+func prettyEvent(v []byte) []byte {
+	var pretty map[string]any
+	_ = json.Unmarshal(v, &pretty)
+	if ev, ok := pretty["evidence"].([]any); ok && len(ev) > 3 {
+		pretty["evidence"] = append(ev[:3], fmt.Sprintf("… %d more", len(ev)-3))
+	}
+	b, _ := json.MarshalIndent(pretty, "  ", "  ")
+	return b
+}
+
+// scanPass asks the API about one of the simulator's passes, as an
+// officer's scanner would, and shows the request and the answer.
+func scanPass(ctx context.Context, base, token string, s *sim.Scenario, out io.Writer) error {
+	if len(s.Passes) == 0 {
+		return nil
+	}
+	var p struct {
+		PassID  string `json:"pass_id"`
+		ValidTo string `json:"valid_to"`
+	}
+	for _, l := range s.Passes { // the pass valid longest: the likeliest still valid
+		var q struct {
+			PassID  string `json:"pass_id"`
+			ValidTo string `json:"valid_to"`
+		}
+		if json.Unmarshal([]byte(l), &q) == nil && q.ValidTo > p.ValidTo && !strings.Contains(l, "revoked_at") {
+			p = q
+		}
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/passes/"+p.PassID, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("ask the API: %w", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	fmt.Fprintf(out, "\na police scanner checks a pass through the API:\n  curl -H 'Authorization: Bearer $POLICE_TOKEN' %s/v1/passes/%s\n  %d %s",
+		base, p.PassID, resp.StatusCode, body)
 	return nil
 }
 

@@ -16,7 +16,8 @@ func TestDemoShort(t *testing.T) {
 		t.Fatalf("demo: %v\n%s", err, out.String())
 	}
 	s := out.String()
-	for _, want := range []string{"scorecard against the simulator's truth", "breach_started", "stored pings by verdict", "demo done"} {
+	for _, want := range []string{"scorecard against the simulator's truth", "breach_started", "stored pings by verdict", "demo done",
+		"a police scanner checks a pass through the API", `"status":"`, "a trip that outlasted its QR pass"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("the summary lacks %q:\n%s", want, s)
 		}
@@ -36,6 +37,13 @@ func TestDemoShort(t *testing.T) {
 		f := strings.Fields(line)
 		if len(f) >= 3 && f[0] == "breach_started" && (f[1] != "1.0000" || f[2] != "1.0000") {
 			t.Errorf("breach precision/recall %s/%s, want 1.0000/1.0000 on the short demo", f[1], f[2])
+		}
+		// The passes' rows: "trips excused by a pass   N of M", all right.
+		if i := strings.Index(line, " of "); i > 0 && (strings.Contains(line, "pass") && len(f) >= 3) {
+			var right, of int
+			if _, err := fmt.Sscanf(f[len(f)-3]+" "+f[len(f)-1], "%d %d", &right, &of); err == nil && (of == 0 || right != of) {
+				t.Errorf("passes scorecard: %s", strings.TrimSpace(line))
+			}
 		}
 	}
 }

@@ -20,9 +20,9 @@ import (
 )
 
 func newReplay() *cobra.Command {
-	var ordersFile, zonesFile string
+	var ordersFile, zonesFile, passesFile string
 	cmd := &cobra.Command{
-		Use:   "replay --orders ORDERS.ndjson [--zones ZONES.geojson] PINGS.ndjson",
+		Use:   "replay --orders ORDERS.ndjson [--zones ZONES.geojson] [--passes PASSES.ndjson] PINGS.ndjson",
 		Short: "Run a pings file (or - for stdin) through the engine as one partition; events as NDJSON on stdout",
 		Long: `Replay runs the pings through the same engine as qfence run, as one partition
 in file order, with no Kafka and no ClickHouse. Events go to stdout as NDJSON,
@@ -47,27 +47,46 @@ end of input every patient is checked against it once more.`,
 				defer f.Close()
 				in = f
 			}
-			return replay(cfg, ordersFile, zonesFile, in, cmd.OutOrStdout(), cmd.ErrOrStderr())
+			if passesFile == "" {
+				passesFile = cfg.Passes.File
+			}
+			return replay(cfg, replayInputs{orders: ordersFile, zones: zonesFile, passes: passesFile}, in, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
 	cmd.Flags().StringVar(&ordersFile, "orders", "", "orders as NDJSON (required)")
 	cmd.Flags().StringVar(&zonesFile, "zones", "", "zones as a GeoJSON FeatureCollection (default: zones.file)")
+	cmd.Flags().StringVar(&passesFile, "passes", "", "QR passes as NDJSON (default: passes.file); verified with passes.verify_keys_file when set")
 	_ = cmd.MarkFlagRequired("orders")
 	return cmd
 }
 
-func replay(cfg *config.Config, ordersFile, zonesFile string, in io.Reader, stdout, stderr io.Writer) error {
+// replayInputs are the files a replay reads besides the pings.
+type replayInputs struct{ orders, zones, passes string }
+
+func replay(cfg *config.Config, files replayInputs, in io.Reader, stdout, stderr io.Writer) error {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	zones, err := load.Zones(zonesFile, cfg.Zones.AllowEmpty)
+	zones, err := load.Zones(files.zones, cfg.Zones.AllowEmpty)
 	if err != nil {
 		return err
 	}
 	book := processor.NewOrderBook()
-	if _, err := load.OrdersFile(ordersFile, book, zones, log); err != nil {
+	if _, err := load.OrdersFile(files.orders, book, zones, log); err != nil {
 		return err
+	}
+	passes := processor.NewPassBook()
+	if files.passes != "" {
+		keys, err := load.VerifyKeys(cfg.Passes.VerifyKeysFile)
+		if err != nil {
+			return err
+		}
+		dec := processor.PassDecoder{MaxBytes: cfg.Limits.MaxMessageBytes, MaxDuration: cfg.Passes.MaxDuration, Keys: keys}
+		if _, err := load.PassesFile(files.passes, passes, dec, log); err != nil {
+			return err
+		}
 	}
 	dec := processor.PingDecoder{MaxBytes: cfg.Limits.MaxMessageBytes, DefaultAccuracy: cfg.Rules.DefaultAccuracyM}
 	eng := processor.NewEngine(cfg.Rules.Engine(), book)
+	eng.UsePasses(passes)
 	out := bufio.NewWriterSize(stdout, 1<<16)
 	var (
 		ping     processor.Ping

@@ -16,17 +16,19 @@ var update = flag.Bool("update", false, "rewrite the golden files of testdata/sc
 const scenarios = "../../testdata/scenarios"
 
 // TestScenarios replays every testdata/scenarios/NAME.ndjson with the shared
-// orders.ndjson and zones.geojson and compares the events with NAME.golden.
+// orders.ndjson, zones.geojson and passes.ndjson (signed with the key of
+// pass-keys.txt) and compares the events with NAME.golden.
 func TestScenarios(t *testing.T) {
 	files, err := filepath.Glob(filepath.Join(scenarios, "*.ndjson"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := config.Default()
+	cfg.Passes.VerifyKeysFile = filepath.Join(scenarios, "pass-keys.txt") // passes.ndjson's third is forged
 	n := 0
 	for _, f := range files {
 		name := strings.TrimSuffix(filepath.Base(f), ".ndjson")
-		if name == "orders" {
+		if name == "orders" || name == "passes" {
 			continue
 		}
 		n++
@@ -37,7 +39,8 @@ func TestScenarios(t *testing.T) {
 			}
 			defer in.Close()
 			var stdout, stderr bytes.Buffer
-			if err := replay(&cfg, filepath.Join(scenarios, "orders.ndjson"), filepath.Join(scenarios, "zones.geojson"), in, &stdout, &stderr); err != nil {
+			if err := replay(&cfg, replayInputs{orders: filepath.Join(scenarios, "orders.ndjson"), zones: filepath.Join(scenarios, "zones.geojson"),
+				passes: filepath.Join(scenarios, "passes.ndjson")}, in, &stdout, &stderr); err != nil {
 				t.Fatalf("replay: %v\n%s", err, stderr.String())
 			}
 			golden := filepath.Join(scenarios, name+".golden")

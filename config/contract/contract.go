@@ -24,6 +24,7 @@ const (
 	Ping              = "ping.schema.json"
 	Order             = "order.schema.json"
 	Event             = "event.schema.json"
+	Pass              = "pass.schema.json"
 	DeadLetterHeaders = "dead-letter-headers.schema.json"
 )
 

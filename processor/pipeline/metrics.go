@@ -19,6 +19,8 @@ type Metrics struct {
 	// StateRestoreErrors counts qfence-state records that could not be
 	// decoded at restore: each is skipped and its patient starts afresh.
 	StateRestoreErrors prometheus.Counter
+	Passes             *prometheus.CounterVec
+	ActivePasses       prometheus.Gauge
 }
 
 // NewMetrics registers the processor's metrics with reg and initialises
@@ -42,8 +44,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Order messages read, by outcome: applied, revoked or rejected."}, []string{"outcome"}),
 		StateRestoreErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "qfence_state_restore_errors_total",
 			Help: "qfence-state records that could not be decoded at restore (skipped: the patient starts from no state)."}),
+		Passes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "qfence_passes_total",
+			Help: "Pass messages read, by outcome: applied, deleted, rejected, not_a_patient (not held), expired."}, []string{"outcome"}),
+		ActivePasses: prometheus.NewGauge(prometheus.GaugeOpts{Name: "qfence_active_passes",
+			Help: "QR passes held (of patients under an order, not yet a day past their end)."}),
 	}
-	reg.MustRegister(m.Pings, m.Rejected, m.Events, m.OpenBreaches, m.ActiveOrders, m.EventLatency, m.OrdersApplied, m.StateRestoreErrors)
+	reg.MustRegister(m.Pings, m.Rejected, m.Events, m.OpenBreaches, m.ActiveOrders, m.EventLatency, m.OrdersApplied, m.StateRestoreErrors, m.Passes, m.ActivePasses)
 	for _, o := range []string{"accepted", "rejected", "no_order", "late", "duplicate"} {
 		m.Pings.WithLabelValues(o)
 	}
@@ -55,6 +61,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	for _, o := range []string{"applied", "revoked", "rejected"} {
 		m.OrdersApplied.WithLabelValues(o)
+	}
+	for _, o := range []string{"applied", "deleted", "rejected", "not_a_patient", "expired"} {
+		m.Passes.WithLabelValues(o)
 	}
 	return m
 }

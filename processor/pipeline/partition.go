@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -349,13 +348,7 @@ func (p *Partition) eventRecord(e *processor.Event) Record {
 
 // deadLetter copies a rejected message unchanged with the contract's headers.
 func (p *Partition) deadLetter(m *Message, rj *processor.Reject) Record {
-	return Record{Topic: p.Topics.PingsDLQ, Key: m.Key, Value: m.Value, Headers: []Header{
-		{Key: "qfence-reason", Value: []byte(rj.Reason)},
-		{Key: "qfence-error", Value: []byte(rj.Msg)},
-		{Key: "qfence-topic", Value: []byte(p.Topics.Pings)},
-		{Key: "qfence-partition", Value: strconv.AppendInt(nil, int64(p.ID), 10)},
-		{Key: "qfence-offset", Value: strconv.AppendInt(nil, m.Offset, 10)},
-	}}
+	return DeadLetter(p.Topics.PingsDLQ, p.Topics.Pings, p.ID, m.Offset, m.Key, m.Value, rj)
 }
 
 // idle lets a caught-up partition's watermark follow the wall clock, so a

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"strconv"
 	"time"
 
 	"github.com/qfence/qfence/processor"
@@ -75,4 +76,38 @@ type OrderRow struct {
 	Order    processor.Order
 	Revoked  bool
 	Received time.Time
+}
+
+// PassRow is one pass version as received, or a deletion: what the passes
+// reader hands to an archive (the ClickHouse passes table).
+type PassRow struct {
+	Pass     processor.Pass
+	Deleted  bool
+	Received time.Time
+}
+
+// AuditRow is one request to the API, allowed or refused: who (the
+// token's role and name, never the token), what, and the answer.
+type AuditRow struct {
+	At        time.Time
+	Role      string // "" when no valid token was presented
+	TokenName string
+	Method    string
+	Path      string
+	Status    uint16
+	Remote    string
+}
+
+// DeadLetter is the copy of a rejected message for the dead-letter topic
+// dlq: key and value unchanged, and the contract's headers saying where it
+// came from and why (the reason first: the Kafka edge knows a dead letter by
+// it).
+func DeadLetter(dlq, topic string, partition int, offset int64, key, value []byte, rj *processor.Reject) Record {
+	return Record{Topic: dlq, Key: key, Value: value, Headers: []Header{
+		{Key: "qfence-reason", Value: []byte(rj.Reason)},
+		{Key: "qfence-error", Value: []byte(rj.Msg)},
+		{Key: "qfence-topic", Value: []byte(topic)},
+		{Key: "qfence-partition", Value: strconv.AppendInt(nil, int64(partition), 10)},
+		{Key: "qfence-offset", Value: strconv.AppendInt(nil, offset, 10)},
+	}}
 }

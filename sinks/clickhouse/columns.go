@@ -26,6 +26,7 @@ var chunkPool = sync.Pool{New: func() any { return newPingColumns(chunkRows) }}
 type pingColumns struct {
 	bytes               []byte // backs dev and src
 	ids, district, zone []string
+	pass                []string
 	ts                  []int64 // Unix ms for DateTime64, Unix seconds for DateTime (what clickhouse-go takes)
 	ms                  []uint16
 	lat, lon            []float64
@@ -37,7 +38,7 @@ type pingColumns struct {
 
 func newPingColumns(n int) *pingColumns {
 	return &pingColumns{
-		ids: make([]string, 0, n), district: make([]string, 0, n), zone: make([]string, 0, n),
+		ids: make([]string, 0, n), district: make([]string, 0, n), zone: make([]string, 0, n), pass: make([]string, 0, n),
 		ts: make([]int64, 0, n), ms: make([]uint16, 0, n), lat: make([]float64, 0, n), lon: make([]float64, 0, n),
 		acc: make([]float32, 0, n), dist: make([]float32, 0, n), state: make([]int8, 0, n), flag: make([]int8, 0, n),
 		inBreach: make([]uint8, 0, n), mock: make([]uint8, 0, n), dev: make([][]byte, 0, n), src: make([][]byte, 0, n),
@@ -52,17 +53,18 @@ func (p *pingColumns) reset() {
 	clear(p.ids)
 	clear(p.district)
 	clear(p.zone)
+	clear(p.pass)
 	clear(p.dev)
 	clear(p.src)
 	p.bytes = p.bytes[:0]
-	p.ids, p.district, p.zone, p.ts, p.ms = p.ids[:0], p.district[:0], p.zone[:0], p.ts[:0], p.ms[:0]
+	p.ids, p.district, p.zone, p.ts, p.ms, p.pass = p.ids[:0], p.district[:0], p.zone[:0], p.ts[:0], p.ms[:0], p.pass[:0]
 	p.lat, p.lon, p.acc, p.dist = p.lat[:0], p.lon[:0], p.acc[:0], p.dist[:0]
 	p.state, p.flag, p.inBreach, p.mock, p.dev, p.src = p.state[:0], p.flag[:0], p.inBreach[:0], p.mock[:0], p.dev[:0], p.src[:0]
 }
 
 func (p *pingColumns) add(r *processor.Track, datetime64 bool) {
 	p.ids = append(p.ids, r.PatientID) // pseudonymised at the flush
-	p.district, p.zone = append(p.district, r.District), append(p.zone, r.Zone)
+	p.district, p.zone, p.pass = append(p.district, r.District), append(p.zone, r.Zone), append(p.pass, r.PassID)
 	if datetime64 {
 		p.ts = append(p.ts, r.TS)
 	} else {

@@ -66,7 +66,7 @@ func (c *Sink) insertPings(ctx context.Context, chunks []*pingColumns) error {
 		if !c.schema.F.DateTime64 {
 			cols = append(cols, p.ms)
 		}
-		cols = append(cols, p.lat, p.lon, p.acc, p.state, p.dist, p.district, p.zone, p.inBreach, p.flag, p.mock, p.dev, p.src, inserted[:n])
+		cols = append(cols, p.lat, p.lon, p.acc, p.state, p.dist, p.district, p.zone, p.inBreach, p.flag, p.mock, p.dev, p.src, inserted[:n], p.pass)
 		for i, col := range cols {
 			if err := b.Column(i).Append(col); err != nil {
 				_ = b.Abort()
@@ -85,14 +85,36 @@ func (c *Sink) insertPings(ctx context.Context, chunks []*pingColumns) error {
 	return b.Send()
 }
 
-func (c *Sink) insertEvents(ctx context.Context, events []processor.Event) error {
-	b, err := c.conn.PrepareBatch(ctx, c.schema.Insert("events"))
+// insertRows sends n rows as one batch: row(i) gives the values of row i,
+// in the order of Schema.Columns(table).
+func (c *Sink) insertRows(ctx context.Context, table string, n int, row func(i int, vals []any) []any) error {
+	b, err := c.conn.PrepareBatch(ctx, c.schema.Insert(table))
 	if err != nil {
 		return err
 	}
-	now := time.Now().UTC()
 	vals := make([]any, 0, 32)
-	for i := range events {
+	for i := range n {
+		vals = row(i, vals[:0])
+		if err := b.Append(vals...); err != nil {
+			_ = b.Abort()
+			return fmt.Errorf("append a row to %s: %w", table, err)
+		}
+	}
+	return send(b, n, table)
+}
+
+// optTime is a nullable DateTime: nil for 0.
+func optTime(ms int64) *time.Time {
+	if ms == 0 {
+		return nil
+	}
+	t := time.UnixMilli(ms).UTC()
+	return &t
+}
+
+func (c *Sink) insertEvents(ctx context.Context, events []processor.Event) error {
+	now := time.Now().UTC()
+	return c.insertRows(ctx, "events", len(events), func(i int, vals []any) []any {
 		e := &events[i]
 		var ended *time.Time
 		if e.EndedAt != 0 {
@@ -102,38 +124,25 @@ func (c *Sink) insertEvents(ctx context.Context, events []processor.Event) error
 			}
 			ended = &t
 		}
-		vals = append(vals[:0], e.IDString(), e.Type.String(), c.id(e.PatientID))
+		vals = append(vals, e.IDString(), e.Type.String(), c.id(e.PatientID))
 		vals = c.appendTime(vals, e.At)
 		vals = c.appendTime(vals, e.StartedAt)
-		vals = append(vals, ended, e.DurationS, e.Reason, e.Location.Lat, e.Location.Lon, e.Location.Accuracy, e.Location.Distance,
-			e.MaxDistance, e.Home[1], e.Home[0], e.RadiusM, e.District, e.Zone, string(processor.AppendEvidenceJSON(nil, e.Evidence)), now)
-		if err := b.Append(vals...); err != nil {
-			_ = b.Abort()
-			return fmt.Errorf("append event: %w", err)
-		}
-	}
-	return send(b, len(events), "events")
+		return append(vals, ended, e.DurationS, e.Reason, e.Location.Lat, e.Location.Lon, e.Location.Accuracy, e.Location.Distance,
+			e.MaxDistance, e.Home[1], e.Home[0], e.RadiusM, e.District, e.Zone, string(processor.AppendEvidenceJSON(nil, e.Evidence)), now, passID(e))
+	})
 }
 
 func (c *Sink) insertOrders(ctx context.Context, rows []pipeline.OrderRow) error {
-	b, err := c.conn.PrepareBatch(ctx, c.schema.Insert("orders"))
-	if err != nil {
-		return err
-	}
-	for _, r := range rows {
+	return c.insertRows(ctx, "orders", len(rows), func(i int, vals []any) []any {
+		r := &rows[i]
 		o := &r.Order
 		var ends *time.Time
-		if !o.Open() && o.EndsAt != 0 {
-			t := time.UnixMilli(o.EndsAt).UTC()
-			ends = &t
+		if !o.Open() {
+			ends = optTime(o.EndsAt)
 		}
-		if err := b.Append(c.id(o.PatientID), orderVersion(r), b2u(r.Revoked), o.Home[1], o.Home[0], o.RadiusM,
-			time.UnixMilli(o.StartsAt).UTC(), ends, o.District, r.Received.UTC()); err != nil {
-			_ = b.Abort()
-			return fmt.Errorf("append order: %w", err)
-		}
-	}
-	return send(b, len(rows), "orders")
+		return append(vals, c.id(o.PatientID), orderVersion(*r), b2u(r.Revoked), o.Home[1], o.Home[0], o.RadiusM,
+			time.UnixMilli(o.StartsAt).UTC(), ends, o.District, r.Received.UTC())
+	})
 }
 
 // orderVersion identifies an order version by its content, so reading the
@@ -150,4 +159,35 @@ func b2u(b bool) uint8 {
 		return 1
 	}
 	return 0
+}
+
+func passID(e *processor.Event) string {
+	if e.Pass == nil {
+		return ""
+	}
+	return e.Pass.ID
+}
+
+func (c *Sink) insertPasses(ctx context.Context, rows []pipeline.PassRow) error {
+	return c.insertRows(ctx, "passes", len(rows), func(i int, vals []any) []any {
+		r := &rows[i]
+		p := &r.Pass
+		return append(vals, p.ID, passVersion(*r), b2u(r.Deleted), c.id(p.PatientID), p.Purpose.String(), time.UnixMilli(p.ValidFrom).UTC(),
+			time.UnixMilli(p.ValidTo).UTC(), p.MaxDistanceM, optTime(p.RevokedAt), optTime(p.IssuedAt), r.Received.UTC())
+	})
+}
+
+// passVersion identifies a pass version by its content, like orderVersion.
+func passVersion(r pipeline.PassRow) uint64 {
+	h := fnv.New64a()
+	p := &r.Pass
+	fmt.Fprintf(h, "%s|%s|%d|%d|%d|%v|%d|%d|%v", p.ID, p.PatientID, p.Purpose, p.ValidFrom, p.ValidTo, p.MaxDistanceM, p.RevokedAt, p.IssuedAt, r.Deleted)
+	return h.Sum64()
+}
+
+func (c *Sink) insertAudit(ctx context.Context, rows []pipeline.AuditRow) error {
+	return c.insertRows(ctx, "api_audit", len(rows), func(i int, vals []any) []any {
+		r := &rows[i]
+		return append(vals, r.At.UTC(), r.Role, r.TokenName, r.Method, r.Path, r.Status, r.Remote)
+	})
 }

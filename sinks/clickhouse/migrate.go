@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/qfence/qfence/config"
@@ -35,7 +36,7 @@ func Migrate(ctx context.Context, cfg config.ClickHouse, log *slog.Logger) error
 			continue
 		}
 		for _, stmt := range stmts {
-			if err := conn.Exec(ctx, stmt); err != nil {
+			if err := conn.Exec(ctx, stmt); err != nil && !alreadyAdded(stmt, err) {
 				return fmt.Errorf("migration %d: %w\n%s", ver, err, stmt)
 			}
 		}
@@ -52,4 +53,11 @@ func Migrate(ctx context.Context, cfg config.ClickHouse, log *slog.Logger) error
 		log.Info("schema migrated", "database", cfg.Database, "version", ver, "server", fmt.Sprintf("%d.%d", v.Major, v.Minor))
 	}
 	return nil
+}
+
+// alreadyAdded reports an ADD COLUMN that failed because the column is
+// there: a migration interrupted after it, run again on a server without
+// ADD COLUMN IF NOT EXISTS.
+func alreadyAdded(stmt string, err error) bool {
+	return strings.Contains(stmt, " ADD COLUMN ") && strings.Contains(err.Error(), "already exists")
 }

@@ -19,12 +19,16 @@ type Features struct {
 	DateTime64     bool // 20.1: millisecond times in one column
 	LowCardinality bool // 19.0: dictionary-encoded strings
 	TTL            bool // 19.6: the server expires rows itself
-	Codecs         bool // 20.1: per-column compression codecs
+	// AddColumnIfNotExists: ALTER … ADD COLUMN IF NOT EXISTS (19.1; on
+	// 18.16 Migrate treats "already exists" as done instead).
+	AddColumnIfNotExists bool
+	Codecs               bool // 20.1: per-column compression codecs
 }
 
 // FeaturesOf says what a server version supports.
 func FeaturesOf(v Version) Features {
-	return Features{DateTime64: v.atLeast(20, 1), LowCardinality: v.atLeast(19, 0), TTL: v.atLeast(19, 6), Codecs: v.atLeast(20, 1)}
+	return Features{DateTime64: v.atLeast(20, 1), LowCardinality: v.atLeast(19, 0), TTL: v.atLeast(19, 6), Codecs: v.atLeast(20, 1),
+		AddColumnIfNotExists: v.atLeast(19, 1)}
 }
 
 // Schema generates qfence's DDL for one server.
@@ -71,7 +75,8 @@ func (s Schema) ttl(col string) string {
 }
 
 // Tables lists the tables retention applies to, with their time column.
-var Tables = []struct{ Name, TimeCol string }{{"pings", "ts"}, {"events", "at"}, {"orders", "starts_at"}}
+var Tables = []struct{ Name, TimeCol string }{{"pings", "ts"}, {"events", "at"}, {"orders", "starts_at"},
+	{"passes", "valid_from"}, {"api_audit", "at"}}
 
 // Migrations are the schema's versions, in order. Each statement is
 // idempotent, so a migration interrupted half-way can simply run again.
@@ -149,7 +154,47 @@ SELECT toDate(at) AS day, district,
   countIf(type = 'implausible_location') AS implausible
 FROM %s.events FINAL
 GROUP BY day, district`, db, db),
+	}, {
+		// 2: QR passes: the pass that excused a ping or a breach's trip, the
+		// passes table, and the API's audit trail.
+		s.addColumn("pings", "pass_id String DEFAULT ''"),
+		s.addColumn("events", "pass_id String DEFAULT ''"),
+		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s.passes (
+  pass_id String,
+  version UInt64,
+  deleted UInt8,
+  patient_id String,
+  purpose Enum8('grocery' = 1, 'pharmacy' = 2, 'medical' = 3, 'trash' = 4, 'pet' = 5, 'work' = 6, 'other' = 7),
+  valid_from DateTime('UTC'),
+  valid_to DateTime('UTC'),
+  max_distance_m Float64,
+  revoked_at Nullable(DateTime('UTC')),
+  issued_at Nullable(DateTime('UTC')),
+  received_at DateTime('UTC')
+) ENGINE = ReplacingMergeTree(received_at)
+PARTITION BY toYYYYMMDD(valid_from)
+ORDER BY (patient_id, pass_id, version)%s`, db, s.ttl("valid_from")),
+		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s.api_audit (
+  at DateTime('UTC'),
+  role %s,
+  token_name String,
+  method %s,
+  path String,
+  status UInt16,
+  remote String
+) ENGINE = MergeTree()
+PARTITION BY toYYYYMMDD(at)
+ORDER BY at%s`, db, s.lowCard(), s.lowCard(), s.ttl("at")),
 	}}
+}
+
+// addColumn is an idempotent ALTER … ADD COLUMN (see Features).
+func (s Schema) addColumn(table, column string) string {
+	ifNot := ""
+	if s.F.AddColumnIfNotExists {
+		ifNot = "IF NOT EXISTS "
+	}
+	return fmt.Sprintf("ALTER TABLE %s.%s ADD COLUMN %s%s", s.DB, table, ifNot, column)
 }
 
 func (s Schema) msKey(col string) string {
@@ -172,13 +217,17 @@ func (s Schema) Columns(table string) []string {
 	switch table {
 	case "pings":
 		return concat([]string{"patient_id"}, t("ts"), []string{"lat", "lon", "accuracy_m", "state", "distance_m", "district", "zone",
-			"in_breach", "flag", "mock", "device_id", "source", "inserted_at"})
+			"in_breach", "flag", "mock", "device_id", "source", "inserted_at", "pass_id"})
 	case "events":
 		return concat([]string{"event_id", "type", "patient_id"}, t("at"), t("started_at"), []string{"ended_at", "duration_s", "reason",
 			"location_lat", "location_lon", "location_accuracy_m", "distance_m", "max_distance_m", "home_lat", "home_lon", "home_radius_m",
-			"district", "zone", "evidence", "inserted_at"})
+			"district", "zone", "evidence", "inserted_at", "pass_id"})
 	case "orders":
 		return []string{"patient_id", "version", "revoked", "home_lat", "home_lon", "radius_m", "starts_at", "ends_at", "district", "received_at"}
+	case "passes":
+		return []string{"pass_id", "version", "deleted", "patient_id", "purpose", "valid_from", "valid_to", "max_distance_m", "revoked_at", "issued_at", "received_at"}
+	case "api_audit":
+		return []string{"at", "role", "token_name", "method", "path", "status", "remote"}
 	}
 	panic("BUG: unknown table " + table)
 }

@@ -48,6 +48,8 @@ type chBuffer struct {
 	rows    int
 	events  []processor.Event
 	orders  []pipeline.OrderRow
+	passes  []pipeline.PassRow
+	audit   []pipeline.AuditRow
 	waiters []func(error)
 }
 
@@ -88,6 +90,22 @@ func (c *Sink) Write(_ context.Context, rows []processor.Track, events []process
 func (c *Sink) WriteOrders(rows []pipeline.OrderRow) {
 	c.mu.Lock()
 	c.pending.orders = append(c.pending.orders, rows...)
+	c.mu.Unlock()
+}
+
+// ArchivePass stores one pass version or deletion (no acknowledgement,
+// like orders).
+func (c *Sink) ArchivePass(r pipeline.PassRow) {
+	c.mu.Lock()
+	c.pending.passes = append(c.pending.passes, r)
+	c.mu.Unlock()
+}
+
+// Audit stores one API request (no acknowledgement: the trail is best
+// effort across a ClickHouse outage only as far as the buffer goes).
+func (c *Sink) Audit(r pipeline.AuditRow) {
+	c.mu.Lock()
+	c.pending.audit = append(c.pending.audit, r)
 	c.mu.Unlock()
 }
 
@@ -208,7 +226,7 @@ func (c *Sink) flush(ctx context.Context) {
 	b := c.pending
 	c.pending = chBuffer{}
 	c.mu.Unlock()
-	if b.rows+len(b.events)+len(b.orders) == 0 && len(b.waiters) == 0 {
+	if b.rows+len(b.events)+len(b.orders)+len(b.passes)+len(b.audit) == 0 && len(b.waiters) == 0 {
 		return
 	}
 	err := c.retry(ctx, "pings", b.rows, func(ctx context.Context) error { return c.insertPings(ctx, b.pings) })
@@ -217,6 +235,12 @@ func (c *Sink) flush(ctx context.Context) {
 	}
 	if err == nil {
 		err = c.retry(ctx, "orders", len(b.orders), func(ctx context.Context) error { return c.insertOrders(ctx, b.orders) })
+	}
+	if err == nil {
+		err = c.retry(ctx, "passes", len(b.passes), func(ctx context.Context) error { return c.insertPasses(ctx, b.passes) })
+	}
+	if err == nil {
+		err = c.retry(ctx, "api_audit", len(b.audit), func(ctx context.Context) error { return c.insertAudit(ctx, b.audit) })
 	}
 	for _, w := range b.waiters {
 		w(err)

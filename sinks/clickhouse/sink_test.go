@@ -46,8 +46,57 @@ func TestMigrateTwiceChangesNothing(t *testing.T) {
 	if second := schema(); second != first {
 		t.Errorf("the schema changed on the second migrate:\n%s\n%s", first, second)
 	}
-	if n := chtest.Count(t, conn, "SELECT count() FROM "+cfg.Database+".schema_migrations"); n != 1 {
-		t.Errorf("%d migrations recorded, want 1", n)
+	want := len(qch.Schema{DB: cfg.Database}.Migrations())
+	if n := chtest.Count(t, conn, "SELECT count() FROM "+cfg.Database+".schema_migrations"); n != uint64(want) {
+		t.Errorf("%d migrations recorded, want %d", n, want)
+	}
+}
+
+// A database made by the first release (migration 1 only, with rows in it)
+// is upgraded in place: the pass columns and tables appear, the rows stay,
+// and an interrupted upgrade can run again.
+func TestMigrateUpgradesInPlace(t *testing.T) {
+	cfg := chtest.DB(t, chtest.Addr)
+	conn := chtest.Conn(t, chtest.Addr)
+	ctx := context.Background()
+	s := qch.Schema{DB: cfg.Database, F: qch.FeaturesOf(qch.Version{Major: 18, Minor: 16})}
+	if v, err := conn.ServerVersion(); err == nil {
+		s.F = qch.FeaturesOf(qch.Version{Major: int(v.Version.Major), Minor: int(v.Version.Minor)})
+	}
+	for _, stmt := range s.Migrations()[0] {
+		if err := conn.Exec(ctx, stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	insert := func(query string, vals ...any) {
+		t.Helper()
+		b, err := conn.PrepareBatch(ctx, query)
+		if err == nil {
+			if err = b.Append(vals...); err == nil {
+				err = b.Send()
+			}
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", query, err)
+		}
+	}
+	insert("INSERT INTO "+cfg.Database+".schema_migrations (version, applied_at)", uint32(1), time.Now().UTC())
+	insert("INSERT INTO "+cfg.Database+".pings (patient_id, ts, lat)", "old-row", time.Now().UTC(), 55.75)
+	if err := conn.Exec(ctx, s.Migrations()[1][0]); err != nil { // the upgrade's first ALTER alone: interrupted
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := qch.Migrate(ctx, cfg, local.TestLog()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, tracks, _ := tracksFor(3, 10, 100)
+	chtest.Write(t, chtest.OpenSink(t, cfg, ""), tracks, nil)
+	if n := chtest.Count(t, conn, "SELECT count() FROM "+cfg.Database+".pings WHERE pass_id = ''"); n != uint64(len(tracks)+1) {
+		t.Errorf("%d rows with an empty pass_id, want %d (the old row and the new ones)", n, len(tracks)+1)
+	}
+	for _, table := range []string{"passes", "api_audit"} {
+		chtest.Count(t, conn, "SELECT count() FROM "+cfg.Database+"."+table)
 	}
 }
 

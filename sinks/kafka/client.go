@@ -96,6 +96,8 @@ func (k *Client) EnsureTopics(ctx context.Context) error {
 		{Topic: t.State, NumPartitions: k.cfg.Partitions, ConfigEntries: compacted},
 		{Topic: t.PingsDLQ, NumPartitions: 1},
 		{Topic: t.OrdersDLQ, NumPartitions: 1},
+		{Topic: t.Passes, NumPartitions: k.cfg.Partitions, ConfigEntries: compacted},
+		{Topic: t.PassesDLQ, NumPartitions: 1},
 	}
 	names := make([]string, len(want))
 	for i, w := range want {
@@ -181,7 +183,7 @@ func (k *Client) checkTopicConfigs(ctx context.Context, names []string) error {
 			configs[r.ResourceName][e.ConfigName] = e.ConfigValue
 		}
 	}
-	for _, name := range []string{t.Orders, t.State} {
+	for _, name := range []string{t.Orders, t.State, t.Passes} {
 		if policy := configs[name]["cleanup.policy"]; policy != "compact" {
 			return fmt.Errorf("topic %s has cleanup.policy=%s, but qfence keeps a table in it and needs cleanup.policy=compact (with delete its records expire): "+
 				"run kafka-configs.sh --bootstrap-server %s --alter --entity-type topics --entity-name %s --add-config cleanup.policy=compact",
@@ -189,7 +191,7 @@ func (k *Client) checkTopicConfigs(ctx context.Context, names []string) error {
 		}
 	}
 	limit := defaultMaxRecord
-	for _, name := range []string{t.PingsDLQ, t.OrdersDLQ} {
+	for _, name := range []string{t.PingsDLQ, t.OrdersDLQ, t.PassesDLQ} {
 		if v, err := strconv.Atoi(configs[name]["max.message.bytes"]); err == nil && v > 0 {
 			limit = min(limit, v)
 		}

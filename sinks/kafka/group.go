@@ -26,6 +26,7 @@ import (
 type Group struct {
 	Kafka     *Client
 	Orders    *processor.OrderBook
+	Passes    *processor.PassBook
 	Zones     func() *geo.Zones
 	Rules     processor.Rules
 	Decoder   processor.PingDecoder
@@ -130,6 +131,7 @@ func (g *Group) Run(ctx context.Context) error {
 func (g *Group) runPartition(gctx context.Context, gen *kafka.Generation, topic string, a kafka.PartitionAssignment) {
 	log := g.Log.With("partition", a.ID)
 	eng := processor.NewEngine(g.Rules, g.Orders)
+	eng.UsePasses(g.Passes)
 	start := time.Now()
 	covered := int64(-1)
 	skipped := 0

@@ -3,7 +3,6 @@ package kafka
 import (
 	"context"
 	"log/slog"
-	"strconv"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -27,6 +26,9 @@ type OrdersTable struct {
 	// Archive, when set, hears every order version and revocation applied
 	// (the ClickHouse orders table).
 	Archive func(pipeline.OrderRow)
+	// NewPatient, when set, hears the patient of an order that replaced
+	// none (the passes table looks for that patient's passes).
+	NewPatient func(patient string)
 
 	loaded atomic.Bool
 	// The counters of OrdersApplied, resolved once (every order of a
@@ -42,7 +44,7 @@ func (o *OrdersTable) Run(ctx context.Context) error {
 	o.applied = o.Metrics.OrdersApplied.WithLabelValues("applied")
 	o.revoked = o.Metrics.OrdersApplied.WithLabelValues("revoked")
 	o.rejected = o.Metrics.OrdersApplied.WithLabelValues("rejected")
-	return o.Kafka.ReadTable(ctx, o.Kafka.cfg.Topics.Orders, o.apply, func() {
+	return o.Kafka.ReadTable(ctx, o.Kafka.cfg.Topics.Orders, true, o.apply, func() {
 		o.loaded.Store(true)
 		o.Log.Info("orders loaded", "orders", o.Book.Len())
 	})
@@ -65,24 +67,25 @@ func (o *OrdersTable) apply(m *TableRecord) {
 		rj, _ := err.(*processor.Reject)
 		o.rejected.Inc()
 		o.Log.Warn("order rejected", "partition", p, "offset", m.Offset, "reason", rj.Reason)
-		o.Producer.Produce(context.Background(), []pipeline.Record{{Topic: o.Kafka.cfg.Topics.OrdersDLQ, Key: m.Key, Value: m.Value,
-			Headers: []pipeline.Header{
-				{Key: "qfence-reason", Value: []byte(rj.Reason)},
-				{Key: "qfence-error", Value: []byte(rj.Msg)},
-				{Key: "qfence-topic", Value: []byte(topic)},
-				{Key: "qfence-partition", Value: strconv.AppendInt(nil, int64(p), 10)},
-				{Key: "qfence-offset", Value: strconv.AppendInt(nil, m.Offset, 10)},
-			}}}, func(err error) {
-			if err != nil {
-				o.Log.Error("order dead letter not written", "partition", p, "offset", m.Offset, "err", err)
-			}
-		})
+		deadLetter(o.Producer, o.Log, pipeline.DeadLetter(o.Kafka.cfg.Topics.OrdersDLQ, topic, p, m.Offset, m.Key, m.Value, rj))
 		return
 	}
-	o.Book.Put(ord)
+	if old := o.Book.Put(ord); old == nil && o.NewPatient != nil {
+		o.NewPatient(ord.PatientID)
+	}
 	if o.Archive != nil {
 		o.Archive(pipeline.OrderRow{Order: *ord, Received: m.Time})
 	}
 	o.applied.Inc()
 	o.Metrics.ActiveOrders.Set(float64(o.Book.Len()))
+}
+
+// deadLetter produces one dead letter; a failure (only when stopping) is
+// logged: the table is read again at the next start.
+func deadLetter(p pipeline.Producer, log *slog.Logger, r pipeline.Record) {
+	p.Produce(context.Background(), []pipeline.Record{r}, func(err error) {
+		if err != nil {
+			log.Error("dead letter not written", "topic", r.Topic, "err", err)
+		}
+	})
 }

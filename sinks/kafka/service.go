@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,6 +24,7 @@ type Service struct {
 	cfg      *config.Config
 	kafka    *Client
 	orders   *OrdersTable
+	passes   *PassesTable
 	group    *Group
 	producer *Producer
 	log      *slog.Logger
@@ -72,6 +74,15 @@ type ServiceDeps struct {
 	Observe func(partition int, owned bool)
 	// ArchiveOrders, when set, stores every order version (ClickHouse).
 	ArchiveOrders func(pipeline.OrderRow)
+	// Passes is the table of QR passes (nil: a new empty one); PassKeys
+	// verify their signatures (none: not checked); ArchivePasses, when set,
+	// stores every pass version held.
+	Passes        *processor.PassBook
+	PassKeys      []ed25519.PublicKey
+	ArchivePasses func(pipeline.PassRow)
+	// PassRescan spaces the passes rescans for new patients (default a
+	// minute; tests shorten it).
+	PassRescan time.Duration
 }
 
 // NewService prepares the Kafka side; Run starts it.
@@ -86,11 +97,17 @@ func NewService(d ServiceDeps) (*Service, error) {
 	if d.IdleAfter == 0 {
 		d.IdleAfter = 10 * time.Second
 	}
+	if d.Passes == nil {
+		d.Passes = processor.NewPassBook()
+	}
 	producer := k.NewProducer(d.Edge)
 	s := &Service{cfg: d.Config, kafka: k, producer: producer, log: d.Log}
+	s.passes = &PassesTable{Kafka: k, Book: d.Passes, Orders: d.Book, Producer: producer, Metrics: d.Metrics, Log: d.Log,
+		Decoder: processor.PassDecoder{MaxBytes: d.Config.Limits.MaxMessageBytes, MaxDuration: d.Config.Passes.MaxDuration, Keys: d.PassKeys},
+		Archive: d.ArchivePasses, Now: d.Now, RescanEvery: d.PassRescan}
 	s.orders = &OrdersTable{Kafka: k, Book: d.Book, Zones: d.Zones, Producer: producer, Metrics: d.Metrics,
-		Log: d.Log, MaxBytes: d.Config.Limits.MaxMessageBytes, Archive: d.ArchiveOrders}
-	s.group = &Group{Kafka: k, Orders: d.Book, Zones: d.Zones, Rules: d.Config.Rules.Engine(),
+		Log: d.Log, MaxBytes: d.Config.Limits.MaxMessageBytes, Archive: d.ArchiveOrders, NewPatient: s.passes.Want}
+	s.group = &Group{Kafka: k, Orders: d.Book, Passes: d.Passes, Zones: d.Zones, Rules: d.Config.Rules.Engine(),
 		Decoder: processor.PingDecoder{MaxBytes: d.Config.Limits.MaxMessageBytes, MaxSkew: d.Config.Limits.MaxClockSkew,
 			DefaultAccuracy: d.Config.Rules.DefaultAccuracyM},
 		Sink: d.Sink, Producer: producer, Changelog: k.NewChangelog(), Metrics: d.Metrics, Edge: d.Edge, Log: d.Log,
@@ -114,6 +131,9 @@ func (s *Service) Ready(ctx context.Context) string {
 	if !s.OrdersLoaded() {
 		return "orders not yet read to the end of " + s.cfg.Kafka.Topics.Orders
 	}
+	if !s.passes.Loaded() {
+		return "passes not yet read to the end of " + s.cfg.Kafka.Topics.Passes
+	}
 	if why := s.unreachable.Load(); why != nil {
 		return *why
 	}
@@ -134,11 +154,26 @@ func (s *Service) Run(ctx context.Context) error {
 	eg, ectx := errgroup.WithContext(ctx)
 	eg.Go(func() error { return s.probe(ectx) })
 	eg.Go(func() error { return s.orders.Run(ectx) })
-	eg.Go(func() error {
-		for !s.orders.Loaded() {
-			if err := edge.Sleep(ectx, 20*time.Millisecond); err != nil {
-				return nil
+	// The passes after the orders (a pass is held only for a patient the
+	// orders know), the pings after both: a ping is judged against the
+	// tables as read to their ends at start.
+	wait := func(loaded func() bool) bool {
+		for !loaded() {
+			if edge.Sleep(ectx, 20*time.Millisecond) != nil {
+				return false
 			}
+		}
+		return true
+	}
+	eg.Go(func() error {
+		if !wait(s.orders.Loaded) {
+			return nil
+		}
+		return s.passes.Run(ectx)
+	})
+	eg.Go(func() error {
+		if !wait(s.orders.Loaded) || !wait(s.passes.Loaded) {
+			return nil
 		}
 		return s.group.Run(ectx)
 	})

@@ -31,7 +31,8 @@ type TableRecord struct {
 // offset with no consumer group (every instance holds the whole table),
 // calling apply for each record in offset order per partition, and loaded
 // once every partition has been read up to the end offset it had at the
-// start; then it keeps tailing until ctx ends.
+// start; then, with tail, it keeps tailing until ctx ends, and without, it
+// returns.
 //
 // It fetches through the client's Fetch, not a Reader: the Reader hands
 // out a null value and an empty one alike, and only a null one deletes. A
@@ -39,7 +40,7 @@ type TableRecord struct {
 // when a fetch comes back empty with the high watermark at the end
 // (compaction can remove the last records, and transaction markers have
 // offsets but no record).
-func (k *Client) ReadTable(ctx context.Context, topic string, apply func(*TableRecord), loaded func()) error {
+func (k *Client) ReadTable(ctx context.Context, topic string, tail bool, apply func(*TableRecord), loaded func()) error {
 	parts, err := k.Partitions(ctx, topic)
 	if err != nil {
 		return err
@@ -61,16 +62,19 @@ func (k *Client) ReadTable(ctx context.Context, topic string, apply func(*TableR
 	}
 	eg, ctx := errgroup.WithContext(ctx)
 	for p := range n {
-		eg.Go(func() error { return k.readTablePartition(ctx, topic, p, ends[p], apply, caughtUp) })
+		eg.Go(func() error { return k.readTablePartition(ctx, topic, p, ends[p], tail, apply, caughtUp) })
 	}
 	return eg.Wait()
 }
 
-func (k *Client) readTablePartition(ctx context.Context, topic string, p int, end int64, apply func(*TableRecord), caughtUp func()) error {
+func (k *Client) readTablePartition(ctx context.Context, topic string, p int, end int64, tail bool, apply func(*TableRecord), caughtUp func()) error {
 	pos, done := int64(kafka.FirstOffset), false
 	if end <= 0 {
 		done = true
 		caughtUp()
+		if !tail {
+			return nil
+		}
 	}
 	var rec TableRecord
 	for attempt := 0; ; {
@@ -122,6 +126,9 @@ func (k *Client) readTablePartition(ctx context.Context, topic string, p int, en
 		if !done && (pos >= end || (got == 0 && res.HighWatermark >= end && pos >= 0)) {
 			done = true
 			caughtUp()
+			if !tail {
+				return nil
+			}
 		}
 		if got == 0 && pos < 0 {
 			pos = res.LogStartOffset // an empty fetch from the first offset: start there

@@ -6,6 +6,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -32,6 +33,7 @@ import (
 	"github.com/qfence/qfence/geo"
 	"github.com/qfence/qfence/processor"
 	"github.com/qfence/qfence/processor/pipeline"
+	"github.com/qfence/qfence/sinks/api"
 	"github.com/qfence/qfence/sinks/clickhouse"
 	"github.com/qfence/qfence/sinks/edge"
 	"github.com/qfence/qfence/sinks/kafka"
@@ -84,6 +86,10 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *Hooks
 		log.Info("orders file loaded", "file", cfg.Orders.File, "orders", n)
 	}
 	pm.ActiveOrders.Set(float64(book.Len()))
+	passes, keys, err := loadPasses(cfg, log)
+	if err != nil {
+		return err
+	}
 
 	// Background work that outlives the consumers: the broker, the sink,
 	// the HTTP server. It stops after the consumers have drained.
@@ -108,7 +114,8 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *Hooks
 	go func() { sinkDone <- sink.Run(sinkCtx, bg) }()
 
 	svc, err := kafka.NewService(kafka.ServiceDeps{Config: cfg, Book: book, Zones: zones.Load, Sink: sink,
-		Metrics: pm, Edge: em, Log: log, ArchiveOrders: sink.ArchiveOrder})
+		Metrics: pm, Edge: em, Log: log, ArchiveOrders: sink.ArchiveOrder,
+		Passes: passes, PassKeys: keys, ArchivePasses: sink.ArchivePass})
 	if err != nil {
 		stopSink()
 		stopBG()
@@ -146,6 +153,15 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *Hooks
 		<-served // the serving goroutine has returned
 		return err
 	})
+
+	if cfg.API.Listen != "" {
+		if err := serveAPI(bg, &bgGroup, cfg.API, passes, sink.Audit, log); err != nil {
+			stopSink()
+			stopBG()
+			_ = bgGroup.Wait()
+			return err
+		}
+	}
 
 	hup := make(chan os.Signal, 1) // size 1: a burst of SIGHUPs merges into one reload
 	signal.Notify(hup, syscall.SIGHUP)
@@ -195,6 +211,43 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *Hooks
 	return runErr
 }
 
+// serveAPI starts the people's API (passes, dossiers) on api.listen.
+func serveAPI(ctx context.Context, g *errgroup.Group, cfg config.API, passes *processor.PassBook, audit func(pipeline.AuditRow), log *slog.Logger) error {
+	tokens, err := api.LoadTokens(cfg.TokensFile)
+	if err != nil {
+		return err
+	}
+	l, err := api.Listen(cfg.Listen, cfg.TLS.CertFile, cfg.TLS.KeyFile)
+	if err != nil {
+		return err
+	}
+	srv := &api.Server{Tokens: tokens, Passes: passes, Audit: audit, Now: time.Now, Log: log.With("component", "api")}
+	log.Info("api listening", "addr", cfg.Listen, "tls", cfg.TLS.CertFile != "", "tokens", len(tokens))
+	g.Go(func() error { return srv.Serve(ctx, l) })
+	return nil
+}
+
+// loadPasses reads the issuers' keys and passes.file.
+func loadPasses(cfg *config.Config, log *slog.Logger) (*processor.PassBook, []ed25519.PublicKey, error) {
+	keys, err := load.VerifyKeys(cfg.Passes.VerifyKeysFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	if keys == nil {
+		log.Warn("passes.verify_keys_file is not set: pass signatures are not checked, and a forged pass excuses a trip")
+	}
+	book := processor.NewPassBook()
+	if cfg.Passes.File != "" {
+		dec := processor.PassDecoder{MaxBytes: cfg.Limits.MaxMessageBytes, MaxDuration: cfg.Passes.MaxDuration, Keys: keys}
+		n, err := load.PassesFile(cfg.Passes.File, book, dec, log)
+		if err != nil {
+			return nil, nil, err
+		}
+		log.Info("passes file loaded", "file", cfg.Passes.File, "passes", n)
+	}
+	return book, keys, nil
+}
+
 // openClickHouse migrates and connects, retrying while the server is down.
 func openClickHouse(ctx context.Context, cfg *config.Config, em *edge.Metrics, log *slog.Logger) (*clickhouse.Sink, error) {
 	for attempt := 0; ; attempt++ {
@@ -216,16 +269,8 @@ func openClickHouse(ctx context.Context, cfg *config.Config, em *edge.Metrics, l
 	}
 }
 
-// The operators' HTTP listener is bounded: a client that never finishes
-// its headers, or keeps a connection idle, is cut off, and at most
-// maxHTTPConns connections are open at once.
-const (
-	maxHTTPConns   = 256
-	maxProfileSecs = 30
-	// idleTimeout closes a kept-alive connection left silent (Prometheus
-	// scrapes every 15 s or more, so it reconnects, which is cheap).
-	idleTimeout = 10 * time.Second
-)
+// maxProfileSecs bounds a CPU profile of /debug/pprof/profile.
+const maxProfileSecs = 30
 
 func serveHTTP(cfg config.Metrics, reg *prometheus.Registry, ready func(context.Context) string, log *slog.Logger) (*http.Server, <-chan struct{}, error) {
 	if err := web.Validate(cfg.WebConfigFile); err != nil {
@@ -260,14 +305,12 @@ func serveHTTP(cfg config.Metrics, reg *prometheus.Registry, ready func(context.
 	if err != nil {
 		return nil, nil, fmt.Errorf("metrics.listen %s: %w (is another qfence running? set metrics.listen)", cfg.Listen, err)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
-		WriteTimeout: (maxProfileSecs + 10) * time.Second, IdleTimeout: idleTimeout, MaxHeaderBytes: 16 << 10,
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	srv := edge.HTTPServer(mux, (maxProfileSecs+10)*time.Second, log)
 	served := make(chan struct{})
 	go func() {
 		defer close(served)
 		flags := &web.FlagConfig{WebConfigFile: &cfg.WebConfigFile}
-		if err := web.Serve(netutil.LimitListener(l, maxHTTPConns), srv, flags, log.With("component", "http")); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := web.Serve(netutil.LimitListener(l, edge.MaxHTTPConns), srv, flags, log.With("component", "http")); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http server stopped", "err", err)
 		}
 	}()

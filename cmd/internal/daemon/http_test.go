@@ -18,6 +18,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/qfence/qfence/config"
+	"github.com/qfence/qfence/sinks/edge"
 	"github.com/qfence/qfence/sinks/local"
 )
 
@@ -112,8 +113,8 @@ func TestSlowAndIdleConnectionsAreCutOff(t *testing.T) {
 	if !closedWithin(slow, 10*time.Second) {
 		t.Error("a client that never finished its headers was kept for 10 s")
 	}
-	if !closedWithin(idle, idleTimeout+5*time.Second) {
-		t.Errorf("an idle kept-alive connection was kept past %s", idleTimeout+5*time.Second)
+	if !closedWithin(idle, edge.IdleTimeout+5*time.Second) {
+		t.Errorf("an idle kept-alive connection was kept past %s", edge.IdleTimeout+5*time.Second)
 	}
 }
 
@@ -122,7 +123,7 @@ func TestSlowAndIdleConnectionsAreCutOff(t *testing.T) {
 func TestConnectionsAreCapped(t *testing.T) {
 	addr := serve(t, config.Metrics{})
 	var conns []net.Conn
-	for range maxHTTPConns {
+	for range edge.MaxHTTPConns {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)

@@ -6,6 +6,7 @@ package load
 import (
 	"bufio"
 	"bytes"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io"
@@ -109,4 +110,52 @@ func (l *LineReader) Err() error {
 		return nil
 	}
 	return l.err
+}
+
+// VerifyKeys reads passes.verify_keys_file; "" is none.
+func VerifyKeys(path string) ([]ed25519.PublicKey, error) {
+	if path == "" {
+		return nil, nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("passes.verify_keys_file: %w", err)
+	}
+	keys, err := processor.ParseVerifyKeys(data)
+	if err != nil {
+		return nil, fmt.Errorf("passes.verify_keys_file %s: %w", path, err)
+	}
+	return keys, nil
+}
+
+// PassesFile loads an NDJSON passes file into book; rejected lines are
+// logged. Unlike the topic reader it holds every pass: a file is the
+// operator's, and small.
+func PassesFile(path string, book *processor.PassBook, dec processor.PassDecoder, log *slog.Logger) (held int, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, fmt.Errorf("open passes file: %w", err)
+	}
+	defer f.Close()
+	lr := NewLineReader(f, 1<<20)
+	for n := 1; ; n++ {
+		line, _, err := lr.Next()
+		if err != nil {
+			break
+		}
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		p, err := dec.Decode(nil, line)
+		if err != nil {
+			log.Warn("pass rejected", "file", path, "line", n, "err", err)
+			continue
+		}
+		book.Put(p)
+		held++
+	}
+	if err := lr.Err(); err != nil {
+		return held, fmt.Errorf("read passes file %s: %w", path, err)
+	}
+	return held, nil
 }

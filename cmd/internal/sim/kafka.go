@@ -28,3 +28,16 @@ func Lines(lines []string) []Ping {
 	}
 	return out
 }
+
+// PassMessages turns pass lines into messages keyed by their pass_id.
+func PassMessages(lines []string) []kafka.Message {
+	out := make([]kafka.Message, len(lines))
+	for i, l := range lines {
+		var v struct {
+			PassID string `json:"pass_id"`
+		}
+		_ = json.Unmarshal([]byte(l), &v)
+		out[i] = kafka.Message{Key: []byte(v.PassID), Value: []byte(l)}
+	}
+	return out
+}

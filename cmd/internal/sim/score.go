@@ -13,6 +13,10 @@ type Event struct {
 	Type      string `json:"type"`
 	At        string `json:"at"`
 	StartedAt string `json:"started_at"`
+	Pass      *struct {
+		PassID  string `json:"pass_id"`
+		ValidTo string `json:"valid_to"`
+	} `json:"pass"`
 }
 
 // Kind is one scored event type.
@@ -28,6 +32,14 @@ type Kind struct {
 // Card is the scorecard.
 type Card struct {
 	Kinds []Kind
+	// Passes are the pass trips' rows: how many of each went as they must.
+	Passes []PassRow
+}
+
+// PassRow is one row of the passes scorecard: Right of Of went as they must.
+type PassRow struct {
+	What      string
+	Right, Of int
 }
 
 // Score matches events to the truth by patient and type: an event counts
@@ -72,7 +84,42 @@ func Score(truth []Truth, events []Event) Card {
 		}
 		card.Kinds = append(card.Kinds, k)
 	}
+	card.Passes = scorePasses(truth, events)
 	return card
+}
+
+// scorePasses checks the pass trips: an excused trip gives no breach, an
+// overrun (or a trip too far, or past a revocation) a breach naming its
+// pass, a forged pass a breach naming none.
+func scorePasses(truth []Truth, events []Event) []PassRow {
+	breaches := map[string][]Event{}
+	for _, e := range events {
+		if e.Type == "breach_started" {
+			breaches[e.PatientID] = append(breaches[e.PatientID], e)
+		}
+	}
+	rows := []PassRow{{What: "trips excused by a pass"}, {What: "overruns and trips too far, breaches under their pass"}, {What: "forged passes refused"}}
+	for _, t := range truth {
+		bs := breaches[t.PatientID]
+		switch t.Type {
+		case "pass_excused":
+			rows[0].Of++
+			if len(bs) == 0 {
+				rows[0].Right++
+			}
+		case "pass_breach":
+			rows[1].Of++
+			if len(bs) == 1 && bs[0].Pass != nil && bs[0].Pass.PassID == t.PassID {
+				rows[1].Right++
+			}
+		case "pass_forged":
+			rows[2].Of++
+			if len(bs) == 1 && bs[0].Pass == nil {
+				rows[2].Right++
+			}
+		}
+	}
+	return rows
 }
 
 func ratio(a, b int) float64 {
@@ -88,6 +135,11 @@ func (c Card) Print(w io.Writer) {
 	for _, k := range c.Kinds {
 		fmt.Fprintf(w, "  %-22s %9.4f %9.4f %7d %7d %10s %10s\n", k.Type, k.Precision, k.Recall, k.FalsePos, k.Missed,
 			k.DelayP50.Round(time.Second), k.DelayP95.Round(time.Second))
+	}
+	for _, r := range c.Passes {
+		if r.Of > 0 {
+			fmt.Fprintf(w, "  %-55s %6d of %d\n", r.What, r.Right, r.Of)
+		}
 	}
 }
 

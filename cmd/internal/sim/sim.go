@@ -4,6 +4,9 @@
 package sim
 
 import (
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -42,25 +45,38 @@ const (
 	PhoneOff  Behaviour = "phone_off"  // silent for longer than the signal timeout
 	Teleport  Behaviour = "teleport"   // one fix 40 km away
 	Mock      Behaviour = "mock"       // a mock location provider for a while
+	// The QR-pass trips: each patient has a signed pass for a walk out.
+	PassTrip    Behaviour = "pass_trip"    // back in time and within the distance: excused
+	PassOverrun Behaviour = "pass_overrun" // stays out long after the pass ends: a breach under it
+	PassFar     Behaviour = "pass_far"     // goes far beyond max_distance_m: a breach under it
+	PassRevoked Behaviour = "pass_revoked" // the pass is revoked while out: a breach under it
+	PassForged  Behaviour = "pass_forged"  // the pass's signature is forged: refused, a breach
 )
 
 var mix = []struct {
 	b     Behaviour
 	share float64
-}{{Home, 0.66}, {ShortTrip, 0.08}, {Walk, 0.07}, {Drive, 0.03}, {Clinic, 0.05}, {PhoneOff, 0.05}, {Teleport, 0.03}, {Mock, 0.03}}
+}{{Home, 0.57}, {ShortTrip, 0.08}, {Walk, 0.07}, {Drive, 0.03}, {Clinic, 0.05}, {PhoneOff, 0.05}, {Teleport, 0.03}, {Mock, 0.03},
+	{PassTrip, 0.05}, {PassOverrun, 0.01}, {PassFar, 0.01}, {PassRevoked, 0.01}, {PassForged, 0.01}}
 
-// Truth is one event a correct engine must emit.
+// Truth is one event a correct engine must emit, or (Type "pass_…") a
+// fact about a pass trip the scorecard checks: pass_excused (no breach may
+// come of it), pass_breach (a breach that must carry PassID), pass_forged
+// (a breach that must carry no pass).
 type Truth struct {
 	PatientID string `json:"patient_id"`
 	Type      string `json:"type"`
 	At        int64  `json:"at_ms"` // when it truly began (breach: first step out)
+	PassID    string `json:"pass_id,omitempty"`
 }
 
 // Scenario is a generated world.
 type Scenario struct {
 	Orders []string // NDJSON lines
-	Zones  []byte   // GeoJSON
-	Pings  []Ping   // in delivery order
+	Passes []string // NDJSON lines, signed with Key (forged ones not)
+	Key    ed25519.PrivateKey
+	Zones  []byte // GeoJSON
+	Pings  []Ping // in delivery order
 	Truth  []Truth
 	Counts map[Behaviour]int
 	Bad    int // malformed messages among Pings
@@ -82,6 +98,16 @@ type patient struct {
 	// travel is how long the way there (and back) takes, at a speed a
 	// person on foot or in a car really has.
 	travel int64
+	pass   *processor.Pass // the pass of a pass trip
+}
+
+// passKey is the simulator's issuer key, made from the seed: the same
+// seed gives the same signatures.
+func passKey(seed uint64) ed25519.PrivateKey {
+	b := make([]byte, ed25519.SeedSize)
+	binary.BigEndian.PutUint64(b, seed)
+	copy(b[8:], "qfence-sim-issuer-key-00")
+	return ed25519.NewKeyFromSeed(b)
 }
 
 // Generate builds a scenario; the same Params give the same scenario.
@@ -91,7 +117,7 @@ func Generate(p Params) *Scenario {
 		p.Box = synth.Moscow
 	}
 	zones := synth.Zones(r, p.Box, 36, 60)
-	s := &Scenario{Counts: map[Behaviour]int{}}
+	s := &Scenario{Counts: map[Behaviour]int{}, Key: passKey(p.Seed)}
 	var clinics []*geo.Zone
 	for _, z := range zones {
 		if z.Kind == geo.Allowed && z.MaxMinutes == 0 {
@@ -142,6 +168,8 @@ func Generate(p Params) *Scenario {
 			pt.home = synth.Offset(pt.away, -250, 0)
 			pt.travel = 250 / 5 * 1000
 			pt.dur = 2*dwell + 2*time.Duration(pt.travel)*time.Millisecond
+		case PassTrip, PassOverrun, PassFar, PassRevoked, PassForged:
+			s.passTrip(r, pt, p, inAllowed)
 		case PhoneOff:
 			pt.dur = p.Rules.SignalTimeout + 3*p.Interval
 		case Mock:
@@ -208,7 +236,7 @@ func (s *Scenario) pingsOf(r *rand.Rand, pt *patient, p Params) {
 		in := ts >= pt.start && ts < pt.start+pt.dur.Milliseconds()
 		mock := false
 		switch pt.b {
-		case ShortTrip, Walk, Drive, Clinic:
+		case ShortTrip, Walk, Drive, Clinic, PassTrip, PassOverrun, PassFar, PassRevoked, PassForged:
 			if in {
 				pos = along(pt, ts)
 				if pt.b == Clinic {
@@ -223,12 +251,12 @@ func (s *Scenario) pingsOf(r *rand.Rand, pt *patient, p Params) {
 			if !teleported && ts >= pt.start {
 				teleported = true
 				pos = synth.Offset(pt.home, 40000, 0)
-				s.Truth = append(s.Truth, Truth{pt.id, "implausible_location", ts})
+				s.Truth = append(s.Truth, Truth{pt.id, "implausible_location", ts, ""})
 			}
 		case Mock:
 			if ts >= pt.start && mockLeft == 0 && !teleported {
 				teleported, mockLeft = true, 3
-				s.Truth = append(s.Truth, Truth{pt.id, "implausible_location", ts})
+				s.Truth = append(s.Truth, Truth{pt.id, "implausible_location", ts, ""})
 			}
 			if mockLeft > 0 {
 				mock = true
@@ -245,10 +273,66 @@ func (s *Scenario) pingsOf(r *rand.Rand, pt *patient, p Params) {
 	}
 	switch pt.b {
 	case Walk, Drive:
-		s.Truth = append(s.Truth, Truth{pt.id, "breach_started", pt.start + pt.travel/4})
+		s.Truth = append(s.Truth, Truth{pt.id, "breach_started", pt.start + pt.travel/4, ""})
 	case PhoneOff:
-		s.Truth = append(s.Truth, Truth{pt.id, "signal_lost", pt.start})
+		s.Truth = append(s.Truth, Truth{pt.id, "signal_lost", pt.start, ""})
 	}
+}
+
+// passTrip plans a walk out under a pass, writes the pass and records
+// what a correct engine must make of it.
+func (s *Scenario) passTrip(r *rand.Rand, pt *patient, p Params, inAllowed func(orb.Point) bool) {
+	dwell := p.Rules.BreachAfter
+	d := 300 + r.Float64()*300
+	if pt.b == PassFar {
+		d = 1500 + r.Float64()*1000
+	}
+	pt.away, pt.travel = synth.Offset(pt.home, d, 0), int64(d/5*1000)
+	for k := 1; inAllowed(pt.away) && k < 8; k++ {
+		pt.away = synth.Offset(pt.home, d*math.Cos(float64(k)), d*math.Sin(float64(k)))
+	}
+	pt.dur = 2*dwell + 2*time.Duration(pt.travel)*time.Millisecond
+	end := pt.start + pt.dur.Milliseconds()
+	purposes := []processor.Purpose{processor.Grocery, processor.Pharmacy, processor.Medical, processor.Trash, processor.Pet, processor.Work, processor.Other}
+	pass := &processor.Pass{ID: "PX-" + pt.id[2:], PatientID: pt.id, Purpose: purposes[r.IntN(len(purposes))],
+		ValidFrom: pt.start - 60_000, ValidTo: end + 5*60_000, MaxDistanceM: 1000}
+	switch pt.b {
+	case PassTrip, PassForged:
+		s.Truth = append(s.Truth, Truth{pt.id, "pass_excused", pt.start, pass.ID})
+	case PassOverrun: // the pass ends early in the stay; the breach counts from then
+		pass.ValidTo = pt.start + pt.travel + dwell.Milliseconds()/2
+		pt.dur += 2 * dwell
+		s.Truth = append(s.Truth, Truth{pt.id, "breach_started", pass.ValidTo, ""}, Truth{pt.id, "pass_breach", pass.ValidTo, pass.ID})
+	case PassFar: // the breach begins where the walk passes max_distance_m + margin
+		at := pt.start + int64(float64(pt.travel)*(pass.MaxDistanceM+p.Rules.MarginM+60)/d)
+		s.Truth = append(s.Truth, Truth{pt.id, "breach_started", at, ""}, Truth{pt.id, "pass_breach", at, pass.ID})
+	case PassRevoked: // revoked once the patient is there
+		pass.RevokedAt = pt.start + pt.travel + 30_000
+		pt.dur += 2 * dwell
+		s.Truth = append(s.Truth, Truth{pt.id, "breach_started", pass.RevokedAt, ""}, Truth{pt.id, "pass_breach", pass.RevokedAt, pass.ID})
+	}
+	if pt.b == PassForged { // refused: the trip is a breach, under no pass
+		s.Truth[len(s.Truth)-1].Type = "pass_forged"
+		pt.dur += dwell
+		s.Truth = append(s.Truth, Truth{pt.id, "breach_started", pt.start + pt.travel/4, ""})
+	}
+	sig := ed25519.Sign(s.Key, processor.SigningMessage(pass))
+	if pt.b == PassForged {
+		sig[len(sig)/2] ^= 0x40
+	}
+	line := fmt.Sprintf(`{"pass_id":%q,"patient_id":%q,"purpose":%q,"valid_from":%q,"valid_to":%q,"max_distance_m":%g`,
+		pass.ID, pass.PatientID, pass.Purpose, processor.FormatTS(pass.ValidFrom), processor.FormatTS(pass.ValidTo), pass.MaxDistanceM)
+	if pass.RevokedAt != 0 {
+		line += fmt.Sprintf(`,"revoked_at":%q`, processor.FormatTS(pass.RevokedAt))
+	}
+	s.Passes = append(s.Passes, line+fmt.Sprintf(`,"signature":%q}`, base64.StdEncoding.EncodeToString(sig)))
+	pt.pass = pass
+}
+
+// PublicKey is the simulator issuer's public key, base64, as a line of
+// passes.verify_keys_file.
+func (s *Scenario) PublicKey() string {
+	return base64.StdEncoding.EncodeToString(s.Key.Public().(ed25519.PublicKey))
 }
 
 // along is where a travelling patient is at ts: on the straight way out,

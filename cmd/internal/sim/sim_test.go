@@ -71,6 +71,18 @@ func TestEngineMeetsTheBar(t *testing.T) {
 		book.Put(o)
 	}
 	eng := processor.NewEngine(p.Rules, book)
+	passes := processor.NewPassBook()
+	keys, err := processor.ParseVerifyKeys([]byte(s.PublicKey()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pdec := processor.PassDecoder{MaxDuration: 12 * time.Hour, Keys: keys}
+	for _, l := range s.Passes {
+		if pass, err := pdec.Decode(nil, []byte(l)); err == nil {
+			passes.Put(pass)
+		}
+	}
+	eng.UsePasses(passes)
 	dec := processor.PingDecoder{MaxBytes: 4096, DefaultAccuracy: 50}
 	var ev []processor.Event
 	var pg processor.Ping
@@ -95,5 +107,10 @@ func TestEngineMeetsTheBar(t *testing.T) {
 	t.Logf("%d patients %v, %d pings:\n%s", p.Patients, s.Counts, len(s.Pings), b.String())
 	if k := card.Kind("breach_started"); k.Precision < 0.999 || k.Recall < 0.99 {
 		t.Errorf("breaches: precision %.4f, recall %.4f; want >= 0.999 and >= 0.99", k.Precision, k.Recall)
+	}
+	for _, r := range card.Passes {
+		if r.Of == 0 || float64(r.Right) < 0.99*float64(r.Of) {
+			t.Errorf("%s: %d of %d", r.What, r.Right, r.Of)
+		}
 	}
 }

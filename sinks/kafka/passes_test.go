@@ -1,0 +1,118 @@
+package kafka_test
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/qfence/qfence/config/contract"
+	"github.com/qfence/qfence/processor"
+	"github.com/qfence/qfence/sinks/kafka/kafkatest"
+)
+
+func passMsg(id, patient string, from, to time.Time) kafka.Message {
+	return kafka.Message{Key: []byte(id), Value: fmt.Appendf(nil, `{"pass_id":%q,"patient_id":%q,"purpose":"medical","valid_from":%q,"valid_to":%q}`,
+		id, patient, from.Format(time.RFC3339), to.Format(time.RFC3339))}
+}
+
+func orderMsg(id string) kafka.Message {
+	return kafka.Message{Key: []byte(id), Value: fmt.Appendf(nil,
+		`{"patient_id":%q,"home":{"lat":55.7512,"lon":37.6184},"radius_m":50,"starts_at":"2026-04-01T00:00:00Z"}`, id)}
+}
+
+func pingMsg(id string, at time.Time, lat float64) kafka.Message {
+	return kafka.Message{Key: []byte(id), Value: fmt.Appendf(nil, `{"patient_id":%q,"ts":%q,"lat":%v,"lon":37.6184,"accuracy_m":5}`,
+		id, at.Format(time.RFC3339), lat)}
+}
+
+// Passes are a global table read before the pings: not ready until read,
+// a bad pass goes to passes-dlq with the contract's headers, a tombstone
+// deletes, a pass of someone under no order is not held, and a new
+// patient's passes already on the topic are found by the rescan.
+func TestPassesAreAGlobalTableOfPatientsOnly(t *testing.T) {
+	addr, k, d := setup(t)
+	now := time.Now().UTC().Truncate(time.Second)
+	kafkatest.Produce(t, addr, d.Config.Kafka.Topics.Orders, []kafka.Message{orderMsg("p-1")})
+	kafkatest.Produce(t, addr, d.Config.Kafka.Topics.Passes, []kafka.Message{
+		passMsg("X-1", "p-1", now.Add(-time.Hour), now.Add(time.Hour)),
+		passMsg("X-2", "p-1", now.Add(-time.Hour), now.Add(time.Hour)),
+		passMsg("X-3", "resident-9", now.Add(-time.Hour), now.Add(time.Hour)), // under no order
+		passMsg("X-4", "p-late", now.Add(-time.Hour), now.Add(time.Hour)),     // the order comes later
+		{Key: []byte("X-5"), Value: []byte(`{"pass_id":"X-5","patient_id":"p-1","purpose":"party","valid_from":1,"valid_to":2}`)},
+	})
+	d.Sink, d.Passes, d.PassRescan = kafkatest.NewRecorder(), processor.NewPassBook(), 200*time.Millisecond
+	svc := kafkatest.RunServiceWith(t, *d)
+	kafkatest.WaitFor(t, time.Minute, "ready", func() bool { return svc.Svc.Ready(t.Context()) == "" })
+	if d.Passes.ByID("X-1") == nil || d.Passes.ByID("X-2") == nil {
+		t.Fatal("ready without the passes of p-1")
+	}
+	if d.Passes.ByID("X-3") != nil || d.Passes.ByID("X-4") != nil || d.Passes.Len() != 2 {
+		t.Errorf("holds %d passes, some of people under no order", d.Passes.Len())
+	}
+	if n := testutil.ToFloat64(svc.Metrics.Passes.WithLabelValues("not_a_patient")); n != 2 {
+		t.Errorf("qfence_passes_total{outcome=not_a_patient} = %v, want 2", n)
+	}
+	kafkatest.WaitFor(t, time.Minute, "the bad pass dead-lettered", func() bool {
+		return len(kafkatest.ReadAll(t, k, d.Config.Kafka.Topics.PassesDLQ)[0]) == 1
+	})
+	dl := kafkatest.ReadAll(t, k, d.Config.Kafka.Topics.PassesDLQ)[0][0]
+	headers, err := contract.Schema(contract.DeadLetterHeaders)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	var values [][]byte
+	for _, h := range dl.Headers {
+		keys, values = append(keys, h.Key), append(values, h.Value)
+	}
+	if err := contract.Validate(headers, contract.Headers(keys, values)); err != nil || header(dl, "qfence-reason") != "bad_purpose" ||
+		header(dl, "qfence-topic") != d.Config.Kafka.Topics.Passes || string(dl.Key) != "X-5" {
+		t.Errorf("dead letter %q headers %v: %v", dl.Key, dl.Headers, err)
+	}
+
+	kafkatest.Produce(t, addr, d.Config.Kafka.Topics.Passes, []kafka.Message{{Key: []byte("X-2"), Value: nil}})
+	kafkatest.WaitFor(t, time.Minute, "the tombstone applied", func() bool { return d.Passes.ByID("X-2") == nil })
+	kafkatest.Produce(t, addr, d.Config.Kafka.Topics.Orders, []kafka.Message{orderMsg("p-late")})
+	kafkatest.WaitFor(t, time.Minute, "the new patient's pass found", func() bool { return d.Passes.ByID("X-4") != nil })
+	if d.Passes.ByID("X-3") != nil {
+		t.Error("the rescan took a pass of someone under no order")
+	}
+	svc.Stop(t)
+}
+
+// A pass that arrives after the pings it would have covered excuses
+// nothing retroactively: pings are judged in processing order, against the
+// tables as they are then, like orders.
+func TestAPassIsNotAppliedRetroactively(t *testing.T) {
+	addr, k, d := setup(t)
+	start := kafkatest.DataStart
+	kafkatest.Produce(t, addr, d.Config.Kafka.Topics.Orders, []kafka.Message{orderMsg("p-1")})
+	sink := kafkatest.NewRecorder()
+	d.Sink, d.Passes = sink, processor.NewPassBook()
+	d.Now = func() time.Time { return start.Add(time.Hour) }
+	svc := kafkatest.RunServiceWith(t, *d)
+	kafkatest.WaitFor(t, time.Minute, "ready", func() bool { return svc.Svc.Ready(t.Context()) == "" })
+	kafkatest.Produce(t, addr, d.Config.Kafka.Topics.Pings, []kafka.Message{
+		pingMsg("p-1", start, 55.7512), pingMsg("p-1", start.Add(5*time.Minute), 55.76), pingMsg("p-1", start.Add(11*time.Minute), 55.76)})
+	kafkatest.WaitFor(t, time.Minute, "the breach", func() bool { return countEvents(t, k, "breach_started") == 1 })
+	kafkatest.Produce(t, addr, d.Config.Kafka.Topics.Passes, []kafka.Message{passMsg("X-1", "p-1", start, start.Add(time.Hour))})
+	kafkatest.WaitFor(t, time.Minute, "the pass held", func() bool { return d.Passes.ByID("X-1") != nil })
+	// The next ping is covered; the breach it was part of stays.
+	kafkatest.Produce(t, addr, d.Config.Kafka.Topics.Pings, []kafka.Message{pingMsg("p-1", start.Add(14*time.Minute), 55.76)})
+	kafkatest.WaitFor(t, time.Minute, "every ping committed", func() bool { return kafkatest.CaughtUp(t, k, d.Config.Kafka.Topics.Pings) })
+	svc.Stop(t)
+	if n := countEvents(t, k, "breach_started"); n != 1 {
+		t.Errorf("%d breach_started, want the one before the pass", n)
+	}
+	rows := sink.Rows()
+	for min, want := range map[int]string{5: "state=outside", 11: "state=outside", 14: "state=excused"} {
+		if row := rows["p-1|"+strconv.FormatInt(start.Add(time.Duration(min)*time.Minute).UnixMilli(), 10)]; !strings.HasSuffix(row, want) {
+			t.Errorf("the ping at minute %d: %q, want %s", min, row, want)
+		}
+	}
+}
