@@ -4,10 +4,10 @@ PKGS    := ./...
 # Packages that start goroutines run under the race detector in `make test`;
 # the pure ones run without it (it would only slow them down).
 RACE_PKGS := ./processor/pipeline/... ./sinks/... ./cmd/...
-PURE_PKGS := ./geo/... ./config/... ./processor/
+PURE_PKGS := ./geo/... ./config/... ./processor/ ./processor/dossier/
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: help build test bench fuzz lint demo clean clickhouse
+.PHONY: help build test bench fuzz lint demo clean clickhouse chromium
 
 help: ## List the targets and what they do.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -18,7 +18,7 @@ demo: clickhouse ## The whole system on this machine (private ClickHouse, embedd
 build: ## Build bin/qfence and bin/qfence-sim.
 	$(GO) build -o bin/ ./cmd/...
 
-test: clickhouse ## Every test (real ClickHouse started privately, embedded Kafka), with the race detector where goroutines run.
+test: clickhouse chromium ## Every test (real ClickHouse started privately, embedded Kafka), with the race detector where goroutines run.
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 $(PURE_PKGS)
 	$(GO) test -count=1 -race -timeout 20m $(RACE_PKGS)
@@ -36,6 +36,7 @@ bench: clickhouse ## Benchmarks (6 runs of the hot paths, 3 of the big ones) and
 fuzz: ## Fuzz every decoder for FUZZTIME each (default 30s).
 	$(GO) test -run '^$$' -fuzz FuzzPingDecode -fuzztime $${FUZZTIME:-30s} ./processor/
 	$(GO) test -run '^$$' -fuzz FuzzOrderDecode -fuzztime $${FUZZTIME:-30s} ./processor/
+	$(GO) test -run '^$$' -fuzz FuzzPassDecode -fuzztime $${FUZZTIME:-30s} ./processor/
 	$(GO) test -run '^$$' -fuzz FuzzExactDecimal -fuzztime $${FUZZTIME:-30s} ./processor/
 	$(GO) test -run '^$$' -fuzz FuzzParseZones -fuzztime $${FUZZTIME:-30s} ./geo/
 	$(GO) test -run '^$$' -fuzz FuzzConfig -fuzztime $${FUZZTIME:-30s} ./config/
@@ -50,6 +51,12 @@ clickhouse: ## Install Debian's clickhouse-server package if it is missing (the 
 	  echo "installing clickhouse-server (Debian package)…"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq clickhouse-server clickhouse-client; }
+
+chromium: ## Install Debian's chromium if it is missing (the dossier is tested in a real headless browser).
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+	  echo "installing chromium (Debian package)…"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
 
 clean: ## Remove build output.
 	rm -rf bin bench.txt

@@ -239,3 +239,12 @@ func sortZones(zs []*Zone) {
 		z.rank = i
 	}
 }
+
+// Shape is the zone's geometry for drawing: its rings (each polygon's outer
+// ring, then its holes) or, for a circle, its centre and radius in metres.
+func (z *Zone) Shape() (rings [][]orb.Ring, center orb.Point, radiusM float64) {
+	for _, p := range z.poly {
+		rings = append(rings, p.rings)
+	}
+	return rings, z.center, z.radius
+}

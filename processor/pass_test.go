@@ -218,3 +218,23 @@ func FuzzPassDecode(f *testing.F) {
 		}
 	})
 }
+
+func TestPassPatientIsFoundWithoutAParse(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want string
+		ok   bool
+	}{
+		{`{"pass_id":"x","patient_id":"p-1","purpose":"pet"}`, "p-1", true},
+		{`{"pass_id":"x", "patient_id" :  "p-2"}`, "p-2", true},
+		{`{"patient_id":"p\u002d3"}`, "", false},                     // escaped: parse
+		{`{"patient_id":"p-1","x":{"patient_id":"p-9"}}`, "", false}, // twice: parse
+		{`{"pass_id":"x"}`, "", false},
+		{`{"patient_id":7}`, "", false},
+	} {
+		id, ok := processor.PassPatient([]byte(tc.in))
+		if ok != tc.ok || string(id) != tc.want {
+			t.Errorf("%s: %q %v, want %q %v", tc.in, id, ok, tc.want, tc.ok)
+		}
+	}
+}

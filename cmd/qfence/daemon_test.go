@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -120,6 +121,10 @@ func TestDaemon(t *testing.T) {
 
 	t.Run("the pass endpoint answers a scanner, behind tokens, over TLS, audited", func(t *testing.T) {
 		testPassAPI(t, k, &cfg, string(sim.Lines(s.Orders)[0].Key), ca.CAFile)
+	})
+
+	t.Run("a reviewer reads a breach's dossier in a browser", func(t *testing.T) {
+		testDossierAPI(t, &cfg, ca.CAFile)
 	})
 
 	t.Run("no patient id in a log line at info level or above", func(t *testing.T) {
@@ -345,14 +350,7 @@ func testPassAPI(t *testing.T, k *kafka.Client, cfg *config.Config, patient, caF
 	if err := k.Publish(t.Context(), cfg.Kafka.Topics.Passes, msgs, 0, nil); err != nil {
 		t.Fatal(err)
 	}
-	pem, err := os.ReadFile(caFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(pem)
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
-	defer client.CloseIdleConnections()
+	client := apiClient(t, caFile)
 	base := "https://" + cfg.API.Listen
 	get := func(path, token string) (int, map[string]any) {
 		req, _ := http.NewRequest(http.MethodGet, base+path, nil)
@@ -440,4 +438,72 @@ func testPassAPI(t *testing.T, k *kafka.Client, cfg *config.Config, patient, caF
 	if n := count("SELECT count() FROM " + db + ".passes WHERE pass_id = 'P-valid'"); n == 0 {
 		t.Error("the passes table lacks P-valid")
 	}
+}
+
+// testDossierAPI checks the dossier endpoint's refusals, then opens a
+// breach's dossier in headless Chromium (QFENCE_DOSSIER_SHOT=FILE keeps
+// its screenshot).
+func testDossierAPI(t *testing.T, cfg *config.Config, caFile string) {
+	ch, err := clickhouse.Connect(t.Context(), cfg.ClickHouse)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	var id string
+	if err := waitUntil(t.Context(), 30*time.Second, func() bool {
+		return ch.QueryRow(t.Context(), "SELECT event_id FROM "+cfg.ClickHouse.Database+".events FINAL WHERE type = 'breach_started' ORDER BY at LIMIT 1").Scan(&id) == nil
+	}); err != nil {
+		t.Fatal("no breach in ClickHouse to show")
+	}
+	client := apiClient(t, caFile)
+	const reviewer = "reviewer-token-0123456789"
+	base := "https://" + cfg.API.Listen + "/v1/events/"
+	for _, tc := range []struct {
+		name, path, token string
+		want              int
+	}{
+		{"no token", id, "", 401},
+		{"an unknown event", "0123456789abcdef0123456789abcdef", reviewer, 404},
+		{"the breach", id, reviewer, 200},
+	} {
+		req, _ := http.NewRequest(http.MethodGet, base+tc.path+"/dossier", nil)
+		if tc.token != "" {
+			req.Header.Set("Authorization", "Bearer "+tc.token)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("%s: %d %s, want %d", tc.name, resp.StatusCode, body, tc.want)
+		}
+		if tc.want == 200 && (!bytes.Contains(body, []byte("<svg")) || len(body) > 1<<20) {
+			t.Errorf("the dossier is %d bytes and has no map", len(body))
+		}
+	}
+	testDossierInABrowser(t, base+id+"/dossier", reviewer, os.Getenv("QFENCE_DOSSIER_SHOT"))
+	// Every call, the browser's too, is audited.
+	if err := waitUntil(t.Context(), 30*time.Second, func() bool {
+		var n uint64
+		return ch.QueryRow(t.Context(), "SELECT count() FROM "+cfg.ClickHouse.Database+".api_audit WHERE path LIKE '/v1/events/%/dossier'").Scan(&n) == nil && n >= 5 // police's 403, then 401, 404, 200 and the browser's
+	}); err != nil {
+		t.Error("the dossier requests are not all in api_audit")
+	}
+}
+
+// apiClient is an HTTPS client that trusts the test CA; its connections
+// close when the test ends.
+func apiClient(t *testing.T, caFile string) *http.Client {
+	t.Helper()
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pem)
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
+	t.Cleanup(client.CloseIdleConnections)
+	return client
 }

@@ -38,6 +38,6 @@ func newRoot() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().String("config", "", "YAML config file (every key can be overridden by QFENCE_* environment variables)")
-	root.AddCommand(newRun(), newMigrate(), newReplay(), newBroker(), newDemo())
+	root.AddCommand(newRun(), newMigrate(), newReplay(), newBroker(), newDemo(), newDossier())
 	return root
 }

@@ -128,7 +128,8 @@ func (c *Sink) insertEvents(ctx context.Context, events []processor.Event) error
 		vals = c.appendTime(vals, e.At)
 		vals = c.appendTime(vals, e.StartedAt)
 		return append(vals, ended, e.DurationS, e.Reason, e.Location.Lat, e.Location.Lon, e.Location.Accuracy, e.Location.Distance,
-			e.MaxDistance, e.Home[1], e.Home[0], e.RadiusM, e.District, e.Zone, string(processor.AppendEvidenceJSON(nil, e.Evidence)), now, passID(e))
+			e.MaxDistance, e.Home[1], e.Home[0], e.RadiusM, e.District, e.Zone, string(processor.AppendEvidenceJSON(nil, e.Evidence)), now, passID(e),
+			c.Rules.MarginM, c.Rules.BreachAfter.Seconds(), uint16(c.Rules.BreachMinPings))
 	})
 }
 

@@ -18,7 +18,7 @@ func newPseudonymizer(key []byte) *pseudonymizer {
 	return &pseudonymizer{key: key, cache: make(map[string]string)}
 }
 
-// Pseudonym is the pseudonym of id under key (shared/CONTRACT.md 3.2).
+// Pseudonym is the pseudonym of id under key (config/contract/CONTRACT.md 3.2).
 func Pseudonym(key []byte, id string) string {
 	m := hmac.New(sha256.New, key)
 	m.Write([]byte(id))

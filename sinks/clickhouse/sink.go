@@ -22,6 +22,10 @@ import (
 // with backoff from qfence's own buffer (a clickhouse-go batch cannot be
 // reused after a failed Send), so an outage delays rows but loses none.
 type Sink struct {
+	// Rules are the rule values the events are decided by, stored with
+	// each event for its dossier (set before Run).
+	Rules processor.Rules
+
 	conn    driver.Conn
 	dials   *conns
 	schema  Schema

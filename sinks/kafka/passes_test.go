@@ -1,14 +1,18 @@
 package kafka_test
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	qkafka "github.com/qfence/qfence/sinks/kafka"
+
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/qfence/qfence/config/contract"
 	"github.com/qfence/qfence/processor"
@@ -114,5 +118,65 @@ func TestAPassIsNotAppliedRetroactively(t *testing.T) {
 		if row := rows["p-1|"+strconv.FormatInt(start.Add(time.Duration(min)*time.Minute).UnixMilli(), 10)]; !strings.HasSuffix(row, want) {
 			t.Errorf("the ping at minute %d: %q, want %s", min, row, want)
 		}
+	}
+}
+
+// An empty (not null) pass value is malformed, not a deletion.
+func TestAnEmptyPassValueIsMalformedNotADeletion(t *testing.T) {
+	addr, k, d := setup(t)
+	now := time.Now().UTC()
+	kafkatest.Produce(t, addr, d.Config.Kafka.Topics.Orders, []kafka.Message{orderMsg("p-1")})
+	kafkatest.Produce(t, addr, d.Config.Kafka.Topics.Passes, []kafka.Message{passMsg("X-1", "p-1", now.Add(-time.Hour), now.Add(time.Hour)),
+		{Key: []byte("X-1"), Value: []byte{}}})
+	d.Sink, d.Passes = kafkatest.NewRecorder(), processor.NewPassBook()
+	svc := kafkatest.RunServiceWith(t, *d)
+	kafkatest.WaitFor(t, time.Minute, "the empty value dead-lettered", func() bool {
+		return len(kafkatest.ReadAll(t, k, d.Config.Kafka.Topics.PassesDLQ)[0]) == 1
+	})
+	if d.Passes.ByID("X-1") == nil {
+		t.Error("an empty value deleted the pass")
+	}
+	if got := header(kafkatest.ReadAll(t, k, d.Config.Kafka.Topics.PassesDLQ)[0][0], "qfence-reason"); got != string(processor.MalformedJSON) {
+		t.Errorf("reason %q, want malformed_json", got)
+	}
+	svc.Stop(t)
+}
+
+// A table counts a partition as read when its position reaches the end
+// offset it saw, even when the records up to there are gone (compaction,
+// retention, transaction markers): it once waited for offset end-1.
+func TestATableWhoseTailIsGoneStillLoads(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.Ports(0), kfake.NumBrokers(1), kfake.DefaultNumPartitions(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cfg, k := kafkatest.KafkaAt(t, c.ListenAddrs()[0])
+	kafkatest.Produce(t, c.ListenAddrs()[0], cfg.Kafka.Topics.Orders, []kafka.Message{orderMsg("p-1"), orderMsg("p-2"), orderMsg("p-3")})
+	parts, err := k.Partitions(t.Context(), cfg.Kafka.Topics.Orders)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ends, err := k.EndOffsets(t.Context(), cfg.Kafka.Topics.Orders, parts[cfg.Kafka.Topics.Orders])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p, end := range ends {
+		if end > 0 {
+			if err := c.DeleteRecords(cfg.Kafka.Topics.Orders, int32(p), end); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	loaded := make(chan struct{})
+	go func() {
+		_ = k.ReadTable(ctx, cfg.Kafka.Topics.Orders, false, func(*qkafka.TableRecord) {}, func() { close(loaded) })
+	}()
+	select {
+	case <-loaded:
+	case <-ctx.Done():
+		t.Fatal("a table whose records are all gone never loaded")
 	}
 }

@@ -32,6 +32,7 @@ import (
 	"github.com/qfence/qfence/config"
 	"github.com/qfence/qfence/geo"
 	"github.com/qfence/qfence/processor"
+	"github.com/qfence/qfence/processor/dossier"
 	"github.com/qfence/qfence/processor/pipeline"
 	"github.com/qfence/qfence/sinks/api"
 	"github.com/qfence/qfence/sinks/clickhouse"
@@ -109,6 +110,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *Hooks
 		_ = bgGroup.Wait()
 		return err
 	}
+	sink.Rules = cfg.Rules.Engine()
 	sinkDone := make(chan error, 1)
 	sinkCtx, stopSink := context.WithCancel(context.WithoutCancel(ctx))
 	go func() { sinkDone <- sink.Run(sinkCtx, bg) }()
@@ -155,7 +157,12 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *Hooks
 	})
 
 	if cfg.API.Listen != "" {
-		if err := serveAPI(bg, &bgGroup, cfg.API, passes, sink.Audit, log); err != nil {
+		reader, err := clickhouse.NewReader(ctx, cfg.ClickHouse, cfg.Privacy.PseudonymizeKey != "")
+		if err == nil {
+			defer reader.Close()
+			err = serveAPI(bg, &bgGroup, cfg.API, passes, &Dossiers{Reader: reader, Zones: zones.Load}, sink.Audit, log)
+		}
+		if err != nil {
 			stopSink()
 			stopBG()
 			_ = bgGroup.Wait()
@@ -212,7 +219,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *Hooks
 }
 
 // serveAPI starts the people's API (passes, dossiers) on api.listen.
-func serveAPI(ctx context.Context, g *errgroup.Group, cfg config.API, passes *processor.PassBook, audit func(pipeline.AuditRow), log *slog.Logger) error {
+func serveAPI(ctx context.Context, g *errgroup.Group, cfg config.API, passes *processor.PassBook, dossiers api.Dossiers, audit func(pipeline.AuditRow), log *slog.Logger) error {
 	tokens, err := api.LoadTokens(cfg.TokensFile)
 	if err != nil {
 		return err
@@ -221,10 +228,30 @@ func serveAPI(ctx context.Context, g *errgroup.Group, cfg config.API, passes *pr
 	if err != nil {
 		return err
 	}
-	srv := &api.Server{Tokens: tokens, Passes: passes, Audit: audit, Now: time.Now, Log: log.With("component", "api")}
+	srv := &api.Server{Tokens: tokens, Passes: passes, Dossiers: dossiers, Audit: audit, Now: time.Now, Log: log.With("component", "api")}
 	log.Info("api listening", "addr", cfg.Listen, "tls", cfg.TLS.CertFile != "", "tokens", len(tokens))
 	g.Go(func() error { return srv.Serve(ctx, l) })
 	return nil
+}
+
+// Dossiers makes dossier pages from what ClickHouse holds and the zones in
+// force: the API's and `qfence dossier`'s.
+type Dossiers struct {
+	Reader *clickhouse.Reader
+	Zones  func() *geo.Zones
+}
+
+// Dossier renders the page of an event (api.ErrUnknownEvent when there is
+// no such event).
+func (d *Dossiers) Dossier(ctx context.Context, eventID string) ([]byte, error) {
+	c, err := d.Reader.Case(ctx, eventID)
+	if errors.Is(err, clickhouse.ErrNoEvent) {
+		return nil, api.ErrUnknownEvent
+	}
+	if err != nil {
+		return nil, err
+	}
+	return dossier.Render(c, d.Zones())
 }
 
 // loadPasses reads the issuers' keys and passes.file.

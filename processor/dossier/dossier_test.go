@@ -1,0 +1,218 @@
+package dossier_test
+
+import (
+	"bufio"
+	"bytes"
+	"flag"
+	"math"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/paulmach/orb"
+
+	"github.com/qfence/qfence/geo"
+	"github.com/qfence/qfence/processor"
+	"github.com/qfence/qfence/processor/dossier"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/dossier/*.html")
+
+const scenarios = "../../testdata/scenarios"
+
+// overrunCase replays testdata/scenarios/pass.ndjson and makes the case of
+// its first breach: a grocery trip that outlasted its pass.
+func overrunCase(t *testing.T) (*dossier.Case, *geo.Zones) {
+	t.Helper()
+	zdata, err := os.ReadFile(filepath.Join(scenarios, "zones.geojson"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	zones, err := geo.ParseZones(zdata)
+	if err != nil {
+		t.Fatal(err)
+	}
+	book := processor.NewOrderBook()
+	for _, l := range readLines(t, filepath.Join(scenarios, "orders.ndjson")) {
+		if o, err := processor.DecodeOrder(nil, l, 0, zones); err == nil {
+			book.Put(o)
+		}
+	}
+	passes := processor.NewPassBook()
+	var held []*processor.Pass
+	for _, l := range readLines(t, filepath.Join(scenarios, "passes.ndjson")) {
+		if p, err := (&processor.PassDecoder{}).Decode(nil, l); err == nil && p.ID != "PX-p-pass-3" { // the third is forged
+			passes.Put(p)
+			held = append(held, p)
+		}
+	}
+	rules := processor.DefaultRules()
+	eng := processor.NewEngine(rules, book)
+	eng.UsePasses(passes)
+	dec := processor.PingDecoder{MaxBytes: 4096, DefaultAccuracy: 50}
+	var events []processor.Event
+	var tracks []processor.Track
+	var p processor.Ping
+	for _, l := range readLines(t, filepath.Join(scenarios, "pass.ndjson")) {
+		if err := dec.Decode(l, 0, &p); err != nil {
+			t.Fatal(err)
+		}
+		var out processor.Outcome
+		var tr processor.Track
+		events, out, tr = eng.Process(&p, zones, events)
+		if out == processor.Accepted || out == processor.Late {
+			tracks = append(tracks, tr)
+		}
+	}
+	var e *processor.Event
+	for i := range events {
+		if events[i].Type == processor.BreachStarted {
+			e = &events[i]
+			break
+		}
+	}
+	if e == nil || e.Pass == nil {
+		t.Fatal("the scenario gave no breach under a pass")
+	}
+	c := &dossier.Case{EventID: e.IDString(), Type: e.Type.String(), PatientID: e.PatientID, At: e.At, StartedAt: e.StartedAt,
+		EndedAt: e.EndedAt, DurationS: e.DurationS, Reason: e.Reason, Home: orb.Point(e.Home), RadiusM: e.RadiusM, District: e.District,
+		PassID: e.Pass.ID, Rules: dossier.Rules{MarginM: rules.MarginM, BreachAfterS: rules.BreachAfter.Seconds(), BreachMinPings: rules.BreachMinPings},
+		Evidence: map[int64]bool{}, Database: "qfence", GeneratedAt: time.Date(2026, 4, 2, 12, 0, 0, 0, time.UTC)}
+	for _, ev := range e.Evidence {
+		c.Evidence[ev.TS] = true
+	}
+	c.WindowFrom, c.WindowTo = dossier.Window(c.StartedAt, c.At, c.EndedAt)
+	for _, tr := range tracks {
+		if tr.TS >= c.WindowFrom && tr.TS <= c.WindowTo {
+			c.Pings = append(c.Pings, dossier.Ping{TS: tr.TS, Lat: tr.Lat, Lon: tr.Lon, AccuracyM: float64(tr.Accuracy), DistanceM: float64(tr.Distance),
+				State: tr.State.String(), Flag: tr.Flag.String(), PassID: tr.PassID, Zone: tr.Zone})
+		}
+	}
+	for _, ps := range held {
+		if ps.ValidFrom <= c.WindowTo && ps.ValidTo >= c.WindowFrom {
+			c.Passes = append(c.Passes, dossier.Pass{ID: ps.ID, Purpose: ps.Purpose.String(), ValidFrom: ps.ValidFrom, ValidTo: ps.ValidTo, MaxDistanceM: ps.MaxDistanceM})
+		}
+	}
+	return c, zones
+}
+
+func readLines(t *testing.T, path string) [][]byte {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out [][]byte
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if len(bytes.TrimSpace(sc.Bytes())) > 0 {
+			out = append(out, bytes.Clone(sc.Bytes()))
+		}
+	}
+	return out
+}
+
+// The dossier of a pass overrun, byte for byte (go test ./processor/dossier -update).
+func TestDossierGolden(t *testing.T) {
+	c, zones := overrunCase(t)
+	page, err := dossier.Render(c, zones)
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden := "../../testdata/dossier/pass-overrun.html"
+	if *update {
+		if err := os.MkdirAll(filepath.Dir(golden), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(golden, page, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (go test ./processor/dossier -update makes it)", err)
+	}
+	if !bytes.Equal(page, want) {
+		t.Errorf("the dossier differs from %s (if intended: go test ./processor/dossier -update)", golden)
+	}
+	for _, banned := range []string{"<script", "http://", "https://", "src=", "@import"} {
+		if strings.Contains(strings.ReplaceAll(string(page), `xmlns="http://www.w3.org/2000/svg"`, ""), banned) {
+			t.Errorf("the page holds %q: it must be self-contained", banned)
+		}
+	}
+	if len(page) > 1<<20 {
+		t.Errorf("the page is %d bytes, over 1 MB", len(page))
+	}
+}
+
+var (
+	attr = func(name string) *regexp.Regexp { return regexp.MustCompile(name + `="([^"]+)"`) }
+	num  = func(t *testing.T, s string) float64 {
+		v, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+)
+
+// The map is to scale: the home circle's drawn radius is the order's
+// radius, a ping is drawn at its distance from home, and the scale bar is
+// as long as it says, each within 1 %.
+func TestDossierMapIsToScale(t *testing.T) {
+	c, zones := overrunCase(t)
+	page, err := dossier.Render(c, zones)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(page)
+	mpp := num(t, attr("data-m-per-px").FindStringSubmatch(s)[1])
+	home := regexp.MustCompile(`<circle id="home-r"[^>]*>`).FindString(s)
+	r := num(t, attr(` r`).FindStringSubmatch(home)[1]) * mpp
+	if math.Abs(r-c.RadiusM)/c.RadiusM > 0.01 {
+		t.Errorf("the home circle is drawn %.2f m wide, the order says %g m", r, c.RadiusM)
+	}
+	hx, hy := num(t, attr(`cx`).FindStringSubmatch(home)[1]), num(t, attr(`cy`).FindStringSubmatch(home)[1])
+	pings := regexp.MustCompile(`<g class="ping[^"]*" data-n="(\d+)" data-x="([^"]+)" data-y="([^"]+)"`).FindAllStringSubmatch(s, -1)
+	if len(pings) != len(c.Pings) || len(pings) < 5 {
+		t.Fatalf("%d ping marks for %d pings", len(pings), len(c.Pings))
+	}
+	checked := 0
+	for i, m := range pings {
+		want := c.Pings[i].DistanceM
+		if want < 100 {
+			continue // at home the 0.1 m rounding of the distance dominates
+		}
+		got := math.Hypot(num(t, m[2])-hx, num(t, m[3])-hy) * mpp
+		if math.Abs(got-want)/want > 0.01 {
+			t.Errorf("ping %s is drawn %.1f m from home, its distance is %.1f m", m[1], got, want)
+		}
+		checked++
+	}
+	if checked == 0 {
+		t.Error("no ping away from home to check")
+	}
+	bar := regexp.MustCompile(`<g id="scalebar"[^>]*>`).FindString(s)
+	if m, px := num(t, attr("data-m").FindStringSubmatch(bar)[1]), num(t, attr("data-px").FindStringSubmatch(bar)[1]); math.Abs(px*mpp-m)/m > 0.01 {
+		t.Errorf("the scale bar says %g m and is %.1f px at %g m/px", m, px, mpp)
+	}
+	// Table rows: one per ping.
+	if rows := strings.Count(s, "<tr") - 2; rows-len(c.Passes) != len(c.Pings) { // minus the two header rows
+		t.Errorf("%d table rows for %d pings and %d passes", rows, len(c.Pings), len(c.Passes))
+	}
+}
+
+// An event with nothing to map still gives a page that says so.
+func TestDossierWithoutPings(t *testing.T) {
+	c := &dossier.Case{EventID: "00000000000000000000000000000000", Type: "signal_lost", PatientID: "p-x", Home: orb.Point{37.6, 55.7}, RadiusM: 50,
+		Rules: dossier.Rules{MarginM: 25}, Evidence: map[int64]bool{}, At: 1775124000000, StartedAt: 1775122200000}
+	page, err := dossier.Render(c, nil)
+	if err != nil || !strings.Contains(string(page), "nothing to map but the home") {
+		t.Errorf("got %v, a page without the sentence", err)
+	}
+}

@@ -1,0 +1,154 @@
+package clickhouse
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/paulmach/orb"
+
+	"github.com/qfence/qfence/config"
+	"github.com/qfence/qfence/processor/dossier"
+)
+
+// ErrNoEvent is Reader.Case's answer for an event_id the events table
+// does not hold.
+var ErrNoEvent = errors.New("no such event")
+
+// maxDossierPings bounds the pings a dossier reads.
+const maxDossierPings = 5000
+
+// Reader reads what qfence stored, for the dossier.
+type Reader struct {
+	conn   driver.Conn
+	db     string
+	schema Schema
+	pseudo bool
+}
+
+// NewReader connects as qfence does. pseudonymized says whether the
+// stored patient ids are pseudonyms (privacy.pseudonymize_key is set).
+func NewReader(ctx context.Context, cfg config.ClickHouse, pseudonymized bool) (*Reader, error) {
+	conn, v, err := dialClickHouse(ctx, cfg, &conns{})
+	if err != nil {
+		return nil, err
+	}
+	return &Reader{conn: conn, db: cfg.Database, schema: Schema{DB: cfg.Database, F: FeaturesOf(v)}, pseudo: pseudonymized}, nil
+}
+
+// Close closes the connection.
+func (r *Reader) Close() error { return r.conn.Close() }
+
+// ms is a time column as Unix milliseconds, on either kind of server.
+func (r *Reader) ms(col string) string {
+	if r.schema.F.DateTime64 {
+		return fmt.Sprintf("toUnixTimestamp64Milli(%s)", col)
+	}
+	return fmt.Sprintf("toUInt64(toUnixTimestamp(%s)) * 1000 + %s_ms", col, col)
+}
+
+// Case reads an event and everything its dossier shows.
+func (r *Reader) Case(ctx context.Context, eventID string) (*dossier.Case, error) {
+	c := &dossier.Case{EventID: eventID, Database: r.db, Pseudonymized: r.pseudo, GeneratedAt: time.Now(), Evidence: map[int64]bool{}}
+	var (
+		typ, evidence                   string
+		at, started                     uint64
+		ended                           *time.Time
+		lat, lon, radius, margin, after float64
+		minPings                        uint16
+	)
+	q := fmt.Sprintf(`SELECT toString(type), patient_id, %s, %s, ended_at, duration_s, reason, home_lat, home_lon, home_radius_m,
+  district, zone, evidence, pass_id, rule_margin_m, rule_breach_after_s, rule_breach_min_pings
+FROM %s.events FINAL WHERE event_id = ? LIMIT 1`, r.ms("at"), r.ms("started_at"), r.db)
+	err := r.conn.QueryRow(ctx, q, eventID).Scan(&typ, &c.PatientID, &at, &started, &ended, &c.DurationS, &c.Reason, &lat, &lon, &radius,
+		&c.District, &c.Zone, &evidence, &c.PassID, &margin, &after, &minPings)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+			return nil, err
+		}
+		var n uint64
+		if cerr := r.conn.QueryRow(ctx, fmt.Sprintf("SELECT count() FROM %s.events WHERE event_id = ?", r.db), eventID).Scan(&n); cerr == nil && n == 0 {
+			return nil, ErrNoEvent
+		}
+		return nil, fmt.Errorf("read event %s: %w", eventID, err)
+	}
+	c.Type, c.At, c.StartedAt, c.Home, c.RadiusM = typ, int64(at), int64(started), orb.Point{lon, lat}, radius
+	c.Rules = dossier.Rules{MarginM: margin, BreachAfterS: after, BreachMinPings: int(minPings)}
+	if ended != nil {
+		c.EndedAt = ended.UnixMilli()
+	}
+	var ev []struct {
+		TS string `json:"ts"`
+	}
+	if err := json.Unmarshal([]byte(evidence), &ev); err == nil {
+		for _, e := range ev {
+			if t, err := time.Parse(time.RFC3339Nano, e.TS); err == nil {
+				c.Evidence[t.UnixMilli()] = true
+			}
+		}
+	}
+	c.WindowFrom, c.WindowTo = dossier.Window(c.StartedAt, c.At, c.EndedAt)
+	if err := r.pings(ctx, c); err != nil {
+		return nil, err
+	}
+	if err := r.passes(ctx, c); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (r *Reader) pings(ctx context.Context, c *dossier.Case) error {
+	order := "ts"
+	if !r.schema.F.DateTime64 {
+		order = "ts, ts_ms"
+	}
+	q := fmt.Sprintf(`SELECT %s, lat, lon, accuracy_m, distance_m, toString(state), toString(flag), pass_id, zone
+FROM %s.pings FINAL WHERE patient_id = ? AND ts >= toDateTime(?) AND ts <= toDateTime(?) ORDER BY %s LIMIT %d`,
+		r.ms("ts"), r.db, order, maxDossierPings)
+	rows, err := r.conn.Query(ctx, q, c.PatientID, c.WindowFrom/1000, c.WindowTo/1000+1)
+	if err != nil {
+		return fmt.Errorf("read the pings of event %s: %w", c.EventID, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var p dossier.Ping
+		var ts uint64
+		var acc, dist float32
+		if err := rows.Scan(&ts, &p.Lat, &p.Lon, &acc, &dist, &p.State, &p.Flag, &p.PassID, &p.Zone); err != nil {
+			return fmt.Errorf("read a ping: %w", err)
+		}
+		p.TS, p.AccuracyM, p.DistanceM = int64(ts), float64(acc), float64(dist)
+		if p.TS >= c.WindowFrom && p.TS <= c.WindowTo {
+			c.Pings = append(c.Pings, p)
+		}
+	}
+	return rows.Err()
+}
+
+func (r *Reader) passes(ctx context.Context, c *dossier.Case) error {
+	q := fmt.Sprintf(`SELECT pass_id, toString(purpose), toUInt64(toUnixTimestamp(valid_from)) * 1000, toUInt64(toUnixTimestamp(valid_to)) * 1000,
+  revoked_at, max_distance_m
+FROM %s.passes FINAL WHERE patient_id = ? AND deleted = 0 AND valid_from <= toDateTime(?) AND valid_to >= toDateTime(?) ORDER BY valid_from`, r.db)
+	rows, err := r.conn.Query(ctx, q, c.PatientID, c.WindowTo/1000+1, c.WindowFrom/1000)
+	if err != nil {
+		return fmt.Errorf("read the passes of event %s: %w", c.EventID, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var p dossier.Pass
+		var from, to uint64
+		var revoked *time.Time
+		if err := rows.Scan(&p.ID, &p.Purpose, &from, &to, &revoked, &p.MaxDistanceM); err != nil {
+			return fmt.Errorf("read a pass: %w", err)
+		}
+		p.ValidFrom, p.ValidTo = int64(from), int64(to)
+		if revoked != nil {
+			p.RevokedAt = revoked.UnixMilli()
+		}
+		c.Passes = append(c.Passes, p)
+	}
+	return rows.Err()
+}

@@ -1,0 +1,112 @@
+package clickhouse_test
+
+import (
+	"context"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/qfence/qfence/config"
+
+	"github.com/paulmach/orb"
+
+	"github.com/qfence/qfence/processor"
+	"github.com/qfence/qfence/processor/dossier"
+	qch "github.com/qfence/qfence/sinks/clickhouse"
+	"github.com/qfence/qfence/sinks/clickhouse/chtest"
+)
+
+// breachOf500 stores a breach whose window holds 500 pings of its patient
+// (a ping every 12 s for 100 minutes) and returns the event.
+func breachOf500(t testing.TB, cfg config.ClickHouse) processor.Event {
+	t.Helper()
+	book := processor.NewOrderBook()
+	home := orb.Point{37.62, 55.75}
+	book.Put(&processor.Order{PatientID: "p-dossier", Home: home, RadiusM: 50, StartsAt: dataStart.Add(-24 * time.Hour).UnixMilli(), EndsAt: math.MaxInt64})
+	eng := processor.NewEngine(processor.DefaultRules(), book)
+	var tracks []processor.Track
+	var events []processor.Event
+	for i := range 500 {
+		east := 5.0
+		if i >= 150 && i < 350 {
+			east = 800 + float64(i%7)*10
+		}
+		lon := home[0] + east/(111320*math.Cos(home[1]*math.Pi/180))
+		p := processor.Ping{PatientID: []byte("p-dossier"), TS: dataStart.Add(time.Duration(i) * 12 * time.Second).UnixMilli(), Lat: home[1], Lon: lon, Accuracy: 10}
+		var out processor.Outcome
+		var tr processor.Track
+		events, out, tr = eng.Process(&p, nil, events)
+		if out == processor.Accepted {
+			tracks = append(tracks, tr)
+		}
+	}
+	sink := chtest.OpenSink(t, cfg, "")
+	sink.Rules = processor.DefaultRules()
+	chtest.Write(t, sink, tracks, events)
+	for _, e := range events {
+		if e.Type == processor.BreachEnded { // its window holds all 500 pings
+			return e
+		}
+	}
+	t.Fatal("no breach")
+	return processor.Event{}
+}
+
+// A dossier read from ClickHouse holds the event, its rule values, the
+// window's pings with the evidence marked, and renders.
+func TestReaderReadsADossier(t *testing.T) {
+	cfg := chtest.DB(t, chtest.Addr)
+	cfg.RetentionDays = 3650
+	e := breachOf500(t, cfg)
+	r, err := qch.NewReader(context.Background(), cfg, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	c, err := r.Case(context.Background(), e.IDString())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Type != "breach_ended" || c.At != e.At || c.StartedAt != e.StartedAt || c.RadiusM != 50 || c.Rules.MarginM != 25 || c.Rules.BreachMinPings != 2 {
+		t.Errorf("case %+v", c)
+	}
+	if len(c.Pings) != 500 || len(c.Evidence) != len(e.Evidence) {
+		t.Errorf("%d pings, %d evidence marks (want %d)", len(c.Pings), len(c.Evidence), len(e.Evidence))
+	}
+	page, err := dossier.Render(c, nil)
+	if err != nil || !strings.Contains(string(page), e.IDString()) {
+		t.Errorf("render: %v", err)
+	}
+	if _, err := r.Case(context.Background(), "0123456789abcdef0123456789abcdef"); err != qch.ErrNoEvent {
+		t.Errorf("an unknown event: %v, want ErrNoEvent", err)
+	}
+}
+
+// BenchmarkDossier reads and renders the dossier of a breach with 500 pings
+// in its window, from ClickHouse (the goal: at most 200 ms).
+//
+//	go test -run '^$' -bench Dossier ./sinks/clickhouse/
+func BenchmarkDossier(b *testing.B) {
+	cfg := chtest.DB(b, chtest.Addr)
+	cfg.RetentionDays = 3650
+	e := breachOf500(b, cfg)
+	r, err := qch.NewReader(context.Background(), cfg, false)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	var size int
+	for b.Loop() {
+		c, err := r.Case(context.Background(), e.IDString())
+		if err != nil {
+			b.Fatal(err)
+		}
+		page, err := dossier.Render(c, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		size = len(page)
+	}
+	b.ReportMetric(float64(size)/1024, "page-KiB")
+}
