@@ -261,12 +261,15 @@ func b2i(b bool) int {
 	return 0
 }
 
+// metaVersion is the version of the partition's meta record.
+const metaVersion = 2
+
 // MarshalMeta serialises the partition's own state (watermark, sweep
 // point) and covered, an opaque number the caller keeps with it (the
 // pipeline: the offset after the last message whose results the checkpoint
 // holds).
 func (e *Engine) MarshalMeta(covered int64) []byte {
-	b := []byte{stateVersion}
+	b := []byte{metaVersion}
 	b = binary.AppendVarint(b, e.watermark)
 	b = binary.AppendVarint(b, e.nextSweep)
 	return binary.AppendVarint(b, covered)
@@ -276,7 +279,7 @@ func (e *Engine) MarshalMeta(covered int64) []byte {
 // number (-1 when the record predates it).
 func (e *Engine) UnmarshalMeta(b []byte) (covered int64, err error) {
 	r := reader{b: b}
-	if v := r.byte1(); v != stateVersion {
+	if v := r.byte1(); v != metaVersion {
 		return -1, fmt.Errorf("restore partition meta: %w", errCorrupt)
 	}
 	wm, next := r.varint(), r.varint()

@@ -51,6 +51,9 @@ type Event struct {
 	// Pass is the pass a breach's trip was taken under (breach events
 	// only; nil: null).
 	Pass *PassRef
+	// Confidence is how sure the breach is (breach events only; nil: null,
+	// for a breach restored from a state written before it was recorded).
+	Confidence *Confidence
 }
 
 // IsBreach reports whether the type is one of the breach events, which
@@ -138,6 +141,18 @@ func (e *Event) AppendJSON(b []byte, r *Rules) []byte {
 			b = append(b, e.Pass.Purpose.String()...)
 			b = append(b, `","valid_to":`...)
 			b = appendTSJSON(b, e.Pass.ValidTo)
+			b = append(b, '}')
+		}
+		b = append(b, `,"confidence":`...)
+		if c := e.Confidence; c == nil {
+			b = append(b, "null"...)
+		} else {
+			b = append(b, `{"outside_pings":`...)
+			b = strconv.AppendInt(b, int64(c.OutsidePings), 10)
+			b = append(b, `,"min_margin_m":`...)
+			b = appendDistance(b, c.MinMarginM)
+			b = append(b, `,"dwell_s":`...)
+			b = strconv.AppendInt(b, c.DwellS, 10)
 			b = append(b, '}')
 		}
 	}

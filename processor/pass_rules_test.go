@@ -186,3 +186,25 @@ func TestThePassOfABreachSurvivesARestore(t *testing.T) {
 		t.Errorf("after the restore: %v", got)
 	}
 }
+
+// A breach's confidence: the run's outside pings, the smallest
+// d - a - (r + m) among them, the run's span; breach_ended repeats it.
+func TestBreachConfidence(t *testing.T) {
+	book := processor.NewOrderBook()
+	book.Put(&processor.Order{PatientID: "p1", Home: home, RadiusM: 50, StartsAt: t0 - 3600_000, EndsAt: math.MaxInt64})
+	eng := processor.NewEngine(processor.DefaultRules(), book)
+	var ev []processor.Event
+	for _, tp := range []tping{in(0), at(5, 1000, 10), at(8, 600, 100), at(11, 900, 10), in(20), in(21)} {
+		p := ping(tp)
+		ev, _, _ = eng.Process(&p, nil, ev)
+	}
+	if len(ev) != 2 {
+		t.Fatalf("%d events, want breach_started and breach_ended", len(ev))
+	}
+	for _, e := range ev {
+		c := e.Confidence
+		if c == nil || c.OutsidePings != 3 || c.DwellS != 360 || math.Abs(float64(c.MinMarginM)-425) > 0.5 { // 600 - 100 - (50 + 25)
+			t.Errorf("%s: confidence %+v, want 3 pings, 425 m, 360 s", e.Type, c)
+		}
+	}
+}

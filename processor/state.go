@@ -79,6 +79,20 @@ type episode struct {
 	// Pass is the pass the run began under (the trip went beyond its
 	// distance, or outlasted it), carried by the breach's events.
 	Pass *PassRef
+	// MinMargin is the smallest d - a - (r + m) of the run's outside pings
+	// (how far out the least certain of them was); Conf is the confidence
+	// the breach started with, carried by its later events.
+	MinMargin float32
+	Conf      *Confidence
+}
+
+// Confidence is how sure a breach is (contract 3.1): the run's outside
+// pings, the smallest margin by which one of them was out, and the run's
+// span.
+type Confidence struct {
+	OutsidePings int32
+	MinMarginM   float32
+	DwellS       int64
 }
 
 // PassRef is how breach events quote a pass (contract 3.1).
@@ -106,7 +120,9 @@ func (s *State) ref() Evidence {
 // InBreach reports whether the patient has an open breach.
 func (s *State) InBreach() bool { return s.ep != nil && s.ep.BreachStart != 0 }
 
-const stateVersion = 2
+// stateVersion is what AppendBinary writes; UnmarshalBinary reads it and
+// version 2 (before passes and confidence).
+const stateVersion = 3
 
 // AppendBinary appends the state's serialised form to b.
 func (s *State) AppendBinary(b []byte) []byte {
@@ -145,17 +161,24 @@ func (s *State) AppendBinary(b []byte) []byte {
 		b = binary.AppendVarint(b, o.EndsAt)
 		b = appendString(b, o.District)
 	}
-	// Optional trailer (absent in states written before passes).
-	if e.Pass != nil {
-		b = append(b, trailerPass)
+	// Version 3: the pass and the confidence.
+	if e.Pass == nil {
+		b = append(b, 0)
+	} else {
+		b = append(b, 1)
 		b = appendString(b, e.Pass.ID)
 		b = append(b, byte(e.Pass.Purpose))
 		b = binary.AppendVarint(b, e.Pass.ValidTo)
 	}
-	return b
+	b = binary.LittleEndian.AppendUint32(b, math.Float32bits(e.MinMargin))
+	if e.Conf == nil {
+		return append(b, 0)
+	}
+	b = append(b, 1)
+	b = binary.AppendVarint(b, int64(e.Conf.OutsidePings))
+	b = binary.LittleEndian.AppendUint32(b, math.Float32bits(e.Conf.MinMarginM))
+	return binary.AppendVarint(b, e.Conf.DwellS)
 }
-
-const trailerPass = 2
 
 func appendEvidence(b []byte, e Evidence) []byte {
 	b = binary.AppendVarint(b, e.TS)
@@ -248,7 +271,8 @@ func (r *reader) evidence() Evidence {
 // UnmarshalBinary restores a state written by AppendBinary.
 func (s *State) UnmarshalBinary(b []byte) error {
 	r := reader{b: b}
-	if v := r.byte1(); v != stateVersion {
+	v := r.byte1()
+	if v != stateVersion && v != 2 {
 		return fmt.Errorf("%w: version %d, want %d", errCorrupt, v, stateVersion)
 	}
 	*s = State{flags: r.byte1() &^ transient, Last: r.evidence()}
@@ -269,9 +293,14 @@ func (s *State) UnmarshalBinary(b []byte) error {
 			s.order = &Order{PatientID: r.str(), Home: [2]float64{math.Float64frombits(r.u64()), math.Float64frombits(r.u64())},
 				RadiusM: math.Float64frombits(r.u64()), StartsAt: r.varint(), EndsAt: r.varint(), District: r.str(), stale: 1}
 		}
-		if r.err == nil && len(r.b) > 0 && r.b[0] == trailerPass {
-			r.byte1()
-			e.Pass = &PassRef{ID: r.str(), Purpose: Purpose(r.byte1()), ValidTo: r.varint()}
+		if v >= 3 {
+			if r.byte1() == 1 {
+				e.Pass = &PassRef{ID: r.str(), Purpose: Purpose(r.byte1()), ValidTo: r.varint()}
+			}
+			e.MinMargin = math.Float32frombits(r.u32())
+			if r.byte1() == 1 {
+				e.Conf = &Confidence{OutsidePings: int32(r.varint()), MinMarginM: math.Float32frombits(r.u32()), DwellS: r.varint()}
+			}
 		}
 		s.ep = e
 	}

@@ -262,15 +262,18 @@ func breach(st *State, cur Evidence, o *Order, r *Rules, zone string, ev []Event
 			}
 		case Outside:
 			ep = st.episode()
+			margin := cur.Distance - cur.Accuracy - float32(o.RadiusM+r.MarginM)
 			if ep.RunCount == 0 {
-				ep.RunStart = cur.TS
+				ep.RunStart, ep.MinMargin = cur.TS, margin
 			}
+			ep.MinMargin = min(ep.MinMargin, margin)
 			ep.RunCount++
 			ep.MaxDist = max(ep.MaxDist, cur.Distance)
 			ep.Evidence = addEvidence(ep.Evidence, cur, r.MaxEvidence)
 			if int(ep.RunCount) >= r.BreachMinPings && cur.TS-ep.RunStart >= r.BreachAfter.Milliseconds() {
+				ep.Conf = &Confidence{OutsidePings: ep.RunCount, MinMarginM: ep.MinMargin, DwellS: (cur.TS - ep.RunStart) / 1000}
 				e := newEvent(BreachStarted, o, cur.TS, ep.RunStart, cur)
-				e.Pass = ep.Pass
+				e.Pass, e.Confidence = ep.Pass, ep.Conf
 				e.DurationS = (cur.TS - ep.RunStart) / 1000
 				e.MaxDistance = ep.MaxDist
 				e.Zone = zone
@@ -293,7 +296,7 @@ func breach(st *State, cur Evidence, o *Order, r *Rules, zone string, ev []Event
 		ep.Evidence = addEvidence(ep.Evidence, cur, r.MaxEvidence)
 		if int(ep.ReturnCount) >= r.ReturnMinPings {
 			e := newEvent(BreachEnded, o, cur.TS, ep.BreachStart, cur)
-			e.Pass = ep.Pass
+			e.Pass, e.Confidence = ep.Pass, ep.Conf
 			e.EndedAt = ep.ReturnStart
 			e.DurationS = (ep.ReturnStart - ep.BreachStart) / 1000
 			e.MaxDistance = ep.MaxDist
@@ -315,7 +318,7 @@ func breach(st *State, cur Evidence, o *Order, r *Rules, zone string, ev []Event
 func closeBreach(st *State, endedAt int64) Event {
 	ep := st.ep
 	e := newEvent(BreachEnded, st.order, endedAt, ep.BreachStart, st.Last)
-	e.Pass = ep.Pass
+	e.Pass, e.Confidence = ep.Pass, ep.Conf
 	e.EndedAt = endedAt
 	e.DurationS = (endedAt - ep.BreachStart) / 1000
 	e.MaxDistance = ep.MaxDist
@@ -354,12 +357,12 @@ func (st *State) tidy() {
 }
 
 func (ep *episode) resetRun() {
-	ep.RunStart, ep.RunCount, ep.MaxDist, ep.Pass = 0, 0, 0, nil
+	ep.RunStart, ep.RunCount, ep.MaxDist, ep.Pass, ep.MinMargin = 0, 0, 0, nil, 0
 	ep.Evidence = ep.Evidence[:0]
 }
 
 func (ep *episode) endBreach() {
-	ep.BreachStart, ep.ReturnStart, ep.ReturnCount = 0, 0, 0
+	ep.BreachStart, ep.ReturnStart, ep.ReturnCount, ep.Conf = 0, 0, 0, nil
 	ep.resetRun()
 }
 

@@ -46,6 +46,14 @@ type Rules struct {
 	BreachMinPings int
 }
 
+// Confidence is a breach's: the run's outside pings, the smallest margin
+// by which one was out, the run's span.
+type Confidence struct {
+	OutsidePings int
+	MinMarginM   float64
+	DwellS       int64
+}
+
 // Case is everything the page shows.
 type Case struct {
 	EventID, Type string
@@ -59,6 +67,7 @@ type Case struct {
 	RadiusM                float64
 	District, Zone, PassID string
 	Rules                  Rules
+	Confidence             *Confidence    // breaches only
 	Evidence               map[int64]bool // ts of the pings the event quotes
 	Pings                  []Ping         // in time order, the window's
 	Passes                 []Pass
@@ -337,7 +346,7 @@ svg .evidence .dot{r:6;stroke:#000;stroke-width:2}
 svg .bar{fill:#333}svg .north path{fill:#333}
 .legend span{display:inline-block;margin-right:14px}.sw{display:inline-block;width:10px;height:10px;border-radius:50%;margin-right:4px;vertical-align:-1px}
 pre{background:#f4f4f4;padding:8px;white-space:pre-wrap;font-size:12px}
-@media print{@page{size:A4;margin:12mm}body{margin:0;font-size:11px}svg{width:100%;height:auto}h2{break-after:avoid}table{font-size:9px}tr{break-inside:avoid}}
+@media print{@page{size:A4;margin:10mm}body{margin:0;max-width:none;font-size:9px}h1{font-size:14px}h2{font-size:11px;margin:8px 0 3px;break-after:avoid}.grid{gap:12px}dl{gap:0 8px}svg#map{width:100%;height:auto;max-height:95mm}.legend{font-size:7.5px;margin:2px 0}table{font-size:7px}th,td{padding:0 3px;line-height:1.15}tr{break-inside:avoid}pre{font-size:7.5px;padding:3px}}
 </style></head><body>
 <h1>{{.C.Type}}: {{.C.PatientID}}</h1>
 <p class="note">event {{.C.EventID}} · made {{.Generated}} from ClickHouse database {{.C.Database}}{{if .C.Pseudonymized}} · the patient id is the stored pseudonym (privacy.pseudonymize_key is on): the real id is not in ClickHouse{{end}}</p>
@@ -348,7 +357,8 @@ pre{background:#f4f4f4;padding:8px;white-space:pre-wrap;font-size:12px}
 <dt>ended at</dt><dd>{{if .Ended}}{{.Ended}}{{else}}open{{end}}</dd><dt>duration</dt><dd>{{.Duration}}</dd>
 <dt>home</dt><dd>{{printf "%.6f, %.6f" (index .C.Home 1) (index .C.Home 0)}}, radius {{.C.RadiusM}} m</dd>
 <dt>district</dt><dd>{{if .C.District}}{{.C.District}}{{else}}—{{end}}</dd>
-<dt>pass</dt><dd>{{if .C.PassID}}{{.C.PassID}} (the trip was taken under it){{else}}none{{end}}</dd></dl>
+<dt>pass</dt><dd>{{if .C.PassID}}{{.C.PassID}} (the trip was taken under it){{else}}none{{end}}</dd>
+{{with .C.Confidence}}<dt>confidence</dt><dd>{{.OutsidePings}} outside pings over {{.DwellS}} s; the least certain was {{printf "%.1f" .MinMarginM}} m beyond r + m, even allowing for its accuracy</dd>{{end}}</dl>
 </div><div>
 <h2>Rule values in force</h2>
 <dl><dt>margin m</dt><dd>{{.C.Rules.MarginM}} m</dd><dt>inside when</dt><dd>d ≤ r + m = {{.C.RadiusM}} + {{.C.Rules.MarginM}} m</dd>

@@ -85,6 +85,9 @@ func overrunCase(t *testing.T) (*dossier.Case, *geo.Zones) {
 	for _, ev := range e.Evidence {
 		c.Evidence[ev.TS] = true
 	}
+	if e.Confidence != nil {
+		c.Confidence = &dossier.Confidence{OutsidePings: int(e.Confidence.OutsidePings), MinMarginM: float64(e.Confidence.MinMarginM), DwellS: e.Confidence.DwellS}
+	}
 	c.WindowFrom, c.WindowTo = dossier.Window(c.StartedAt, c.At, c.EndedAt)
 	for _, tr := range tracks {
 		if tr.TS >= c.WindowFrom && tr.TS <= c.WindowTo {

@@ -59,12 +59,16 @@ func (r *Reader) Case(ctx context.Context, eventID string) (*dossier.Case, error
 		ended                           *time.Time
 		lat, lon, radius, margin, after float64
 		minPings                        uint16
+		confPings                       uint32
+		confMargin                      float32
+		confDwell                       int64
 	)
 	q := fmt.Sprintf(`SELECT toString(type), patient_id, %s, %s, ended_at, duration_s, reason, home_lat, home_lon, home_radius_m,
-  district, zone, evidence, pass_id, rule_margin_m, rule_breach_after_s, rule_breach_min_pings
+  district, zone, evidence, pass_id, rule_margin_m, rule_breach_after_s, rule_breach_min_pings,
+  confidence_outside_pings, confidence_min_margin_m, confidence_dwell_s
 FROM %s.events FINAL WHERE event_id = ? LIMIT 1`, r.ms("at"), r.ms("started_at"), r.db)
 	err := r.conn.QueryRow(ctx, q, eventID).Scan(&typ, &c.PatientID, &at, &started, &ended, &c.DurationS, &c.Reason, &lat, &lon, &radius,
-		&c.District, &c.Zone, &evidence, &c.PassID, &margin, &after, &minPings)
+		&c.District, &c.Zone, &evidence, &c.PassID, &margin, &after, &minPings, &confPings, &confMargin, &confDwell)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 			return nil, err
@@ -79,6 +83,9 @@ FROM %s.events FINAL WHERE event_id = ? LIMIT 1`, r.ms("at"), r.ms("started_at")
 	c.Rules = dossier.Rules{MarginM: margin, BreachAfterS: after, BreachMinPings: int(minPings)}
 	if ended != nil {
 		c.EndedAt = ended.UnixMilli()
+	}
+	if confPings > 0 {
+		c.Confidence = &dossier.Confidence{OutsidePings: int(confPings), MinMarginM: float64(confMargin), DwellS: confDwell}
 	}
 	var ev []struct {
 		TS string `json:"ts"`

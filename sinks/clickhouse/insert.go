@@ -127,9 +127,14 @@ func (c *Sink) insertEvents(ctx context.Context, events []processor.Event) error
 		vals = append(vals, e.IDString(), e.Type.String(), c.id(e.PatientID))
 		vals = c.appendTime(vals, e.At)
 		vals = c.appendTime(vals, e.StartedAt)
-		return append(vals, ended, e.DurationS, e.Reason, e.Location.Lat, e.Location.Lon, e.Location.Accuracy, e.Location.Distance,
+		vals = append(vals, ended, e.DurationS, e.Reason, e.Location.Lat, e.Location.Lon, e.Location.Accuracy, e.Location.Distance,
 			e.MaxDistance, e.Home[1], e.Home[0], e.RadiusM, e.District, e.Zone, string(processor.AppendEvidenceJSON(nil, e.Evidence)), now, passID(e),
 			c.Rules.MarginM, c.Rules.BreachAfter.Seconds(), uint16(c.Rules.BreachMinPings))
+		var conf processor.Confidence
+		if e.Confidence != nil {
+			conf = *e.Confidence
+		}
+		return append(vals, uint32(conf.OutsidePings), conf.MinMarginM, conf.DwellS)
 	})
 }
 

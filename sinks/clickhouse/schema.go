@@ -163,6 +163,10 @@ GROUP BY day, district`, db, db),
 		s.addColumn("events", "rule_margin_m Float64 DEFAULT 0"),
 		s.addColumn("events", "rule_breach_after_s Float64 DEFAULT 0"),
 		s.addColumn("events", "rule_breach_min_pings UInt16 DEFAULT 0"),
+		// A breach's confidence (0 where the event has none).
+		s.addColumn("events", "confidence_outside_pings UInt32 DEFAULT 0"),
+		s.addColumn("events", "confidence_min_margin_m Float32 DEFAULT 0"),
+		s.addColumn("events", "confidence_dwell_s Int64 DEFAULT 0"),
 		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s.passes (
   pass_id String,
   version UInt64,
@@ -225,7 +229,8 @@ func (s Schema) Columns(table string) []string {
 	case "events":
 		return concat([]string{"event_id", "type", "patient_id"}, t("at"), t("started_at"), []string{"ended_at", "duration_s", "reason",
 			"location_lat", "location_lon", "location_accuracy_m", "distance_m", "max_distance_m", "home_lat", "home_lon", "home_radius_m",
-			"district", "zone", "evidence", "inserted_at", "pass_id", "rule_margin_m", "rule_breach_after_s", "rule_breach_min_pings"})
+			"district", "zone", "evidence", "inserted_at", "pass_id", "rule_margin_m", "rule_breach_after_s", "rule_breach_min_pings",
+			"confidence_outside_pings", "confidence_min_margin_m", "confidence_dwell_s"})
 	case "orders":
 		return []string{"patient_id", "version", "revoked", "home_lat", "home_lon", "radius_m", "starts_at", "ends_at", "district", "received_at"}
 	case "passes":

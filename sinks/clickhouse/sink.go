@@ -25,6 +25,12 @@ type Sink struct {
 	// Rules are the rule values the events are decided by, stored with
 	// each event for its dossier (set before Run).
 	Rules processor.Rules
+	// Budget is limits.max_inflight_rows (set before Run; 0: none). Once
+	// half of it waits here, the sink inserts at once instead of keeping
+	// its pace of two inserts a second: the pipeline stops fetching at the
+	// budget, so pacing then would cap an instance near Budget/0.7 s
+	// (BENCHMARKS.md), and batches that large are what ClickHouse likes.
+	Budget int
 
 	conn    driver.Conn
 	dials   *conns
@@ -82,7 +88,7 @@ func (c *Sink) Write(_ context.Context, rows []processor.Track, events []process
 	c.pending.addPings(rows, c.schema.F.DateTime64)
 	c.pending.events = append(c.pending.events, events...)
 	c.pending.waiters = append(c.pending.waiters, done)
-	full := c.pending.rows >= c.cfg.BatchRows
+	full := c.pending.rows >= c.cfg.BatchRows || c.urgent()
 	c.mu.Unlock()
 	if full {
 		c.nudge()
@@ -168,6 +174,10 @@ func (c *Sink) probe(ctx context.Context) {
 	}
 }
 
+// urgent reports whether half the in-flight budget waits for this sink
+// (c.mu held).
+func (c *Sink) urgent() bool { return c.Budget > 0 && c.pending.rows >= c.Budget/2 }
+
 // minInsertGap keeps inserts to at most two per second per table, however
 // fast rows arrive: ClickHouse wants few large inserts.
 const minInsertGap = 500 * time.Millisecond
@@ -207,7 +217,10 @@ func (c *Sink) Run(ctx, stop context.Context) error {
 			return nil
 		case <-tick.C:
 		case <-c.kick:
-			if wait := minInsertGap - time.Since(last); wait > 0 {
+			c.mu.Lock()
+			urgent := c.urgent()
+			c.mu.Unlock()
+			if wait := minInsertGap - time.Since(last); wait > 0 && !urgent {
 				if edge.Sleep(ctx, wait) != nil {
 					continue
 				}
