@@ -20,6 +20,7 @@ type Rules struct {
 	SignalTimeout    time.Duration `koanf:"signal_timeout"`
 	MaxSpeedMps      float64       `koanf:"max_speed_mps"`
 	MaxEvidence      int           `koanf:"max_evidence"`
+	EscalateAfter    time.Duration `koanf:"escalate_after"`
 }
 
 // Engine is the rules as the engine takes them.
@@ -41,5 +42,6 @@ func (r Rules) validate() []error {
 	// Zero or infinity would switch the speed check off.
 	floatIn(bad, "max_speed_mps", r.MaxSpeedMps, 1, 10000)
 	intIn(bad, "max_evidence", r.MaxEvidence, 2, 1000)
+	durationIn(bad, "escalate_after", r.EscalateAfter, time.Minute, 7*24*time.Hour)
 	return errs
 }

@@ -146,6 +146,10 @@ func (e *Engine) Sweep(ev []Event) []Event {
 			continue
 		}
 		st.order = o
+		if st.ep != nil && escalationDue(st.ep, wm, &e.rules) {
+			e.sweep = append(e.sweep, escalate(st, o, &e.rules))
+			e.markDirty(id, st)
+		}
 		if lost && deadline >= o.StartsAt {
 			e.sweep = append(e.sweep, signalLost(st, o, &e.rules))
 			e.markDirty(id, st)

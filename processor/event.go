@@ -18,12 +18,13 @@ const (
 	SignalLost
 	SignalRestored
 	ImplausibleLocation
+	BreachEscalated
 )
 
-var eventNames = [...]string{"", "breach_started", "breach_ended", "signal_lost", "signal_restored", "implausible_location"}
+var eventNames = [...]string{"", "breach_started", "breach_ended", "signal_lost", "signal_restored", "implausible_location", "breach_escalated"}
 
 // EventTypes lists every type, for metrics and tests.
-var EventTypes = []EventType{BreachStarted, BreachEnded, SignalLost, SignalRestored, ImplausibleLocation}
+var EventTypes = []EventType{BreachStarted, BreachEnded, SignalLost, SignalRestored, ImplausibleLocation, BreachEscalated}
 
 func (t EventType) String() string {
 	if int(t) < len(eventNames) {
@@ -58,7 +59,9 @@ type Event struct {
 
 // IsBreach reports whether the type is one of the breach events, which
 // carry "pass".
-func (t EventType) IsBreach() bool { return t == BreachStarted || t == BreachEnded }
+func (t EventType) IsBreach() bool {
+	return t == BreachStarted || t == BreachEnded || t == BreachEscalated
+}
 
 // ID is the event's deterministic id: a hash of (patient_id, type, the
 // episode's start ts), so an event emitted again carries the same id.

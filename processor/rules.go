@@ -15,6 +15,9 @@ type Rules struct {
 	SignalTimeout    time.Duration
 	MaxSpeedMps      float64
 	MaxEvidence      int
+	// EscalateAfter is how long a breach stays open before
+	// breach_escalated: time for the warned patient to come back.
+	EscalateAfter time.Duration
 }
 
 // DefaultRules are the contract's defaults (config/contract/CONTRACT.md 2).
@@ -31,5 +34,6 @@ func DefaultRules() Rules {
 		SignalTimeout:    30 * time.Minute,
 		MaxSpeedMps:      70,
 		MaxEvidence:      20,
+		EscalateAfter:    15 * time.Minute,
 	}
 }

@@ -304,7 +304,7 @@ func TestRules(t *testing.T) {
 				{ping: &[]tping{of("p2", in(7))}[0]}, {ping: &[]tping{of("p2", in(35))}[0]}, {revoke: "p1"},
 				{ping: &[]tping{of("p2", in(61))}[0]}},
 			wantStates: "outside outside inside inside inside",
-			wantEvents: "p1:breach_started@5(0) p1:breach_ended@61(0..61) order_ended",
+			wantEvents: "p1:breach_started@5(0) p1:breach_escalated@20(0) p1:breach_ended@61(0..61) order_ended",
 		},
 		{
 			name: "an order that ends mid-breach closes it at ends_at",
@@ -315,7 +315,7 @@ func TestRules(t *testing.T) {
 			},
 			steps:      append(pings(out(0), out(5), out(29.5), out(31), of("p2", in(31))), step{sweep: true}),
 			wantStates: "outside outside outside no_order inside",
-			wantEvents: "p1:breach_started@5(0) p1:breach_ended@30(0..30) order_ended",
+			wantEvents: "p1:breach_started@5(0) p1:breach_escalated@20(0) p1:breach_ended@30(0..30) order_ended",
 		},
 		{
 			name: "an idle patient loses signal while others keep the watermark moving",

@@ -84,6 +84,12 @@ type episode struct {
 	// the breach started with, carried by its later events.
 	MinMargin float32
 	Conf      *Confidence
+	// BreachAt is when the open breach was confirmed (its breach_started's
+	// at); Escalated says breach_escalated was emitted; BreachEvidence
+	// holds the breach's pings so far (what the escalation quotes).
+	BreachAt       int64
+	Escalated      bool
+	BreachEvidence []Evidence
 }
 
 // Confidence is how sure a breach is (contract 3.1): the run's outside
@@ -172,12 +178,20 @@ func (s *State) AppendBinary(b []byte) []byte {
 	}
 	b = binary.LittleEndian.AppendUint32(b, math.Float32bits(e.MinMargin))
 	if e.Conf == nil {
-		return append(b, 0)
+		b = append(b, 0)
+	} else {
+		b = append(b, 1)
+		b = binary.AppendVarint(b, int64(e.Conf.OutsidePings))
+		b = binary.LittleEndian.AppendUint32(b, math.Float32bits(e.Conf.MinMarginM))
+		b = binary.AppendVarint(b, e.Conf.DwellS)
 	}
-	b = append(b, 1)
-	b = binary.AppendVarint(b, int64(e.Conf.OutsidePings))
-	b = binary.LittleEndian.AppendUint32(b, math.Float32bits(e.Conf.MinMarginM))
-	return binary.AppendVarint(b, e.Conf.DwellS)
+	b = binary.AppendVarint(b, e.BreachAt)
+	b = append(b, byte(b2i(e.Escalated)))
+	b = binary.AppendUvarint(b, uint64(len(e.BreachEvidence)))
+	for _, ev := range e.BreachEvidence {
+		b = appendEvidence(b, ev)
+	}
+	return b
 }
 
 func appendEvidence(b []byte, e Evidence) []byte {
@@ -300,6 +314,15 @@ func (s *State) UnmarshalBinary(b []byte) error {
 			e.MinMargin = math.Float32frombits(r.u32())
 			if r.byte1() == 1 {
 				e.Conf = &Confidence{OutsidePings: int32(r.varint()), MinMarginM: math.Float32frombits(r.u32()), DwellS: r.varint()}
+			}
+			e.BreachAt = r.varint()
+			e.Escalated = r.byte1() == 1
+			n := r.uvarint()
+			if n > uint64(len(r.b)) {
+				return errCorrupt
+			}
+			for i := uint64(0); i < n && r.err == nil; i++ {
+				e.BreachEvidence = append(e.BreachEvidence, r.evidence())
 			}
 		}
 		s.ep = e

@@ -272,6 +272,8 @@ func breach(st *State, cur Evidence, o *Order, r *Rules, zone string, ev []Event
 			ep.Evidence = addEvidence(ep.Evidence, cur, r.MaxEvidence)
 			if int(ep.RunCount) >= r.BreachMinPings && cur.TS-ep.RunStart >= r.BreachAfter.Milliseconds() {
 				ep.Conf = &Confidence{OutsidePings: ep.RunCount, MinMarginM: ep.MinMargin, DwellS: (cur.TS - ep.RunStart) / 1000}
+				ep.BreachAt, ep.Escalated = cur.TS, false
+				ep.BreachEvidence = append(ep.BreachEvidence[:0], ep.Evidence...)
 				e := newEvent(BreachStarted, o, cur.TS, ep.RunStart, cur)
 				e.Pass, e.Confidence = ep.Pass, ep.Conf
 				e.DurationS = (cur.TS - ep.RunStart) / 1000
@@ -308,8 +310,41 @@ func breach(st *State, cur Evidence, o *Order, r *Rules, zone string, ev []Event
 	case Outside, Excused:
 		ep.ReturnCount = 0
 		ep.MaxDist = max(ep.MaxDist, cur.Distance)
+		if cur.State == Outside && !ep.Escalated {
+			ep.BreachEvidence = addEvidence(ep.BreachEvidence, cur, r.MaxEvidence)
+		}
 	}
 	return ev
+}
+
+// escalationDue reports whether the open breach of ep should be escalated
+// by time now: escalate_after has passed since breach_started, and the
+// breach had not ended by then (a return under way counts from its first
+// inside ping, the breach's ended_at).
+func escalationDue(ep *episode, now int64, r *Rules) bool {
+	if ep.BreachStart == 0 || ep.Escalated || ep.BreachAt == 0 {
+		return false
+	}
+	at := ep.BreachAt + r.EscalateAfter.Milliseconds()
+	return now > at && (ep.ReturnCount == 0 || ep.ReturnStart > at)
+}
+
+// escalate emits breach_escalated for the open breach: at breach_started's
+// at plus escalate_after, quoting the breach's pings so far.
+func escalate(st *State, o *Order, r *Rules) Event {
+	ep := st.ep
+	ep.Escalated = true
+	at := ep.BreachAt + r.EscalateAfter.Milliseconds()
+	loc := st.Last
+	if n := len(ep.BreachEvidence); n > 0 {
+		loc = ep.BreachEvidence[n-1]
+	}
+	e := newEvent(BreachEscalated, o, at, ep.BreachStart, loc)
+	e.DurationS = (at - ep.BreachStart) / 1000
+	e.MaxDistance = ep.MaxDist
+	e.Pass, e.Confidence = ep.Pass, ep.Conf
+	e.Evidence = append([]Evidence(nil), ep.BreachEvidence...)
+	return e
 }
 
 // closeBreach ends an open breach because its order ended (at its ends_at)
@@ -363,6 +398,7 @@ func (ep *episode) resetRun() {
 
 func (ep *episode) endBreach() {
 	ep.BreachStart, ep.ReturnStart, ep.ReturnCount, ep.Conf = 0, 0, 0, nil
+	ep.BreachAt, ep.Escalated, ep.BreachEvidence = 0, false, nil
 	ep.resetRun()
 }
 

@@ -163,6 +163,18 @@ GROUP BY day, district`, db, db),
 		s.addColumn("events", "rule_margin_m Float64 DEFAULT 0"),
 		s.addColumn("events", "rule_breach_after_s Float64 DEFAULT 0"),
 		s.addColumn("events", "rule_breach_min_pings UInt16 DEFAULT 0"),
+		// breach_escalated, and the view that counts escalations.
+		fmt.Sprintf("ALTER TABLE %s.events MODIFY COLUMN type Enum8('breach_started' = 1, 'breach_ended' = 2, 'signal_lost' = 3, 'signal_restored' = 4, 'implausible_location' = 5, 'breach_escalated' = 6)", db),
+		fmt.Sprintf("DROP TABLE IF EXISTS %s.district_daily", db),
+		fmt.Sprintf(`CREATE VIEW IF NOT EXISTS %s.district_daily AS
+SELECT toDate(at) AS day, district,
+  countIf(type = 'breach_started') AS breaches,
+  sumIf(duration_s, type = 'breach_ended') AS seconds_outside,
+  countIf(type = 'signal_lost') AS signal_losses,
+  countIf(type = 'implausible_location') AS implausible,
+  countIf(type = 'breach_escalated') AS escalations
+FROM %s.events FINAL
+GROUP BY day, district`, db, db),
 		// A breach's confidence (0 where the event has none).
 		s.addColumn("events", "confidence_outside_pings UInt32 DEFAULT 0"),
 		s.addColumn("events", "confidence_min_margin_m Float32 DEFAULT 0"),

@@ -120,7 +120,7 @@ func tracksFor(seed uint64, patients, n int) (*processor.OrderBook, []processor.
 	for k := 0; len(tracks) < n; k++ {
 		for i := 0; i < patients && len(tracks) < n; i++ {
 			away := r.NormFloat64() * 8
-			if i%10 == 0 && k%20 > 10 {
+			if i%10 == 0 && k%60 >= 5 && k%60 < 30 { // 25 minutes out: breaches, and escalations in a long enough run
 				away = 700
 			}
 			p := synth.Offset(homes[i], away, 0)
@@ -143,7 +143,7 @@ func TestReplayingTwiceCollapses(t *testing.T) {
 	cfg := chtest.DB(t, chtest.Addr)
 	cfg.BatchRows = 30000
 	c := chtest.OpenSink(t, cfg, "")
-	_, tracks, events := tracksFor(1, 5000, 100_000)
+	_, tracks, events := tracksFor(1, 2000, 100_000) // 50 rounds: long enough to escalate
 	for round := 0; round < 2; round++ {
 		for start := 0; start < len(tracks); start += 25000 {
 			chtest.Write(t, c, tracks[start:min(len(tracks), start+25000)], nil)
@@ -165,6 +165,20 @@ func TestReplayingTwiceCollapses(t *testing.T) {
 	}
 	if n := chtest.Count(t, conn, "SELECT uniqExact(event_id) FROM "+cfg.Database+".events"); n != uint64(len(events)) {
 		t.Errorf("%d distinct event ids, want %d", n, len(events))
+	}
+	// Every event type the engine has is a value of the events.type Enum8.
+	types := map[processor.EventType]int{}
+	for _, e := range events {
+		types[e.Type]++
+	}
+	for _, typ := range processor.EventTypes {
+		want := types[typ]
+		if n := chtest.Count(t, conn, "SELECT count() FROM "+cfg.Database+".events FINAL WHERE type = '"+typ.String()+"'"); n != uint64(want) {
+			t.Errorf("%d %s rows, want %d", n, typ, want)
+		}
+	}
+	if types[processor.BreachEscalated] == 0 {
+		t.Error("the data has no breach_escalated to store")
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -172,5 +173,28 @@ func TestWebConfigFile(t *testing.T) {
 	addr := serve(t, config.Metrics{WebConfigFile: good})
 	if code := get(t, "http://"+addr+"/metrics"); code != http.StatusUnauthorized {
 		t.Errorf("/metrics without credentials answered %d, want 401", code)
+	}
+}
+
+// metrics.listen on an address that is not loopback, with no web config,
+// is served but warned about.
+func TestANonLoopbackListenerIsWarnedAbout(t *testing.T) {
+	ports, err := local.FreePorts(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs strings.Builder
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	srv, served, err := serveHTTP(config.Metrics{Listen: net.JoinHostPort("0.0.0.0", strconv.Itoa(ports[0]))}, prometheus.NewRegistry(),
+		func(context.Context) string { return "" }, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(ctx)
+	<-served
+	if !strings.Contains(logs.String(), "not a loopback address") {
+		t.Errorf("no warning: %s", logs.String())
 	}
 }
