@@ -146,14 +146,7 @@ ORDER BY (patient_id, event_id)%s`, db, s.timeCol("at", false), s.timeCol("start
 ) ENGINE = ReplacingMergeTree(received_at)
 PARTITION BY toYYYYMMDD(starts_at)
 ORDER BY (patient_id, version)%s`, db, s.lowCard(), s.ttl("starts_at")),
-		fmt.Sprintf(`CREATE VIEW IF NOT EXISTS %s.district_daily AS
-SELECT toDate(at) AS day, district,
-  countIf(type = 'breach_started') AS breaches,
-  sumIf(duration_s, type = 'breach_ended') AS seconds_outside,
-  countIf(type = 'signal_lost') AS signal_losses,
-  countIf(type = 'implausible_location') AS implausible
-FROM %s.events FINAL
-GROUP BY day, district`, db, db),
+		s.districtDaily(""),
 	}, {
 		// 2: QR passes: the pass that excused a ping or a breach's trip, the
 		// passes table, and the API's audit trail.
@@ -166,15 +159,7 @@ GROUP BY day, district`, db, db),
 		// breach_escalated, and the view that counts escalations.
 		fmt.Sprintf("ALTER TABLE %s.events MODIFY COLUMN type Enum8('breach_started' = 1, 'breach_ended' = 2, 'signal_lost' = 3, 'signal_restored' = 4, 'implausible_location' = 5, 'breach_escalated' = 6)", db),
 		fmt.Sprintf("DROP TABLE IF EXISTS %s.district_daily", db),
-		fmt.Sprintf(`CREATE VIEW IF NOT EXISTS %s.district_daily AS
-SELECT toDate(at) AS day, district,
-  countIf(type = 'breach_started') AS breaches,
-  sumIf(duration_s, type = 'breach_ended') AS seconds_outside,
-  countIf(type = 'signal_lost') AS signal_losses,
-  countIf(type = 'implausible_location') AS implausible,
-  countIf(type = 'breach_escalated') AS escalations
-FROM %s.events FINAL
-GROUP BY day, district`, db, db),
+		s.districtDaily(",\n  countIf(type = 'breach_escalated') AS escalations"),
 		// A breach's confidence (0 where the event has none).
 		s.addColumn("events", "confidence_outside_pings UInt32 DEFAULT 0"),
 		s.addColumn("events", "confidence_min_margin_m Float32 DEFAULT 0"),
@@ -206,6 +191,19 @@ ORDER BY (patient_id, pass_id, version)%s`, db, s.ttl("valid_from")),
 PARTITION BY toYYYYMMDD(at)
 ORDER BY at%s`, db, s.lowCard(), s.lowCard(), s.ttl("at")),
 	}}
+}
+
+// districtDaily is the view of events by district and day; more adds
+// columns (each migration's version of the view is kept as it was).
+func (s Schema) districtDaily(more string) string {
+	return fmt.Sprintf(`CREATE VIEW IF NOT EXISTS %s.district_daily AS
+SELECT toDate(at) AS day, district,
+  countIf(type = 'breach_started') AS breaches,
+  sumIf(duration_s, type = 'breach_ended') AS seconds_outside,
+  countIf(type = 'signal_lost') AS signal_losses,
+  countIf(type = 'implausible_location') AS implausible%s
+FROM %s.events FINAL
+GROUP BY day, district`, s.DB, more, s.DB)
 }
 
 // addColumn is an idempotent ALTER … ADD COLUMN (see Features).
