@@ -88,7 +88,12 @@ func (e *Engine) Process(p *Ping, zones *geo.Zones, ev []Event) ([]Event, Outcom
 }
 
 // UsePasses gives the engine the table of QR passes.
-func (e *Engine) UsePasses(b *PassBook) { e.passes = b }
+func (e *Engine) UsePasses(b *PassBook) {
+	e.passes = b
+	if b != nil {
+		b.link(e.orders)
+	}
+}
 
 // CapWatermark bounds how far a ping can move the watermark (0: no bound).
 // qfence run sets it to the wall clock before each batch, so that one ping

@@ -30,6 +30,17 @@ type Order struct {
 	// order its patient's state points to while it is not stale, sparing
 	// the book's look-up and its lock on every ping.
 	stale int32
+	// passes are the patient's passes, kept here by the pass book so that
+	// a ping away from home finds them without a look-up of its own.
+	passes atomic.Pointer[[]*Pass]
+}
+
+// Passes are the patient's QR passes (nil for most patients).
+func (o *Order) Passes() []*Pass {
+	if p := o.passes.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // Current reports whether o is still the book's version for its patient.
@@ -157,6 +168,10 @@ type OrderBook struct {
 	districts map[string]string
 
 	n atomic.Int64 // orders held: Len without visiting the shards
+
+	// passes, once linked (PassBook.link), gives a new order its
+	// patient's passes.
+	passes atomic.Pointer[PassBook]
 }
 
 // maxDistricts bounds the interning table against orders with made-up names.
@@ -211,6 +226,15 @@ func (b *OrderBook) Put(o *Order) (old *Order) {
 			b.districts[o.District] = o.District
 		}
 		b.dmu.Unlock()
+	}
+	if pb := b.passes.Load(); pb != nil {
+		// Under the pass book's link lock, so that a pass applied at the same
+		// time reaches this order too.
+		pb.linkMu.Lock()
+		defer pb.linkMu.Unlock()
+		if ps := pb.For([]byte(o.PatientID)); ps != nil {
+			o.passes.Store(&ps)
+		}
 	}
 	s := &b.shards[maphash.String(b.seed, o.PatientID)%orderShards]
 	s.mu.Lock()

@@ -285,6 +285,47 @@ type PassBook struct {
 	seed   maphash.Seed
 	shards [64]passShard
 	n      atomic.Int64
+	// orders, once linked, get each patient's passes on their Order
+	// (Order.Passes): the hot path reads them there. linkMu orders a
+	// patient's pass changes with the arrival of a new order version.
+	orders *OrderBook
+	linkMu sync.Mutex
+}
+
+// link makes orders carry their patients' passes from now on (idempotent;
+// one order book per pass book).
+func (b *PassBook) link(orders *OrderBook) {
+	b.linkMu.Lock()
+	defer b.linkMu.Unlock()
+	if b.orders == orders {
+		return
+	}
+	b.orders = orders
+	orders.passes.Store(b)
+	for i := range b.shards {
+		s := &b.shards[i]
+		s.mu.RLock()
+		for patient, ps := range s.byPatient {
+			if o := orders.Lookup(patient); o != nil {
+				o.passes.Store(&ps)
+			}
+		}
+		s.mu.RUnlock()
+	}
+}
+
+// attach puts a patient's new list on their order (linkMu held).
+func (b *PassBook) attach(patient string, ps []*Pass) {
+	if b.orders == nil {
+		return
+	}
+	if o := b.orders.Lookup(patient); o != nil {
+		if len(ps) == 0 {
+			o.passes.Store(nil)
+		} else {
+			o.passes.Store(&ps)
+		}
+	}
 }
 
 type passShard struct {
@@ -334,7 +375,9 @@ func (b *PassBook) idShard(id string) *passShard { return b.shard("#" + id) }
 // Put adds or replaces a pass (a new version of its pass_id) and returns
 // the one it replaced, if any.
 func (b *PassBook) Put(p *Pass) (old *Pass) {
-	old = b.Delete(p.ID)
+	b.linkMu.Lock()
+	defer b.linkMu.Unlock()
+	old = b.delete(p.ID)
 	is := b.idShard(p.ID)
 	is.mu.Lock()
 	is.byID[p.ID] = p
@@ -344,14 +387,22 @@ func (b *PassBook) Put(p *Pass) (old *Pass) {
 	cur := s.byPatient[p.PatientID]
 	next := make([]*Pass, 0, len(cur)+1)
 	next = append(next, cur...)
-	s.byPatient[p.PatientID] = append(next, p)
+	next = append(next, p)
+	s.byPatient[p.PatientID] = next
 	s.mu.Unlock()
+	b.attach(p.PatientID, next)
 	b.n.Add(1)
 	return old
 }
 
 // Delete removes the pass with this pass_id (a tombstone) and returns it.
 func (b *PassBook) Delete(id string) *Pass {
+	b.linkMu.Lock()
+	defer b.linkMu.Unlock()
+	return b.delete(id)
+}
+
+func (b *PassBook) delete(id string) *Pass {
 	is := b.idShard(id)
 	is.mu.Lock()
 	old := is.byID[id]
@@ -375,6 +426,7 @@ func (b *PassBook) Delete(id string) *Pass {
 		s.byPatient[old.PatientID] = next
 	}
 	s.mu.Unlock()
+	b.attach(old.PatientID, next)
 	b.n.Add(-1)
 	return old
 }

@@ -238,3 +238,48 @@ func TestPassPatientIsFoundWithoutAParse(t *testing.T) {
 		}
 	}
 }
+
+// Once linked to the order book (Engine.UsePasses), a patient's passes ride
+// on their order, whatever arrives first, and follow replacements and
+// deletions: the hot path reads them there.
+func TestPassesRideOnTheirOrder(t *testing.T) {
+	orders := processor.NewOrderBook()
+	passes := processor.NewPassBook()
+	order := func() *processor.Order {
+		return &processor.Order{PatientID: "p-1", RadiusM: 50, EndsAt: 1 << 62}
+	}
+	passes.Put(&processor.Pass{ID: "early", PatientID: "p-1", ValidTo: 10})
+	orders.Put(order())
+	processor.NewEngine(processor.DefaultRules(), orders).UsePasses(passes) // links: the early pass reaches the order
+	ids := func() string {
+		var out []string
+		for _, p := range orders.Lookup("p-1").Passes() {
+			out = append(out, p.ID)
+		}
+		return strings.Join(out, ",")
+	}
+	if got := ids(); got != "early" {
+		t.Fatalf("after linking: %q", got)
+	}
+	passes.Put(&processor.Pass{ID: "later", PatientID: "p-1", ValidTo: 10})
+	if got := ids(); got != "early,later" {
+		t.Errorf("after a new pass: %q", got)
+	}
+	orders.Put(order()) // a new version of the order keeps them
+	if got := ids(); got != "early,later" {
+		t.Errorf("after the order was replaced: %q", got)
+	}
+	passes.Delete("early")
+	if got := ids(); got != "later" {
+		t.Errorf("after a deletion: %q", got)
+	}
+	orders.Revoke([]byte("p-1"))
+	orders.Put(order()) // revoked, then ordered again
+	if got := ids(); got != "later" {
+		t.Errorf("after a revocation and a new order: %q", got)
+	}
+	passes.Delete("later")
+	if got := ids(); got != "" {
+		t.Errorf("after the last deletion: %q", got)
+	}
+}

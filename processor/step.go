@@ -58,8 +58,9 @@ type Track struct {
 // row is meaningful unless the outcome is Duplicate). It allocates only for
 // events and for a patient's first episode.
 //
-// passes is the table of QR passes (nil: none); it is asked only for a
-// ping that is outside, so a ping at home never pays for it.
+// passes is the table of QR passes (nil: none), linked to the order book
+// (Engine.UsePasses): a ping that is outside reads the patient's passes
+// off its order, and a ping at home never looks.
 func Step(st *State, p *Ping, o *Order, zones *geo.Zones, passes *PassBook, r *Rules, ev []Event) ([]Event, Outcome, Track) {
 	pt := orb.Point{p.Lon, p.Lat}
 	d := geo.Distance(o.Home, pt)
@@ -78,8 +79,8 @@ func Step(st *State, p *Ping, o *Order, zones *geo.Zones, passes *PassBook, r *R
 	// A pass of this patient that covers the ping excuses it, wherever it
 	// is (when not in an allowed zone already).
 	var mine []*Pass
-	if cur.State == Outside {
-		mine = passes.For(p.PatientID)
+	if cur.State == Outside && passes != nil {
+		mine = o.Passes() // the pass book keeps them on the order
 	}
 	excuse := func() {
 		if cur.State == Outside && allowed == nil {

@@ -73,7 +73,7 @@ type Topics struct {
 // OrderRow is one order version as received, or a revocation: what the
 // orders reader hands to an archive (the ClickHouse orders table).
 type OrderRow struct {
-	Order    processor.Order
+	Order    *processor.Order // immutable: shared, not copied
 	Revoked  bool
 	Received time.Time
 }

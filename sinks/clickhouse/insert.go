@@ -141,7 +141,7 @@ func (c *Sink) insertEvents(ctx context.Context, events []processor.Event) error
 func (c *Sink) insertOrders(ctx context.Context, rows []pipeline.OrderRow) error {
 	return c.insertRows(ctx, "orders", len(rows), func(i int, vals []any) []any {
 		r := &rows[i]
-		o := &r.Order
+		o := r.Order
 		var ends *time.Time
 		if !o.Open() {
 			ends = optTime(o.EndsAt)
@@ -155,7 +155,7 @@ func (c *Sink) insertOrders(ctx context.Context, rows []pipeline.OrderRow) error
 // orders topic again writes the same rows, which collapse.
 func orderVersion(r pipeline.OrderRow) uint64 {
 	h := fnv.New64a()
-	o := &r.Order
+	o := r.Order
 	fmt.Fprintf(h, "%s|%v|%v|%v|%d|%d|%s|%v", o.PatientID, o.Home[0], o.Home[1], o.RadiusM, o.StartsAt, o.EndsAt, o.District, r.Revoked)
 	return h.Sum64()
 }

@@ -210,7 +210,7 @@ func TestPseudonymizationHidesEveryPatientID(t *testing.T) {
 	book, tracks, events := tracksFor(2, 200, 4000)
 	var orders []pipeline.OrderRow
 	for i := 0; i < 200; i++ {
-		orders = append(orders, pipeline.OrderRow{Order: *book.Lookup(fmt.Sprintf("p-%05d", i)), Received: time.Now()})
+		orders = append(orders, pipeline.OrderRow{Order: book.Lookup(fmt.Sprintf("p-%05d", i)), Received: time.Now()})
 	}
 	c.WriteOrders(orders)
 	chtest.Write(t, c, tracks, events)

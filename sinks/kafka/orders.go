@@ -56,7 +56,7 @@ func (o *OrdersTable) apply(m *TableRecord) {
 		if old := o.Book.Revoke(m.Key); old != nil {
 			o.revoked.Inc()
 			if o.Archive != nil {
-				o.Archive(pipeline.OrderRow{Order: *old, Revoked: true, Received: m.Time})
+				o.Archive(pipeline.OrderRow{Order: old, Revoked: true, Received: m.Time})
 			}
 		}
 		o.Metrics.ActiveOrders.Set(float64(o.Book.Len()))
@@ -74,7 +74,7 @@ func (o *OrdersTable) apply(m *TableRecord) {
 		o.NewPatient(ord.PatientID)
 	}
 	if o.Archive != nil {
-		o.Archive(pipeline.OrderRow{Order: *ord, Received: m.Time})
+		o.Archive(pipeline.OrderRow{Order: ord, Received: m.Time})
 	}
 	o.applied.Inc()
 	o.Metrics.ActiveOrders.Set(float64(o.Book.Len()))
