@@ -26,6 +26,17 @@ func setup(t *testing.T) (string, *qkafka.Client, *qkafka.ServiceDeps) {
 	return addr, k, &qkafka.ServiceDeps{Config: cfg, Book: processor.NewOrderBook(), IdleAfter: time.Hour}
 }
 
+// deadLetterHeaders is a record's headers as the object the contract's
+// dead-letter headers schema describes.
+func deadLetterHeaders(m kafka.Message) []byte {
+	var keys []string
+	var values [][]byte
+	for _, h := range m.Headers {
+		keys, values = append(keys, h.Key), append(values, h.Value)
+	}
+	return contract.Headers(keys, values)
+}
+
 func header(m kafka.Message, key string) string {
 	for _, h := range m.Headers {
 		if h.Key == key {
@@ -66,12 +77,7 @@ func TestBadInputGoesToTheDeadLetterTopic(t *testing.T) {
 	got := map[processor.Reason]int{}
 	for _, msgs := range kafkatest.ReadAll(t, k, d.Config.Kafka.Topics.PingsDLQ) {
 		for _, m := range msgs {
-			var keys []string
-			var values [][]byte
-			for _, h := range m.Headers {
-				keys, values = append(keys, h.Key), append(values, h.Value)
-			}
-			if err := contract.Validate(headers, contract.Headers(keys, values)); err != nil {
+			if err := contract.Validate(headers, deadLetterHeaders(m)); err != nil {
 				t.Fatalf("dead letter headers %v: %v", m.Headers, err)
 			}
 			reason := processor.Reason(header(m, "qfence-reason"))
