@@ -33,6 +33,8 @@ type Config struct {
 	Metrics         Metrics       `koanf:"metrics"`
 	Privacy         Privacy       `koanf:"privacy"`
 	Rules           Rules         `koanf:"rules"`
+	Checkins        Checkins      `koanf:"checkins"`
+	Notifications   Notifications `koanf:"notifications"`
 	Limits          Limits        `koanf:"limits"`
 	Log             Log           `koanf:"log"`
 	ShutdownTimeout time.Duration `koanf:"shutdown_timeout"`
@@ -61,6 +63,8 @@ type Topics struct {
 	OrdersDLQ  string `koanf:"orders_dlq"`
 	Passes     string `koanf:"passes"`
 	PassesDLQ  string `koanf:"passes_dlq"`
+	// Notifications are the messages to patients (contract 3.3).
+	Notifications string `koanf:"notifications"`
 }
 
 // TLS configures a client TLS connection.
@@ -179,15 +183,18 @@ func Default() Config {
 			GroupID: "qfence",
 			Topics: Topics{Pings: "pings", Orders: "quarantine-orders", Violations: "violations",
 				State: "qfence-state", PingsDLQ: "pings-dlq", OrdersDLQ: "quarantine-orders-dlq",
-				Passes: "passes", PassesDLQ: "passes-dlq"},
+				Passes: "passes", PassesDLQ: "passes-dlq", Notifications: "notifications"},
 			CreateTopics: true,
 			Partitions:   4,
 		},
 		ClickHouse: ClickHouse{Addr: "127.0.0.1:9000", Database: "qfence", Username: "default",
 			RetentionDays: 28, BatchRows: 50000, FlushInterval: time.Second, Timeout: 30 * time.Second, Compression: "auto"},
-		Metrics:         Metrics{Listen: "127.0.0.1:9464"},
-		Passes:          Passes{MaxDuration: 12 * time.Hour},
-		Rules:           Rules(processor.DefaultRules()),
+		Metrics:  Metrics{Listen: "127.0.0.1:9464"},
+		Passes:   Passes{MaxDuration: 12 * time.Hour},
+		Rules:    rulesOf(processor.DefaultRules()),
+		Checkins: checkinsOf(processor.DefaultRules().Checkins),
+		Notifications: Notifications{Templates: Templates{Warning: processor.DefaultWarningTemplate,
+			CheckinRequest: processor.DefaultCheckinRequestTemplate}},
 		Limits:          Limits{MaxMessageBytes: 4096, MaxClockSkew: 5 * time.Minute, MaxInflightRows: 200000},
 		Log:             Log{Format: "text", Level: "info"},
 		ShutdownTimeout: 15 * time.Second,
@@ -416,6 +423,15 @@ func (c *Config) validate() []error {
 		bad("metrics.listen", "%q is not host:port", c.Metrics.Listen)
 	}
 	errs = append(errs, c.Rules.validate()...)
+	errs = append(errs, c.Checkins.validate()...)
+	for _, t := range []struct {
+		kind processor.NotificationKind
+		text string
+	}{{processor.Warning, c.Notifications.Templates.Warning}, {processor.CheckinRequest, c.Notifications.Templates.CheckinRequest}} {
+		if _, err := processor.ParseTemplate(t.kind, t.text); err != nil {
+			bad("notifications.templates."+t.kind.String(), "%v", err)
+		}
+	}
 	intIn(bad, "limits.max_message_bytes", c.Limits.MaxMessageBytes, 64, 1<<20)
 	// Zero would switch the future check off: pings dated 2250 accepted.
 	durationIn(bad, "limits.max_clock_skew", c.Limits.MaxClockSkew, time.Second, 24*time.Hour)
@@ -472,7 +488,8 @@ func durationIn(bad badFunc, key string, v, lo, hi time.Duration) {
 func (t Topics) validate() []error {
 	var errs []error
 	roles := []struct{ key, name string }{{"pings", t.Pings}, {"orders", t.Orders}, {"violations", t.Violations},
-		{"state", t.State}, {"pings_dlq", t.PingsDLQ}, {"orders_dlq", t.OrdersDLQ}, {"passes", t.Passes}, {"passes_dlq", t.PassesDLQ}}
+		{"state", t.State}, {"pings_dlq", t.PingsDLQ}, {"orders_dlq", t.OrdersDLQ}, {"passes", t.Passes}, {"passes_dlq", t.PassesDLQ},
+		{"notifications", t.Notifications}}
 	seen := map[string]string{}
 	for _, r := range roles {
 		switch prev, dup := seen[r.name]; {

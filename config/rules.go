@@ -1,8 +1,11 @@
 package config
 
 import (
+	"errors"
 	"fmt"
+	"strings"
 	"time"
+	_ "time/tzdata" // IANA zones for checkins.timezone on a machine without zoneinfo
 
 	"github.com/qfence/qfence/processor"
 )
@@ -23,8 +26,100 @@ type Rules struct {
 	EscalateAfter    time.Duration `koanf:"escalate_after"`
 }
 
-// Engine is the rules as the engine takes them.
-func (r Rules) Engine() processor.Rules { return processor.Rules(r) }
+func rulesOf(r processor.Rules) Rules {
+	return Rules{MarginM: r.MarginM, MaxAccuracyM: r.MaxAccuracyM, DefaultAccuracyM: r.DefaultAccuracyM,
+		BreachAfter: r.BreachAfter, BreachMinPings: r.BreachMinPings, ReturnMinPings: r.ReturnMinPings,
+		SignalTimeout: r.SignalTimeout, MaxSpeedMps: r.MaxSpeedMps, MaxEvidence: r.MaxEvidence, EscalateAfter: r.EscalateAfter}
+}
+
+// EngineRules are the `rules` and `checkins` sections as the engine takes
+// them (the configuration is valid: Load checked it).
+func (c *Config) EngineRules() processor.Rules {
+	r := c.Rules
+	ch, _ := c.Checkins.engine()
+	return processor.Rules{MarginM: r.MarginM, MaxAccuracyM: r.MaxAccuracyM, DefaultAccuracyM: r.DefaultAccuracyM,
+		BreachAfter: r.BreachAfter, BreachMinPings: r.BreachMinPings, ReturnMinPings: r.ReturnMinPings,
+		SignalTimeout: r.SignalTimeout, MaxSpeedMps: r.MaxSpeedMps, MaxEvidence: r.MaxEvidence, EscalateAfter: r.EscalateAfter,
+		Checkins: ch}
+}
+
+// Checkins is the `checkins` section (contract 2.2).
+type Checkins struct {
+	RandomPerDay int `koanf:"random_per_day"`
+	// QuietHours is "HH:MM-HH:MM" in Timezone, or "" for none.
+	QuietHours     string        `koanf:"quiet_hours"`
+	Timezone       string        `koanf:"timezone"`
+	ResponseWindow time.Duration `koanf:"response_window"`
+}
+
+func checkinsOf(c processor.Checkins) Checkins {
+	return Checkins{RandomPerDay: c.RandomPerDay, Timezone: c.Location.String(), ResponseWindow: c.ResponseWindow,
+		QuietHours: fmt.Sprintf("%02d:%02d-%02d:%02d", c.QuietStart/60, c.QuietStart%60, c.QuietEnd/60, c.QuietEnd%60)}
+}
+
+// engine parses the section; the error names the key.
+func (c Checkins) engine() (processor.Checkins, error) {
+	out := processor.Checkins{RandomPerDay: c.RandomPerDay, ResponseWindow: c.ResponseWindow}
+	// time/tzdata (imported by this package) holds every IANA zone, so a
+	// bare machine without /usr/share/zoneinfo knows them too.
+	var errs []error
+	loc, err := time.LoadLocation(c.Timezone)
+	if err != nil || c.Timezone == "" || c.Timezone == "Local" {
+		errs = append(errs, fmt.Errorf("checkins.timezone: %q is not an IANA time zone name (e.g. Europe/Moscow, UTC)", c.Timezone))
+	}
+	out.Location = loc
+	if strings.TrimSpace(c.QuietHours) != "" {
+		from, to, ok := strings.Cut(c.QuietHours, "-")
+		start, ok1 := clock(from)
+		end, ok2 := clock(to)
+		if !ok || !ok1 || !ok2 || start == end {
+			errs = append(errs, fmt.Errorf("checkins.quiet_hours: %q is not HH:MM-HH:MM with two different times (or \"\" for none)", c.QuietHours))
+		}
+		out.QuietStart, out.QuietEnd = start, end
+	}
+	return out, errors.Join(errs...)
+}
+
+// clock reads "HH:MM" as minutes after midnight.
+func clock(s string) (int, bool) {
+	t, err := time.Parse("15:04", strings.TrimSpace(s))
+	if err != nil {
+		return 0, false
+	}
+	return t.Hour()*60 + t.Minute(), true
+}
+
+func (c Checkins) validate() []error {
+	var errs []error
+	bad := func(key string, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("checkins.%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	intIn(bad, "random_per_day", c.RandomPerDay, 0, 48)
+	durationIn(bad, "response_window", c.ResponseWindow, time.Minute, 24*time.Hour)
+	if _, err := c.engine(); err != nil {
+		errs = append(errs, err.(interface{ Unwrap() []error }).Unwrap()...)
+	}
+	return errs
+}
+
+// Notifications is the `notifications` section (contract 3.3).
+type Notifications struct {
+	Templates Templates `koanf:"templates"`
+}
+
+// Templates are Go text/template texts over processor.NotificationData.
+type Templates struct {
+	Warning        string `koanf:"warning"`
+	CheckinRequest string `koanf:"checkin_request"`
+}
+
+// Notifier renders the notifications with the configured templates, times
+// in checkins.timezone. Load refuses a configuration whose templates do
+// not parse or name a field that does not exist.
+func (c *Config) Notifier() (*processor.Notifier, error) {
+	ch, _ := c.Checkins.engine()
+	return processor.NewNotifier(c.Notifications.Templates.Warning, c.Notifications.Templates.CheckinRequest, ch.Location)
+}
 
 // Validate returns one error per bad rule, each naming its key.
 func (r Rules) validate() []error {
@@ -44,4 +139,10 @@ func (r Rules) validate() []error {
 	intIn(bad, "max_evidence", r.MaxEvidence, 2, 1000)
 	durationIn(bad, "escalate_after", r.EscalateAfter, time.Minute, 7*24*time.Hour)
 	return errs
+}
+
+// DefaultEngineRules are the rules of the default configuration.
+func DefaultEngineRules() processor.Rules {
+	c := Default()
+	return c.EngineRules()
 }

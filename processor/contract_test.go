@@ -71,6 +71,13 @@ func TestPingSchemaAgreesWithTheDecoder(t *testing.T) {
 		[]byte(`{"patient_id":"p-1","ts":"02/04/2026","lat":55.7,"lon":37.6}`),
 		[]byte(`{"patient_id":"p-1","ts":"2026-04-02T08:00:00Z","lat":55.7,"lon":37.6,"mock":"yes"}`),
 		[]byte(`{"patient_id":"p-1","ts":1775116800000,"lat":-90,"lon":180,"accuracy_m":0,"mock":false,"device_id":"d","source":"gps"}`),
+		[]byte(`{"patient_id":"p-1","ts":1775116800000,"lat":55.7,"lon":37.6,"checkin":{"verified":true}}`),
+		[]byte(`{"patient_id":"p-1","ts":1775116800000,"lat":55.7,"lon":37.6,"checkin":{"verified":false,"request_id":"0123456789abcdef0123456789ABCDEF","method":"selfie","extra":[1]}}`),
+		[]byte(`{"patient_id":"p-1","ts":1775116800000,"lat":55.7,"lon":37.6,"checkin":{"request_id":"0123456789abcdef0123456789abcdef"}}`),
+		[]byte(`{"patient_id":"p-1","ts":1775116800000,"lat":55.7,"lon":37.6,"checkin":{"verified":"yes"}}`),
+		[]byte(`{"patient_id":"p-1","ts":1775116800000,"lat":55.7,"lon":37.6,"checkin":{"verified":true,"request_id":"xyz"}}`),
+		[]byte(`{"patient_id":"p-1","ts":1775116800000,"lat":55.7,"lon":37.6,"checkin":{"verified":true,"method":5}}`),
+		[]byte(`{"patient_id":"p-1","ts":1775116800000,"lat":55.7,"lon":37.6,"checkin":true}`),
 	)
 	dec := processor.PingDecoder{MaxBytes: 1 << 20}
 	var p processor.Ping
@@ -120,5 +127,19 @@ func TestTestdataMatchesTheSchemas(t *testing.T) {
 	}
 	if n < 10 {
 		t.Errorf("only %d golden events checked", n)
+	}
+	note := schema(t, contract.Notification)
+	notes, _ := filepath.Glob(filepath.Join(scenarios, "*.notifications"))
+	n = 0
+	for _, f := range notes {
+		for _, doc := range lines(t, f) {
+			n++
+			if err := contract.Validate(note, doc); err != nil {
+				t.Errorf("%s: notification %s: %v", filepath.Base(f), doc, err)
+			}
+		}
+	}
+	if n < 4 {
+		t.Errorf("only %d golden notifications checked", n)
 	}
 }

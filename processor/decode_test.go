@@ -31,6 +31,11 @@ func TestPingDecodeAccepts(t *testing.T) {
 			processor.Ping{PatientID: []byte("p-1"), TS: 1775125260123, Lat: -1.5, Lon: -170, Accuracy: 50}},
 		{"unknown fields, nulls, mock and the stored strings", ` { "x":{"y":[1,2,{"z":null}]},"patient_id":"a.b:c_d","ts":1775125260000,"lat":0,"lon":0,"accuracy_m":null,"mock":true,"device_id":"d\u00e9v","source":"gps" } `,
 			processor.Ping{PatientID: []byte("a.b:c_d"), TS: 1775125260000, Accuracy: 50, Mock: true, DeviceID: []byte("dév"), Source: []byte("gps")}},
+		{"a check-in naming its request", `{"patient_id":"p","ts":1775125260000,"lat":1,"lon":1,"checkin":{"request_id":"000102030405060708090a0b0c0d0e0f","verified":true,"method":"selfie","x":{}}}`,
+			processor.Ping{PatientID: []byte("p"), TS: 1775125260000, Lat: 1, Lon: 1, Accuracy: 50, Checkin: processor.Checkin{Present: true, Verified: true,
+				HasRequestID: true, RequestID: [16]byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}, Method: []byte("selfie")}}},
+		{"a bare failed check-in", `{"patient_id":"p","ts":1775125260000,"lat":1,"lon":1,"checkin":{"verified":false}}`,
+			processor.Ping{PatientID: []byte("p"), TS: 1775125260000, Lat: 1, Lon: 1, Accuracy: 50, Checkin: processor.Checkin{Present: true}}},
 		{"the corners of the coordinate ranges", `{"patient_id":"p","ts":1775125260000,"lat":90,"lon":-180,"accuracy_m":0}`,
 			processor.Ping{PatientID: []byte("p"), TS: 1775125260000, Lat: 90, Lon: -180}},
 	}
@@ -77,6 +82,10 @@ func TestPingDecodeRejects(t *testing.T) {
 		{"a lat that overflows float64", `{"patient_id":"p","ts":1775125260000,"lat":1e999,"lon":1}`, processor.BadCoordinates},
 		{"negative accuracy", `{"patient_id":"p","ts":1775125260000,"lat":1,"lon":1,"accuracy_m":-1}`, processor.BadAccuracy},
 		{"accuracy that overflows", `{"patient_id":"p","ts":1775125260000,"lat":1,"lon":1,"accuracy_m":2e308}`, processor.BadAccuracy},
+		{"a check-in without verified", `{"patient_id":"p","ts":1775125260000,"lat":1,"lon":1,"checkin":{"method":"selfie"}}`, processor.BadCheckin},
+		{"a check-in that is not an object", `{"patient_id":"p","ts":1775125260000,"lat":1,"lon":1,"checkin":"yes"}`, processor.BadCheckin},
+		{"a check-in with a short request id", `{"patient_id":"p","ts":1775125260000,"lat":1,"lon":1,"checkin":{"verified":true,"request_id":"abc"}}`, processor.BadCheckin},
+		{"a check-in whose verified is a string", `{"patient_id":"p","ts":1775125260000,"lat":1,"lon":1,"checkin":{"verified":"true"}}`, processor.BadCheckin},
 		{"accuracy as a string", `{"patient_id":"p","ts":1775125260000,"lat":1,"lon":1,"accuracy_m":"8"}`, processor.BadAccuracy},
 		{"a ts without a zone", `{"patient_id":"p","ts":"2026-04-02T10:21:00","lat":1,"lon":1}`, processor.BadTimestamp},
 		{"a ts on February 30th", `{"patient_id":"p","ts":"2026-02-30T10:21:00Z","lat":1,"lon":1}`, processor.BadTimestamp},
@@ -216,6 +225,8 @@ func FuzzPingDecode(f *testing.F) {
 		`{"patient_id":"p-1","ts":1775125260123,"lat":-1.5,"lon":-170,"mock":false,"device_id":"x","source":"y"}`,
 		`{"patient_id":"p\u002d1","ts":"2026-04-02T13:21:00.1+03:00","lat":0,"lon":0,"extra":[{},[],"",1e5,true,null]}`,
 		`{"ts":"2026-02-29T00:00:00Z"}`, `[`, `{"a":`, `"x"`, `{"patient_id":"p","ts":1e3}`,
+		`{"patient_id":"p","ts":1775125260000,"lat":1,"lon":1,"checkin":{"request_id":"000102030405060708090a0b0c0d0e0f","verified":true,"method":"selfie"}}`,
+		`{"patient_id":"p","ts":1775125260000,"lat":1,"lon":1,"checkin":{"verified":1,"checkin":{}}}`,
 	} {
 		f.Add([]byte(s))
 	}

@@ -79,6 +79,11 @@ func (e *Engine) Process(p *Ping, zones *geo.Zones, ev []Event) ([]Event, Outcom
 		ev = e.Advance(wm, ev)
 	}
 	was := st.InBreach()
+	if p.TS > st.Last.TS {
+		// What time alone brought this patient before this ping: noticed by
+		// the ping itself, whatever the sweep's cadence.
+		ev, _ = st.due(o, o.PatientID, p.TS, &e.rules, ev)
+	}
 	ev, out, t := Step(st, p, o, zones, e.passes, &e.rules, ev)
 	if out == Accepted {
 		e.markDirty(o.PatientID, st)
@@ -132,7 +137,7 @@ func (e *Engine) Sweep(ev []Event) []Event {
 		// The order of the last ping says whether there can be anything to
 		// do; only then is the book asked (an open breach always asks, as its
 		// order may be revoked at any time).
-		if st.order != nil && st.order.EndsAt > wm && !lost && !st.InBreach() {
+		if st.order != nil && st.order.EndsAt > wm && !lost && st.ep == nil && !st.randomDue(wm, &e.rules) {
 			continue
 		}
 		o := e.orders.Lookup(id)
@@ -151,12 +156,12 @@ func (e *Engine) Sweep(ev []Event) []Event {
 			continue
 		}
 		st.order = o
-		if st.ep != nil && escalationDue(st.ep, wm, &e.rules) {
-			e.sweep = append(e.sweep, escalate(st, o, &e.rules))
-			e.markDirty(id, st)
-		}
+		changed := false
 		if lost && deadline >= o.StartsAt {
-			e.sweep = append(e.sweep, signalLost(st, o, &e.rules))
+			e.sweep, changed = signalLost(st, o, &e.rules, e.sweep), true
+		}
+		var due bool
+		if e.sweep, due = st.due(o, o.PatientID, wm, &e.rules, e.sweep); due || changed {
 			e.markDirty(id, st)
 		}
 	}

@@ -70,6 +70,9 @@ func randomPings(r *rand.Rand, n, count int) []processor.Ping {
 		}
 		ping := processor.Ping{PatientID: []byte(fmt.Sprintf("p%d", i)), TS: ts, Lat: p[1], Lon: p[0],
 			Accuracy: math.Abs(r.NormFloat64()*30) + 3, Mock: r.IntN(300) == 0}
+		if r.IntN(25) == 0 { // a check-in: mostly verified, some failing the face match
+			ping.Checkin = processor.Checkin{Present: true, Verified: r.IntN(5) != 0, Method: []byte("selfie")}
+		}
 		out = append(out, ping)
 		if r.IntN(50) == 0 {
 			out = append(out, ping) // a duplicate delivery
@@ -108,6 +111,7 @@ func TestBatchingAndRestartsDoNotChangeEvents(t *testing.T) {
 	const patients = 60
 	pings := randomPings(r, patients, 20000)
 	rules := processor.DefaultRules()
+	rules.Checkins.RandomPerDay = 3
 	zones := testZones()
 
 	whole := processor.NewEngine(rules, equivalenceBook(patients))

@@ -19,12 +19,17 @@ const (
 	SignalRestored
 	ImplausibleLocation
 	BreachEscalated
+	CheckinRequested
+	CheckinMissed
+	CheckinFailed
 )
 
-var eventNames = [...]string{"", "breach_started", "breach_ended", "signal_lost", "signal_restored", "implausible_location", "breach_escalated"}
+var eventNames = [...]string{"", "breach_started", "breach_ended", "signal_lost", "signal_restored", "implausible_location", "breach_escalated",
+	"checkin_requested", "checkin_missed", "checkin_failed"}
 
 // EventTypes lists every type, for metrics and tests.
-var EventTypes = []EventType{BreachStarted, BreachEnded, SignalLost, SignalRestored, ImplausibleLocation, BreachEscalated}
+var EventTypes = []EventType{BreachStarted, BreachEnded, SignalLost, SignalRestored, ImplausibleLocation, BreachEscalated,
+	CheckinRequested, CheckinMissed, CheckinFailed}
 
 func (t EventType) String() string {
 	if int(t) < len(eventNames) {
@@ -55,12 +60,23 @@ type Event struct {
 	// Confidence is how sure the breach is (breach events only; nil: null,
 	// for a breach restored from a state written before it was recorded).
 	Confidence *Confidence
+	// RequestID and ExpiresAt are the check-in request a check-in event is
+	// about (check-in events only; a zero RequestID is null, as for a
+	// failed check-in that answered no request).
+	RequestID [16]byte
+	ExpiresAt int64
 }
 
 // IsBreach reports whether the type is one of the breach events, which
 // carry "pass".
 func (t EventType) IsBreach() bool {
 	return t == BreachStarted || t == BreachEnded || t == BreachEscalated
+}
+
+// IsCheckin reports whether the type is one of the check-in events, which
+// carry "request_id" and "expires_at".
+func (t EventType) IsCheckin() bool {
+	return t == CheckinRequested || t == CheckinMissed || t == CheckinFailed
 }
 
 // ID is the event's deterministic id: a hash of (patient_id, type, the
@@ -157,6 +173,22 @@ func (e *Event) AppendJSON(b []byte, r *Rules) []byte {
 			b = append(b, `,"dwell_s":`...)
 			b = strconv.AppendInt(b, c.DwellS, 10)
 			b = append(b, '}')
+		}
+	}
+	if e.Type.IsCheckin() {
+		b = append(b, `,"request_id":`...)
+		if e.RequestID == ([16]byte{}) {
+			b = append(b, "null"...)
+		} else {
+			b = append(b, '"')
+			b = hex.AppendEncode(b, e.RequestID[:])
+			b = append(b, '"')
+		}
+		b = append(b, `,"expires_at":`...)
+		if e.ExpiresAt == 0 {
+			b = append(b, "null"...)
+		} else {
+			b = appendTSJSON(b, e.ExpiresAt)
 		}
 	}
 	b = append(b, `,"rule":{"margin_m":`...)

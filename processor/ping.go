@@ -21,6 +21,7 @@ type Ping struct {
 	Mock      bool
 	DeviceID  []byte
 	Source    []byte
+	Checkin   Checkin
 }
 
 // PingDecoder decodes and validates pings. It holds no per-message state,
@@ -177,6 +178,21 @@ func (d *PingDecoder) Decode(data []byte, now int64, p *Ping) error {
 						}
 						fieldErr(MalformedJSON, "mock must be true or false")
 					}
+				case "checkin":
+					if c != '{' {
+						if !s.skip(0) {
+							return malformed(&s)
+						}
+						fieldErr(BadCheckin, "checkin must be an object {\"verified\": bool, \"request_id\": \"32 hex\", \"method\": string}")
+						break
+					}
+					msg, ok := s.checkin(&p.Checkin)
+					if !ok {
+						return malformed(&s)
+					}
+					if msg != "" {
+						fieldErr(BadCheckin, "%s", msg)
+					}
 				case "device_id", "source":
 					v, ok := s.strValue(c)
 					if !ok {
@@ -233,6 +249,75 @@ func (d *PingDecoder) Decode(data []byte, now int64, p *Ping) error {
 		return reject(FutureTimestamp, "ts %s is more than %s ahead of the clock (%s)", FormatTS(p.TS), d.MaxSkew, FormatTS(now))
 	}
 	return nil
+}
+
+// checkin reads the checkin object whose '{' is next into c. ok false:
+// the JSON is malformed; msg: what breaks the contract's rule for it.
+func (s *scanner) checkin(c *Checkin) (msg string, ok bool) {
+	*c = Checkin{Present: true}
+	s.eat('{')
+	seenVerified := false
+	if s.eat('}') {
+		return "checkin.verified is required", true
+	}
+	for {
+		key, _, ok := s.str()
+		if !ok || !s.eat(':') {
+			return "", false
+		}
+		v := s.peek()
+		switch {
+		case v == 'n':
+			if !s.lit("null") {
+				return "", false
+			}
+		case string(key) == "verified":
+			switch {
+			case s.lit("true"):
+				c.Verified, seenVerified = true, true
+			case s.lit("false"):
+				seenVerified = true
+			default:
+				if !s.skip(1) {
+					return "", false
+				}
+				msg = "checkin.verified must be true or false"
+			}
+		case string(key) == "request_id":
+			raw, ok := s.strValue(v)
+			if !ok {
+				return "", false
+			}
+			id, good := ParseRequestID(raw)
+			if !good && msg == "" {
+				msg = "checkin.request_id must be 32 hex digits"
+			}
+			c.RequestID, c.HasRequestID = id, good
+		case string(key) == "method":
+			raw, ok := s.strValue(v)
+			if !ok {
+				return "", false
+			}
+			if raw == nil && msg == "" {
+				msg = "checkin.method must be a string"
+			}
+			c.Method = raw
+		default:
+			if !s.skip(1) {
+				return "", false
+			}
+		}
+		if s.eat('}') {
+			break
+		}
+		if !s.eat(',') {
+			return "", false
+		}
+	}
+	if !seenVerified && msg == "" {
+		msg = "checkin.verified is required"
+	}
+	return msg, true
 }
 
 func malformed(s *scanner) *Reject {

@@ -15,6 +15,8 @@ const (
 	BadAccuracy     Reason = "bad_accuracy"
 	BadTimestamp    Reason = "bad_timestamp"
 	FutureTimestamp Reason = "future_timestamp"
+	// BadCheckin: the ping's checkin object breaks contract 1.1.
+	BadCheckin Reason = "bad_checkin"
 	// BadKey: the message key is not the ping's patient_id, so the ping may
 	// sit in another partition than the patient's state.
 	BadKey Reason = "bad_key"
@@ -26,7 +28,7 @@ const (
 
 // PingReasons lists every reason a ping can be rejected with.
 var PingReasons = []Reason{TooLarge, MalformedJSON, MissingField, BadPatientID,
-	BadCoordinates, BadAccuracy, BadTimestamp, FutureTimestamp, BadKey}
+	BadCoordinates, BadAccuracy, BadTimestamp, FutureTimestamp, BadCheckin, BadKey}
 
 // CheckKey rejects a ping whose Kafka key is not its patient_id: a
 // patient's pings must all reach the partition that holds the patient's

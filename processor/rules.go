@@ -18,6 +18,8 @@ type Rules struct {
 	// EscalateAfter is how long a breach stays open before
 	// breach_escalated: time for the warned patient to come back.
 	EscalateAfter time.Duration
+	// Checkins are the check-in rules (contract 2.2).
+	Checkins Checkins
 }
 
 // DefaultRules are the contract's defaults (config/contract/CONTRACT.md 2).
@@ -35,5 +37,7 @@ func DefaultRules() Rules {
 		MaxSpeedMps:      70,
 		MaxEvidence:      20,
 		EscalateAfter:    15 * time.Minute,
+		Checkins: Checkins{QuietStart: 22 * 60, QuietEnd: 8 * 60, Location: time.UTC,
+			ResponseWindow: 20 * time.Minute},
 	}
 }

@@ -42,6 +42,8 @@ type tping struct {
 	east    float64 // metres east of home
 	acc     float64
 	mock    bool
+	checkin byte    // 'v' verified, 'f' failed, 0 none
+	request float64 // the minute of the request the check-in names (0: none)
 }
 
 func in(min float64) tping         { return tping{min: min, east: 5, acc: 10} }
@@ -58,7 +60,20 @@ func ping(t tping) processor.Ping {
 	if id == "" {
 		id = "p1"
 	}
-	return processor.Ping{PatientID: []byte(id), TS: t0 + int64(t.min*60000), Lat: p[1], Lon: p[0], Accuracy: t.acc, Mock: t.mock}
+	png := processor.Ping{PatientID: []byte(id), TS: t0 + int64(t.min*60000), Lat: p[1], Lon: p[0], Accuracy: t.acc, Mock: t.mock}
+	if t.checkin != 0 {
+		png.Checkin = processor.Checkin{Present: true, Verified: t.checkin == 'v', Method: []byte("selfie")}
+		if t.request != 0 {
+			png.Checkin.RequestID, png.Checkin.HasRequestID = requestID(id, t.request), true
+		}
+	}
+	return png
+}
+
+// requestID is the id of patient's check-in request made at minute min.
+func requestID(patient string, min float64) [16]byte {
+	e := processor.Event{Type: processor.CheckinRequested, PatientID: patient, StartedAt: t0 + int64(min*60000)}
+	return e.ID()
 }
 
 // describe renders an event compactly: type@at(start..end) reason.
@@ -248,7 +263,7 @@ func TestRules(t *testing.T) {
 			name:       "an outside ping between inside pings restarts the return",
 			steps:      pings(out(0), out(5), in(20), out(21), in(22), unsure(22.5), in(23)),
 			wantStates: "outside outside inside outside inside uncertain inside",
-			wantEvents: "p1:breach_started@5(0) p1:breach_ended@23(0..22)",
+			wantEvents: "p1:breach_started@5(0) p1:breach_escalated@20(0) p1:breach_ended@23(0..22)",
 		},
 		{
 			name:       "return_min_pings of one ends the breach at once",
@@ -349,6 +364,7 @@ func TestRules(t *testing.T) {
 				r = processor.DefaultRules()
 			}
 			states, events := runRules(t, r, tt.order, tt.steps)
+			events = withoutCheckins(events) // TestCheckins has them
 			if got := strings.Join(states, " "); got != tt.wantStates {
 				t.Errorf("states:\n got  %s\n want %s", got, tt.wantStates)
 			}
@@ -357,6 +373,18 @@ func TestRules(t *testing.T) {
 			}
 		})
 	}
+}
+
+// withoutCheckins drops the check-in events of described events, for the
+// tests of other rules.
+func withoutCheckins(events []string) []string {
+	var out []string
+	for _, e := range events {
+		if !strings.Contains(e, ":checkin_") {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // TestBoundaryIsExact pins the two boundaries to the bit: d == r+m is

@@ -49,7 +49,11 @@ type State struct {
 	// book only when it is about to act on what this one says.
 	order *Order
 	flags uint8
-	ep    *episode // nil while nothing is going on: keeps idle patients small
+	// nextRandom is the patient's next random check-in instant in Unix
+	// seconds (0: not scheduled). It sits in what would be padding after
+	// flags, so it costs no byte.
+	nextRandom uint32
+	ep         *episode // nil while nothing is going on: keeps idle patients small
 }
 
 const (
@@ -90,6 +94,8 @@ type episode struct {
 	BreachAt       int64
 	Escalated      bool
 	BreachEvidence []Evidence
+	// Requests are the open check-in requests, oldest first.
+	Requests []request
 }
 
 // Confidence is how sure a breach is (contract 3.1): the run's outside
@@ -109,7 +115,7 @@ type PassRef struct {
 }
 
 func (e *episode) idle() bool {
-	return e.RunStart == 0 && e.BreachStart == 0 && e.VisitZone == "" && e.Ref.TS == 0
+	return e.RunStart == 0 && e.BreachStart == 0 && e.VisitZone == "" && e.Ref.TS == 0 && len(e.Requests) == 0
 }
 
 // ref is the newest plausible ping: the reference for the speed check.
@@ -126,14 +132,15 @@ func (s *State) ref() Evidence {
 // InBreach reports whether the patient has an open breach.
 func (s *State) InBreach() bool { return s.ep != nil && s.ep.BreachStart != 0 }
 
-// stateVersion is what AppendBinary writes; UnmarshalBinary reads it and
-// version 2 (before passes and confidence).
-const stateVersion = 3
+// stateVersion is what AppendBinary writes; UnmarshalBinary reads it,
+// version 3 (before check-ins) and version 2 (before passes and confidence).
+const stateVersion = 4
 
 // AppendBinary appends the state's serialised form to b.
 func (s *State) AppendBinary(b []byte) []byte {
 	b = append(b, stateVersion, s.flags&^transient)
 	b = appendEvidence(b, s.Last)
+	b = binary.LittleEndian.AppendUint32(b, s.nextRandom)
 	if s.ep == nil {
 		return append(b, 0)
 	}
@@ -190,6 +197,13 @@ func (s *State) AppendBinary(b []byte) []byte {
 	b = binary.AppendUvarint(b, uint64(len(e.BreachEvidence)))
 	for _, ev := range e.BreachEvidence {
 		b = appendEvidence(b, ev)
+	}
+	// Version 4: the open check-in requests.
+	b = binary.AppendUvarint(b, uint64(len(e.Requests)))
+	for _, q := range e.Requests {
+		b = append(b, q.ID[:]...)
+		b = binary.AppendVarint(b, q.At)
+		b = binary.AppendVarint(b, q.Expires)
 	}
 	return b
 }
@@ -286,10 +300,13 @@ func (r *reader) evidence() Evidence {
 func (s *State) UnmarshalBinary(b []byte) error {
 	r := reader{b: b}
 	v := r.byte1()
-	if v != stateVersion && v != 2 {
+	if v < 2 || v > stateVersion {
 		return fmt.Errorf("%w: version %d, want %d", errCorrupt, v, stateVersion)
 	}
 	*s = State{flags: r.byte1() &^ transient, Last: r.evidence()}
+	if v >= 4 {
+		s.nextRandom = r.u32()
+	}
 	if r.byte1() == 1 {
 		e := &episode{RunStart: r.varint(), RunCount: int32(r.varint()), BreachStart: r.varint(),
 			ReturnStart: r.varint(), ReturnCount: int32(r.varint()), MaxDist: math.Float32frombits(r.u32())}
@@ -323,6 +340,22 @@ func (s *State) UnmarshalBinary(b []byte) error {
 			}
 			for i := uint64(0); i < n && r.err == nil; i++ {
 				e.BreachEvidence = append(e.BreachEvidence, r.evidence())
+			}
+		}
+		if v >= 4 {
+			n := r.uvarint()
+			if n > uint64(len(r.b)) {
+				return errCorrupt
+			}
+			for i := uint64(0); i < n && r.err == nil; i++ {
+				var q request
+				if len(r.b) < len(q.ID) {
+					return errCorrupt
+				}
+				copy(q.ID[:], r.b)
+				r.b = r.b[len(q.ID):]
+				q.At, q.Expires = r.varint(), r.varint()
+				e.Requests = append(e.Requests, q)
 			}
 		}
 		s.ep = e

@@ -49,6 +49,9 @@ type Track struct {
 	Flag             Flag
 	// PassID is the pass that excused the ping ("" when none did).
 	PassID string
+	// Checkin is the ping's check-in, its RequestID the request it
+	// answered (or, when it answered none, the one it named).
+	Checkin Checkin
 }
 
 // Step decides one ping of a patient whose order o is active at the ping's
@@ -66,7 +69,7 @@ func Step(st *State, p *Ping, o *Order, zones *geo.Zones, passes *PassBook, r *R
 	d := geo.Distance(o.Home, pt)
 	cur := Evidence{TS: p.TS, Lat: p.Lat, Lon: p.Lon, Accuracy: float32(p.Accuracy), Distance: float32(d),
 		State: classify(d, p.Accuracy, o, r)}
-	t := Track{PatientID: o.PatientID, DeviceID: p.DeviceID, Source: p.Source, District: o.District, Mock: p.Mock}
+	t := Track{PatientID: o.PatientID, DeviceID: p.DeviceID, Source: p.Source, District: o.District, Mock: p.Mock, Checkin: p.Checkin}
 	// A ping at home is in the home's district and needs no allowed zone, so
 	// the common case never queries the zones (BENCHMARKS.md: the lookup is
 	// most of a ping's cost at 5k zones).
@@ -110,7 +113,8 @@ func Step(st *State, p *Ping, o *Order, zones *geo.Zones, passes *PassBook, r *R
 	if st.Last.TS != 0 {
 		deadline := st.Last.TS + r.SignalTimeout.Milliseconds()
 		if st.flags&flagSignalLost == 0 && p.TS > deadline && deadline >= o.StartsAt {
-			ev = append(ev, signalLost(st, o, r))
+			ev = signalLost(st, o, r, ev)
+			ev = st.expire(o, p.TS, ev) // the request may have run out already
 		}
 		if st.flags&flagSignalLost != 0 {
 			st.flags &^= flagSignalLost
@@ -122,6 +126,22 @@ func Step(st *State, p *Ping, o *Order, zones *geo.Zones, passes *PassBook, r *R
 		}
 	}
 
+	// A check-in answers the oldest open request (or the one it names);
+	// the ping is judged like any other.
+	checkedIn := false
+	checkin := func() {
+		if !p.Checkin.Present {
+			return
+		}
+		var q request
+		var found bool
+		q, found, ev = st.answer(o, &p.Checkin, cur, r, ev)
+		if found {
+			t.Checkin.RequestID, t.Checkin.HasRequestID = q.ID, true
+		}
+		checkedIn = p.Checkin.Verified && cur.State == Inside
+	}
+
 	// Implausible: stored, but not a reference and no move of the breach.
 	ref := st.ref()
 	if flag := implausible(ref, p, pt, r); flag != FlagNone {
@@ -129,6 +149,7 @@ func Step(st *State, p *Ping, o *Order, zones *geo.Zones, passes *PassBook, r *R
 			cur.State = Excused
 		}
 		excuse()
+		checkin() // answers, but an implausible fix proves no presence
 		if st.flags&flagImplausible == 0 {
 			st.flags |= flagImplausible
 			e := newEvent(ImplausibleLocation, o, p.TS, p.TS, cur)
@@ -176,7 +197,8 @@ func Step(st *State, p *Ping, o *Order, zones *geo.Zones, passes *PassBook, r *R
 		}
 	}
 
-	ev = breach(st, cur, o, r, t.Zone, ev)
+	checkin()
+	ev = breach(st, cur, o, r, t.Zone, checkedIn, ev)
 	st.Last = cur
 	st.flags &^= flagRefAside
 	if st.ep != nil {
@@ -253,7 +275,9 @@ func implausible(ref Evidence, p *Ping, pt orb.Point, r *Rules) Flag {
 }
 
 // breach runs the dwell-and-hysteresis machine for one plausible ping.
-func breach(st *State, cur Evidence, o *Order, r *Rules, zone string, ev []Event) []Event {
+// checkedIn says the ping is a verified check-in at home, which ends an
+// open breach by itself.
+func breach(st *State, cur Evidence, o *Order, r *Rules, zone string, checkedIn bool, ev []Event) []Event {
 	ep := st.ep
 	if ep == nil || ep.BreachStart == 0 {
 		switch cur.State {
@@ -285,6 +309,8 @@ func breach(st *State, cur Evidence, o *Order, r *Rules, zone string, ev []Event
 				ep.BreachStart = ep.RunStart
 				ep.RunStart, ep.RunCount, ep.ReturnCount = 0, 0, 0
 				ep.Evidence = ep.Evidence[:0]
+				// The phone may be wrong: ask before anyone acts.
+				ev = st.ask(o, cur.TS, triggerBreach, cur, r, ev)
 			}
 		}
 		return ev
@@ -297,8 +323,11 @@ func breach(st *State, cur Evidence, o *Order, r *Rules, zone string, ev []Event
 		}
 		ep.ReturnCount++
 		ep.Evidence = addEvidence(ep.Evidence, cur, r.MaxEvidence)
-		if int(ep.ReturnCount) >= r.ReturnMinPings {
+		if int(ep.ReturnCount) >= r.ReturnMinPings || checkedIn {
 			e := newEvent(BreachEnded, o, cur.TS, ep.BreachStart, cur)
+			if int(ep.ReturnCount) < r.ReturnMinPings {
+				e.Reason = "checkin"
+			}
 			e.Pass, e.Confidence = ep.Pass, ep.Conf
 			e.EndedAt = ep.ReturnStart
 			e.DurationS = (ep.ReturnStart - ep.BreachStart) / 1000
@@ -365,12 +394,15 @@ func closeBreach(st *State, endedAt int64) Event {
 	return e
 }
 
-func signalLost(st *State, o *Order, r *Rules) Event {
+// signalLost emits signal_lost and its check-in request (is the phone
+// off, or the patient gone?).
+func signalLost(st *State, o *Order, r *Rules, ev []Event) []Event {
 	st.flags |= flagSignalLost
 	e := newEvent(SignalLost, o, st.Last.TS+r.SignalTimeout.Milliseconds(), st.Last.TS, st.Last)
 	e.DurationS = int64(r.SignalTimeout.Seconds())
 	e.Evidence = []Evidence{st.Last}
-	return e
+	ev = append(ev, e)
+	return st.ask(o, e.At, triggerSignal, st.Last, r, ev)
 }
 
 func newEvent(t EventType, o *Order, at, started int64, loc Evidence) Event {
@@ -401,6 +433,8 @@ func (ep *episode) endBreach() {
 	ep.BreachStart, ep.ReturnStart, ep.ReturnCount, ep.Conf = 0, 0, 0, nil
 	ep.BreachAt, ep.Escalated, ep.BreachEvidence = 0, false, nil
 	ep.resetRun()
+	// Open requests outlive the breach: an answer is still an answer, and
+	// silence still a missed check-in.
 }
 
 // addEvidence keeps the first max-1 pings and the newest one.

@@ -31,7 +31,7 @@ func BenchmarkReplay(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if err := replay(&cfg, replayInputs{orders: orders}, in, io.Discard, io.Discard); err != nil {
+		if err := replay(&cfg, replayInputs{orders: orders}, in, io.Discard, nil, io.Discard); err != nil {
 			b.Fatal(err)
 		}
 		in.Close()

@@ -63,7 +63,7 @@ func TestDaemon(t *testing.T) {
 	dir := t.TempDir()
 	zonesPath := filepath.Join(dir, "zones.geojson")
 	s := sim.Generate(sim.Params{Seed: 3, Patients: 200, Start: time.Now().UTC().Add(-20 * time.Minute), Duration: 20 * time.Minute,
-		Interval: 30 * time.Second, Rules: config.Default().Rules.Engine()})
+		Interval: 30 * time.Second, Rules: config.DefaultEngineRules()})
 	if err := os.WriteFile(zonesPath, s.Zones, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -212,7 +212,7 @@ func TestDaemon(t *testing.T) {
 	defer t.Run("SIGTERM with ClickHouse stopped still ends within shutdown_timeout", func(t *testing.T) {
 		// More pings, so that rows wait for the stopped ClickHouse.
 		more := sim.Generate(sim.Params{Seed: 4, Patients: 200, Start: time.Now().UTC().Add(-10 * time.Minute), Duration: 10 * time.Minute,
-			Interval: 30 * time.Second, Rules: cfg.Rules.Engine()})
+			Interval: 30 * time.Second, Rules: cfg.EngineRules()})
 		if err := ch.Signal(syscall.SIGSTOP); err != nil {
 			t.Fatal(err)
 		}

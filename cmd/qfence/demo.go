@@ -92,7 +92,7 @@ func demo(ctx context.Context, o demoOptions, out io.Writer) error {
 	defer os.RemoveAll(dir)
 	duration := 20 * time.Minute
 	s := sim.Generate(sim.Params{Seed: 1, Patients: o.patients, Start: time.Now().UTC().Add(-duration).Truncate(time.Second),
-		Duration: duration, Interval: 30 * time.Second, Rules: cfg.Rules.Engine()})
+		Duration: duration, Interval: 30 * time.Second, Rules: cfg.EngineRules()})
 	if err := os.WriteFile(filepath.Join(dir, "zones.geojson"), s.Zones, 0o644); err != nil {
 		return err
 	}

@@ -20,15 +20,17 @@ import (
 )
 
 func newReplay() *cobra.Command {
-	var ordersFile, zonesFile, passesFile string
+	var ordersFile, zonesFile, passesFile, notificationsFile string
 	cmd := &cobra.Command{
-		Use:   "replay --orders ORDERS.ndjson [--zones ZONES.geojson] [--passes PASSES.ndjson] PINGS.ndjson",
+		Use:   "replay --orders ORDERS.ndjson [--zones ZONES.geojson] [--passes PASSES.ndjson] [--notifications FILE] PINGS.ndjson",
 		Short: "Run a pings file (or - for stdin) through the engine as one partition; events as NDJSON on stdout",
 		Long: `Replay runs the pings through the same engine as qfence run, as one partition
 in file order, with no Kafka and no ClickHouse. Events go to stdout as NDJSON,
 one per line, in emission order; counts and rejected lines go to stderr.
 It works in event time only: the watermark is the newest ts seen, and at the
-end of input every patient is checked against it once more.`,
+end of input every patient is checked against it once more. With
+--notifications, the notifications to patients go to that file as NDJSON,
+as qfence run produces them to the notifications topic.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := load.Config(cmd)
@@ -50,12 +52,30 @@ end of input every patient is checked against it once more.`,
 			if passesFile == "" {
 				passesFile = cfg.Passes.File
 			}
-			return replay(cfg, replayInputs{orders: ordersFile, zones: zonesFile, passes: passesFile}, in, cmd.OutOrStdout(), cmd.ErrOrStderr())
+			var notes io.Writer
+			if notificationsFile != "" {
+				f, err := os.Create(notificationsFile)
+				if err != nil {
+					return fmt.Errorf("create notifications file: %w", err)
+				}
+				defer f.Close()
+				notes = f
+			}
+			if err := replay(cfg, replayInputs{orders: ordersFile, zones: zonesFile, passes: passesFile}, in, cmd.OutOrStdout(), notes, cmd.ErrOrStderr()); err != nil {
+				return err
+			}
+			if f, ok := notes.(*os.File); ok {
+				if err := f.Close(); err != nil {
+					return fmt.Errorf("write notifications file: %w", err)
+				}
+			}
+			return nil
 		},
 	}
 	cmd.Flags().StringVar(&ordersFile, "orders", "", "orders as NDJSON (required)")
 	cmd.Flags().StringVar(&zonesFile, "zones", "", "zones as a GeoJSON FeatureCollection (default: zones.file)")
 	cmd.Flags().StringVar(&passesFile, "passes", "", "QR passes as NDJSON (default: passes.file); verified with passes.verify_keys_file when set")
+	cmd.Flags().StringVar(&notificationsFile, "notifications", "", "write the notifications to patients to this file as NDJSON")
 	_ = cmd.MarkFlagRequired("orders")
 	return cmd
 }
@@ -63,7 +83,9 @@ end of input every patient is checked against it once more.`,
 // replayInputs are the files a replay reads besides the pings.
 type replayInputs struct{ orders, zones, passes string }
 
-func replay(cfg *config.Config, files replayInputs, in io.Reader, stdout, stderr io.Writer) error {
+// replay writes events to stdout and, when notes is not nil, the
+// notifications to it.
+func replay(cfg *config.Config, files replayInputs, in io.Reader, stdout, notes, stderr io.Writer) error {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	zones, err := load.Zones(files.zones, cfg.Zones.AllowEmpty)
 	if err != nil {
@@ -85,10 +107,19 @@ func replay(cfg *config.Config, files replayInputs, in io.Reader, stdout, stderr
 		}
 	}
 	dec := processor.PingDecoder{MaxBytes: cfg.Limits.MaxMessageBytes, DefaultAccuracy: cfg.Rules.DefaultAccuracyM}
-	eng := processor.NewEngine(cfg.Rules.Engine(), book)
+	eng := processor.NewEngine(cfg.EngineRules(), book)
 	eng.UsePasses(passes)
+	notifier, err := cfg.Notifier()
+	if err != nil {
+		return err
+	}
 	out := bufio.NewWriterSize(stdout, 1<<16)
+	var notesOut *bufio.Writer
+	if notes != nil {
+		notesOut = bufio.NewWriterSize(notes, 1<<16)
+	}
 	var (
+		sent     []processor.Notification
 		ping     processor.Ping
 		events   []processor.Event
 		buf      []byte
@@ -104,6 +135,16 @@ func replay(cfg *config.Config, files replayInputs, in io.Reader, stdout, stderr
 			buf = append(buf, '\n')
 			if _, err := out.Write(buf); err != nil {
 				return fmt.Errorf("write events: %w", err)
+			}
+			if notesOut == nil {
+				continue
+			}
+			sent = notifier.For(&events[i], sent[:0])
+			for j := range sent {
+				buf = append(sent[j].AppendJSON(buf[:0]), '\n')
+				if _, err := notesOut.Write(buf); err != nil {
+					return fmt.Errorf("write notifications: %w", err)
+				}
 			}
 		}
 		events = events[:0]
@@ -154,6 +195,11 @@ func replay(cfg *config.Config, files replayInputs, in io.Reader, stdout, stderr
 	}
 	if err := out.Flush(); err != nil {
 		return fmt.Errorf("write events: %w", err)
+	}
+	if notesOut != nil {
+		if err := notesOut.Flush(); err != nil {
+			return fmt.Errorf("write notifications: %w", err)
+		}
 	}
 	nrej := 0
 	for _, n := range rejected {

@@ -38,11 +38,12 @@ func TestScenarios(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer in.Close()
-			var stdout, stderr bytes.Buffer
+			var stdout, notes, stderr bytes.Buffer
 			if err := replay(&cfg, replayInputs{orders: filepath.Join(scenarios, "orders.ndjson"), zones: filepath.Join(scenarios, "zones.geojson"),
-				passes: filepath.Join(scenarios, "passes.ndjson")}, in, &stdout, &stderr); err != nil {
+				passes: filepath.Join(scenarios, "passes.ndjson")}, in, &stdout, &notes, &stderr); err != nil {
 				t.Fatalf("replay: %v\n%s", err, stderr.String())
 			}
+			checkGolden(t, filepath.Join(scenarios, name+".notifications"), notes.Bytes())
 			golden := filepath.Join(scenarios, name+".golden")
 			if *update {
 				if err := os.WriteFile(golden, stdout.Bytes(), 0o644); err != nil {
@@ -60,5 +61,25 @@ func TestScenarios(t *testing.T) {
 	}
 	if n == 0 {
 		t.Fatal("no scenarios found")
+	}
+}
+
+// checkGolden compares got with the golden file (absent: no output), and
+// rewrites it under -update.
+func checkGolden(t *testing.T, golden string, got []byte) {
+	t.Helper()
+	if *update {
+		if len(got) == 0 {
+			_ = os.Remove(golden)
+		} else if err := os.WriteFile(golden, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("output differs from %s (if the change is intended: go test ./cmd/qfence -run TestScenarios -update)\ngot:\n%s\nwant:\n%s", golden, got, want)
 	}
 }

@@ -25,6 +25,7 @@ const (
 	Order             = "order.schema.json"
 	Event             = "event.schema.json"
 	Pass              = "pass.schema.json"
+	Notification      = "notification.schema.json"
 	DeadLetterHeaders = "dead-letter-headers.schema.json"
 )
 

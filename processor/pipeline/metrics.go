@@ -21,6 +21,7 @@ type Metrics struct {
 	StateRestoreErrors prometheus.Counter
 	Passes             *prometheus.CounterVec
 	ActivePasses       prometheus.Gauge
+	Notifications      *prometheus.CounterVec
 }
 
 // NewMetrics registers the processor's metrics with reg and initialises
@@ -48,8 +49,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Pass messages read, by outcome: applied, deleted, rejected, not_a_patient (not held), expired."}, []string{"outcome"}),
 		ActivePasses: prometheus.NewGauge(prometheus.GaugeOpts{Name: "qfence_active_passes",
 			Help: "QR passes held (of patients under an order, not yet a day past their end)."}),
+		Notifications: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "qfence_notifications_total",
+			Help: "Notifications to patients produced, by kind: warning, checkin_request."}, []string{"kind"}),
 	}
-	reg.MustRegister(m.Pings, m.Rejected, m.Events, m.OpenBreaches, m.ActiveOrders, m.EventLatency, m.OrdersApplied, m.StateRestoreErrors, m.Passes, m.ActivePasses)
+	reg.MustRegister(m.Pings, m.Rejected, m.Events, m.OpenBreaches, m.ActiveOrders, m.EventLatency, m.OrdersApplied, m.StateRestoreErrors, m.Passes, m.ActivePasses, m.Notifications)
 	for _, o := range []string{"accepted", "rejected", "no_order", "late", "duplicate"} {
 		m.Pings.WithLabelValues(o)
 	}
@@ -58,6 +61,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	for _, t := range processor.EventTypes {
 		m.Events.WithLabelValues(t.String())
+	}
+	for _, k := range processor.NotificationKinds {
+		m.Notifications.WithLabelValues(k.String())
 	}
 	for _, o := range []string{"applied", "revoked", "rejected"} {
 		m.OrdersApplied.WithLabelValues(o)

@@ -30,6 +30,8 @@ type Partition struct {
 	// across all partitions (limits.max_inflight_rows).
 	InFlight *semaphore.Weighted
 	Topics   Topics
+	// Notifier renders the notifications to patients (nil: none).
+	Notifier *processor.Notifier
 	Metrics  *Metrics
 	Log      *slog.Logger // carries the partition already
 	// Now is the wall clock (a test may drive it).
@@ -204,8 +206,7 @@ type loopState struct {
 	tracker    *Tracker
 	batch      []Message
 	events     []processor.Event // one ping's
-	all        []processor.Event // the batch's
-	rows       []processor.Track
+	out        Output            // the batch's rows, events and notifications
 	lastMsg    time.Time
 	lastCommit time.Time
 	next       int64 // the offset after the last message decided
@@ -231,7 +232,7 @@ func (s *loopState) process(ctx context.Context, batch []Message) error {
 		sources []time.Time // the append time of the ping behind each event record
 		counts  [processor.Duplicate + 1]int
 	)
-	s.rows, s.all = s.rows[:0], s.all[:0]
+	s.out.reset()
 	for i := range batch {
 		m := &batch[i]
 		err := p.Decoder.Decode(m.Value, now.UnixMilli(), &ping)
@@ -253,13 +254,9 @@ func (s *loopState) process(ctx context.Context, batch []Message) error {
 		s.events, outcome, t = p.Engine.Process(&ping, zones, s.events[:0])
 		counts[outcome]++
 		if outcome == processor.Accepted || outcome == processor.Late {
-			s.rows = append(s.rows, t)
+			s.out.Rows = append(s.out.Rows, t)
 		}
-		for j := range s.events {
-			records = append(records, p.eventRecord(&s.events[j]))
-			sources = append(sources, m.Time)
-		}
-		s.all = append(s.all, s.events...)
+		records, sources = s.emit(records, sources, m.Time)
 	}
 	s.reportOpen()
 	for o := processor.Accepted; o <= processor.Duplicate; o++ {
@@ -287,7 +284,7 @@ func (s *loopState) submit(ctx context.Context, next int64, records []Record, so
 	states = append(states, processor.StateRecord{Key: processor.MetaKey, Value: p.Engine.MarshalMeta(next)})
 	// A batch never asks for more than the whole budget (a sweep can emit an
 	// event for every patient at once), or it would wait forever.
-	tokens := min(int64(len(s.rows)+len(s.all)+len(records)), p.MaxInFlight)
+	tokens := min(int64(s.out.Len()+len(records)), p.MaxInFlight)
 	if tokens > 0 {
 		if !p.InFlight.TryAcquire(tokens) {
 			p.Blocked.Add(1)
@@ -299,7 +296,7 @@ func (s *loopState) submit(ctx context.Context, next int64, records []Record, so
 		}
 	}
 	pending := 0
-	if len(s.rows)+len(s.all) > 0 {
+	if s.out.Len() > 0 {
 		pending++
 	}
 	if len(records) > 0 {
@@ -324,8 +321,8 @@ func (s *loopState) submit(ctx context.Context, next int64, records []Record, so
 			inner(err)
 		}
 	}
-	if len(s.rows)+len(s.all) > 0 {
-		p.Sink.Write(ctx, s.rows, s.all, release)
+	if s.out.Len() > 0 {
+		p.Sink.Write(ctx, &s.out, release)
 	}
 	if len(records) > 0 {
 		p.Producer.Produce(ctx, records, func(err error) {
@@ -341,9 +338,32 @@ func (s *loopState) submit(ctx context.Context, next int64, records []Record, so
 	return nil
 }
 
-func (p *Partition) eventRecord(e *processor.Event) Record {
-	p.Metrics.Events.WithLabelValues(e.Type.String()).Inc()
-	return Record{Topic: p.Topics.Violations, Key: []byte(e.PatientID), Value: e.AppendJSON(nil, p.Engine.Rules())}
+// emit turns the events of one step (s.events) into records for the
+// violations and notifications topics and rows for the sink; source is
+// the append time of the ping behind them, for the latency histogram.
+func (s *loopState) emit(records []Record, sources []time.Time, source time.Time) ([]Record, []time.Time) {
+	p := s.p
+	for j := range s.events {
+		e := &s.events[j]
+		p.Metrics.Events.WithLabelValues(e.Type.String()).Inc()
+		records = append(records, Record{Topic: p.Topics.Violations, Key: []byte(e.PatientID), Value: e.AppendJSON(nil, p.Engine.Rules())})
+		sources = append(sources, source)
+		if p.Notifier == nil {
+			continue
+		}
+		n := len(s.out.Notifications)
+		s.out.Notifications = p.Notifier.For(e, s.out.Notifications)
+		for _, note := range s.out.Notifications[n:] {
+			p.Metrics.Notifications.WithLabelValues(note.Kind.String()).Inc()
+			records = append(records, Record{Topic: p.Topics.Notifications, Key: []byte(note.PatientID), Value: note.AppendJSON(nil)})
+		}
+	}
+	s.out.Events = append(s.out.Events, s.events...)
+	return records, sources
+}
+
+func (o *Output) reset() {
+	o.Rows, o.Events, o.Notifications = o.Rows[:0], o.Events[:0], o.Notifications[:0]
 }
 
 // deadLetter copies a rejected message unchanged with the contract's headers.
@@ -360,14 +380,9 @@ func (s *loopState) idle(ctx context.Context) {
 		return
 	}
 	s.events = p.Engine.Advance(now.UnixMilli(), s.events[:0])
-	var records []Record
-	var sources []time.Time
-	for j := range s.events {
-		records = append(records, p.eventRecord(&s.events[j]))
-		sources = append(sources, now)
-	}
+	s.out.reset()
+	records, sources := s.emit(nil, nil, now)
 	s.reportOpen()
-	s.rows, s.all = s.rows[:0], append(s.all[:0], s.events...)
 	// The events and the new watermark ride on a batch without messages, so
 	// they are checkpointed in order behind everything before them.
 	if err := s.submit(ctx, s.next, records, sources); err != nil {

@@ -39,7 +39,7 @@ func (f *oneMessage) CaughtUp(context.Context) bool { return true }
 
 type acks struct{}
 
-func (acks) Write(_ context.Context, _ []processor.Track, _ []processor.Event, done func(error)) {
+func (acks) Write(_ context.Context, _ *Output, done func(error)) {
 	done(nil)
 }
 func (acks) Produce(_ context.Context, _ []Record, done func(error)) { done(nil) }

@@ -39,13 +39,23 @@ type Fetcher interface {
 	CaughtUp(ctx context.Context) bool
 }
 
-// Sink stores the pings and events of a batch (ClickHouse). Write copies
-// what it keeps before it returns (rows alias the messages) and calls done
-// exactly once: nil when everything is durable, an error when it gave up
-// (only when stopping).
+// Sink stores the pings, events and notifications of a batch
+// (ClickHouse). Write copies what it keeps before it returns (rows alias
+// the messages) and calls done exactly once: nil when everything is
+// durable, an error when it gave up (only when stopping).
 type Sink interface {
-	Write(ctx context.Context, rows []processor.Track, events []processor.Event, done func(error))
+	Write(ctx context.Context, b *Output, done func(error))
 }
+
+// Output is what a batch gives the sink to store.
+type Output struct {
+	Rows          []processor.Track
+	Events        []processor.Event
+	Notifications []processor.Notification
+}
+
+// Len is the number of rows of all kinds.
+func (o *Output) Len() int { return len(o.Rows) + len(o.Events) + len(o.Notifications) }
 
 // Producer produces records (events, dead letters) and calls done exactly
 // once, when all of them are acknowledged or it gave up.
@@ -67,7 +77,7 @@ type Committer interface {
 
 // Topics names what the loop produces to.
 type Topics struct {
-	Pings, Violations, PingsDLQ string
+	Pings, Violations, PingsDLQ, Notifications string
 }
 
 // OrderRow is one order version as received, or a revocation: what the

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qfence/qfence/processor/pipeline"
 	"github.com/qfence/qfence/sinks/clickhouse/chtest"
 
 	"github.com/qfence/qfence/processor"
@@ -48,7 +49,7 @@ func sinkThroughput(b *testing.B, tracks []processor.Track, compression string) 
 		start := time.Now()
 		acks := make(chan error, rows/50_000+1)
 		for i := 0; i < rows; i += 50_000 {
-			c.Write(context.Background(), tracks[i:min(rows, i+50_000)], nil, func(err error) { acks <- err })
+			c.Write(context.Background(), &pipeline.Output{Rows: tracks[i:min(rows, i+50_000)]}, func(err error) { acks <- err })
 		}
 		for i := 0; i < rows; i += 50_000 {
 			if err := <-acks; err != nil {

@@ -1,6 +1,7 @@
 package clickhouse
 
 import (
+	"encoding/hex"
 	"sync"
 
 	"github.com/qfence/qfence/processor"
@@ -34,7 +35,15 @@ type pingColumns struct {
 	state, flag         []int8
 	inBreach, mock      []uint8
 	dev, src            [][]byte
+	// The check-in columns: the request answered ('' none), the verdict
+	// (NULL: the ping carried no check-in), the method.
+	checkinID       []string
+	checkinVerified []*uint8
+	checkinMethod   [][]byte
 }
+
+// verdicts are what checkinVerified points at: no allocation per row.
+var verdicts = [2]uint8{0, 1}
 
 func newPingColumns(n int) *pingColumns {
 	return &pingColumns{
@@ -42,7 +51,7 @@ func newPingColumns(n int) *pingColumns {
 		ts: make([]int64, 0, n), ms: make([]uint16, 0, n), lat: make([]float64, 0, n), lon: make([]float64, 0, n),
 		acc: make([]float32, 0, n), dist: make([]float32, 0, n), state: make([]int8, 0, n), flag: make([]int8, 0, n),
 		inBreach: make([]uint8, 0, n), mock: make([]uint8, 0, n), dev: make([][]byte, 0, n), src: make([][]byte, 0, n),
-		bytes: make([]byte, 0, 32*n),
+		bytes: make([]byte, 0, 32*n), checkinID: make([]string, 0, n), checkinVerified: make([]*uint8, 0, n), checkinMethod: make([][]byte, 0, n),
 	}
 }
 
@@ -56,6 +65,10 @@ func (p *pingColumns) reset() {
 	clear(p.pass)
 	clear(p.dev)
 	clear(p.src)
+	clear(p.checkinID)
+	clear(p.checkinVerified)
+	clear(p.checkinMethod)
+	p.checkinID, p.checkinVerified, p.checkinMethod = p.checkinID[:0], p.checkinVerified[:0], p.checkinMethod[:0]
 	p.bytes = p.bytes[:0]
 	p.ids, p.district, p.zone, p.ts, p.ms, p.pass = p.ids[:0], p.district[:0], p.zone[:0], p.ts[:0], p.ms[:0], p.pass[:0]
 	p.lat, p.lon, p.acc, p.dist = p.lat[:0], p.lon[:0], p.acc[:0], p.dist[:0]
@@ -75,6 +88,17 @@ func (p *pingColumns) add(r *processor.Track, datetime64 bool) {
 	p.state, p.flag = append(p.state, int8(r.State)), append(p.flag, int8(r.Flag)) // the Enum8 values are the Go constants
 	p.inBreach, p.mock = append(p.inBreach, b2u(r.InBreach)), append(p.mock, b2u(r.Mock))
 	p.dev, p.src = append(p.dev, p.copyBytes(r.DeviceID)), append(p.src, p.copyBytes(r.Source))
+	if c := &r.Checkin; !c.Present {
+		p.checkinID, p.checkinVerified, p.checkinMethod = append(p.checkinID, ""), append(p.checkinVerified, nil), append(p.checkinMethod, nil)
+	} else {
+		id := ""
+		if c.HasRequestID {
+			id = hex.EncodeToString(c.RequestID[:])
+		}
+		p.checkinID = append(p.checkinID, id)
+		p.checkinVerified = append(p.checkinVerified, &verdicts[b2u(c.Verified)])
+		p.checkinMethod = append(p.checkinMethod, p.copyBytes(c.Method))
+	}
 }
 
 // copyBytes copies b into the chunk's bytes. When they are full a new

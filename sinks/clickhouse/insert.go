@@ -2,8 +2,10 @@ package clickhouse
 
 import (
 	"context"
+	"encoding/hex"
 	"fmt"
 	"hash/fnv"
+	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -66,7 +68,8 @@ func (c *Sink) insertPings(ctx context.Context, chunks []*pingColumns) error {
 		if !c.schema.F.DateTime64 {
 			cols = append(cols, p.ms)
 		}
-		cols = append(cols, p.lat, p.lon, p.acc, p.state, p.dist, p.district, p.zone, p.inBreach, p.flag, p.mock, p.dev, p.src, inserted[:n], p.pass)
+		cols = append(cols, p.lat, p.lon, p.acc, p.state, p.dist, p.district, p.zone, p.inBreach, p.flag, p.mock, p.dev, p.src, inserted[:n], p.pass,
+			p.checkinID, p.checkinVerified, p.checkinMethod)
 		for i, col := range cols {
 			if err := b.Column(i).Append(col); err != nil {
 				_ = b.Abort()
@@ -134,8 +137,42 @@ func (c *Sink) insertEvents(ctx context.Context, events []processor.Event) error
 		if e.Confidence != nil {
 			conf = *e.Confidence
 		}
-		return append(vals, uint32(conf.OutsidePings), conf.MinMarginM, conf.DwellS)
+		vals = append(vals, uint32(conf.OutsidePings), conf.MinMarginM, conf.DwellS)
+		reqID := ""
+		if e.RequestID != ([16]byte{}) {
+			reqID = hex.EncodeToString(e.RequestID[:])
+		}
+		return append(vals, reqID, c.optTime(e.ExpiresAt))
 	})
+}
+
+func (c *Sink) insertNotifications(ctx context.Context, notes []processor.Notification) error {
+	now := time.Now().UTC()
+	return c.insertRows(ctx, "notifications", len(notes), func(i int, vals []any) []any {
+		n := &notes[i]
+		id, ev := n.ID(), n.EventID
+		text := n.Text
+		if c.pseudo != nil && strings.Contains(text, n.PatientID) {
+			// A template that shows the patient's id: ClickHouse gets the
+			// pseudonym there too.
+			text = strings.ReplaceAll(text, n.PatientID, c.pseudo.of(n.PatientID))
+		}
+		vals = append(vals, hex.EncodeToString(id[:]), c.id(n.PatientID), n.Kind.String())
+		vals = c.appendTime(vals, n.At)
+		return append(vals, hex.EncodeToString(ev[:]), c.optTime(n.ExpiresAt), text, now)
+	})
+}
+
+// optTime is a nullable millisecond time in the server's time type.
+func (c *Sink) optTime(ms int64) *time.Time {
+	if ms == 0 {
+		return nil
+	}
+	t := time.UnixMilli(ms).UTC()
+	if !c.schema.F.DateTime64 {
+		t = t.Truncate(time.Second)
+	}
+	return &t
 }
 
 func (c *Sink) insertOrders(ctx context.Context, rows []pipeline.OrderRow) error {

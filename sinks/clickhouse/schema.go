@@ -76,7 +76,7 @@ func (s Schema) ttl(col string) string {
 
 // Tables lists the tables retention applies to, with their time column.
 var Tables = []struct{ Name, TimeCol string }{{"pings", "ts"}, {"events", "at"}, {"orders", "starts_at"},
-	{"passes", "valid_from"}, {"api_audit", "at"}}
+	{"passes", "valid_from"}, {"api_audit", "at"}, {"notifications", "at"}}
 
 // Migrations are the schema's versions, in order. Each statement is
 // idempotent, so a migration interrupted half-way can simply run again.
@@ -190,6 +190,29 @@ ORDER BY (patient_id, pass_id, version)%s`, db, s.ttl("valid_from")),
 ) ENGINE = MergeTree()
 PARTITION BY toYYYYMMDD(at)
 ORDER BY at%s`, db, s.lowCard(), s.lowCard(), s.ttl("at")),
+	}, {
+		// 3: check-ins and notifications (contract 2.2, 3.3).
+		s.addColumn("pings", "checkin_request_id String DEFAULT ''"),
+		s.addColumn("pings", "checkin_verified Nullable(UInt8)"),
+		s.addColumn("pings", "checkin_method String DEFAULT ''"),
+		fmt.Sprintf("ALTER TABLE %s.events MODIFY COLUMN type Enum8('breach_started' = 1, 'breach_ended' = 2, 'signal_lost' = 3, 'signal_restored' = 4, "+
+			"'implausible_location' = 5, 'breach_escalated' = 6, 'checkin_requested' = 7, 'checkin_missed' = 8, 'checkin_failed' = 9)", db),
+		s.addColumn("events", "request_id String DEFAULT ''"),
+		s.addColumn("events", s.timeCol("expires_at", true)),
+		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s.notifications (
+  notification_id FixedString(32),
+  patient_id String,
+  kind Enum8('warning' = 1, 'checkin_request' = 2),
+  %s,
+  event_id FixedString(32),
+  %s,
+  text String,
+  inserted_at DateTime('UTC')
+) ENGINE = ReplacingMergeTree(inserted_at)
+PARTITION BY toYYYYMMDD(at)
+ORDER BY (patient_id, notification_id)%s`, db, s.timeCol("at", false), s.timeCol("expires_at", true), s.ttl("at")),
+		fmt.Sprintf("DROP TABLE IF EXISTS %s.district_daily", db),
+		s.districtDaily(",\n  countIf(type = 'breach_escalated') AS escalations,\n  countIf(type = 'checkin_missed') AS missed_checkins"),
 	}}
 }
 
@@ -235,12 +258,15 @@ func (s Schema) Columns(table string) []string {
 	switch table {
 	case "pings":
 		return concat([]string{"patient_id"}, t("ts"), []string{"lat", "lon", "accuracy_m", "state", "distance_m", "district", "zone",
-			"in_breach", "flag", "mock", "device_id", "source", "inserted_at", "pass_id"})
+			"in_breach", "flag", "mock", "device_id", "source", "inserted_at", "pass_id",
+			"checkin_request_id", "checkin_verified", "checkin_method"})
 	case "events":
 		return concat([]string{"event_id", "type", "patient_id"}, t("at"), t("started_at"), []string{"ended_at", "duration_s", "reason",
 			"location_lat", "location_lon", "location_accuracy_m", "distance_m", "max_distance_m", "home_lat", "home_lon", "home_radius_m",
 			"district", "zone", "evidence", "inserted_at", "pass_id", "rule_margin_m", "rule_breach_after_s", "rule_breach_min_pings",
-			"confidence_outside_pings", "confidence_min_margin_m", "confidence_dwell_s"})
+			"confidence_outside_pings", "confidence_min_margin_m", "confidence_dwell_s", "request_id", "expires_at"})
+	case "notifications":
+		return concat([]string{"notification_id", "patient_id", "kind"}, t("at"), []string{"event_id", "expires_at", "text", "inserted_at"})
 	case "orders":
 		return []string{"patient_id", "version", "revoked", "home_lat", "home_lon", "radius_m", "starts_at", "ends_at", "district", "received_at"}
 	case "passes":

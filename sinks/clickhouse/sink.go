@@ -57,6 +57,7 @@ type chBuffer struct {
 	pings   []*pingColumns // full chunks, then the one being filled
 	rows    int
 	events  []processor.Event
+	notes   []processor.Notification
 	orders  []pipeline.OrderRow
 	passes  []pipeline.PassRow
 	audit   []pipeline.AuditRow
@@ -83,10 +84,11 @@ func Open(ctx context.Context, cfg config.ClickHouse, pseudonymizeKey config.Sec
 }
 
 // Write implements pipeline.Sink.
-func (c *Sink) Write(_ context.Context, rows []processor.Track, events []processor.Event, done func(error)) {
+func (c *Sink) Write(_ context.Context, out *pipeline.Output, done func(error)) {
 	c.mu.Lock()
-	c.pending.addPings(rows, c.schema.F.DateTime64)
-	c.pending.events = append(c.pending.events, events...)
+	c.pending.addPings(out.Rows, c.schema.F.DateTime64)
+	c.pending.events = append(c.pending.events, out.Events...)
+	c.pending.notes = append(c.pending.notes, out.Notifications...)
 	c.pending.waiters = append(c.pending.waiters, done)
 	full := c.pending.rows >= c.cfg.BatchRows || c.urgent()
 	c.mu.Unlock()
@@ -243,12 +245,15 @@ func (c *Sink) flush(ctx context.Context) {
 	b := c.pending
 	c.pending = chBuffer{}
 	c.mu.Unlock()
-	if b.rows+len(b.events)+len(b.orders)+len(b.passes)+len(b.audit) == 0 && len(b.waiters) == 0 {
+	if b.rows+len(b.events)+len(b.notes)+len(b.orders)+len(b.passes)+len(b.audit) == 0 && len(b.waiters) == 0 {
 		return
 	}
 	err := c.retry(ctx, "pings", b.rows, func(ctx context.Context) error { return c.insertPings(ctx, b.pings) })
 	if err == nil {
 		err = c.retry(ctx, "events", len(b.events), func(ctx context.Context) error { return c.insertEvents(ctx, b.events) })
+	}
+	if err == nil {
+		err = c.retry(ctx, "notifications", len(b.notes), func(ctx context.Context) error { return c.insertNotifications(ctx, b.notes) })
 	}
 	if err == nil {
 		err = c.retry(ctx, "orders", len(b.orders), func(ctx context.Context) error { return c.insertOrders(ctx, b.orders) })

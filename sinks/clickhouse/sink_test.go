@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/paulmach/orb"
 	qch "github.com/qfence/qfence/sinks/clickhouse"
 	"github.com/qfence/qfence/sinks/clickhouse/chtest"
 	"github.com/qfence/qfence/sinks/local"
@@ -270,5 +271,77 @@ func TestEveryCompressionMethodWrites(t *testing.T) {
 				t.Fatalf("%d events with %s, want %d", n, m, len(events))
 			}
 		})
+	}
+}
+
+// Check-ins and notifications reach ClickHouse: the pings' check-in
+// columns, the events' request_id and expires_at, the notifications table
+// (collapsing when written twice), and district_daily's missed check-ins.
+func TestCheckinsAndNotificationsAreStored(t *testing.T) {
+	cfg := chtest.DB(t, chtest.Addr)
+	c := chtest.OpenSink(t, cfg, "")
+	home := orb.Point{37.62, 55.75}
+	book := processor.NewOrderBook()
+	book.Put(&processor.Order{PatientID: "p-1", Home: home, RadiusM: 50, StartsAt: dataStart.Add(-time.Hour).UnixMilli(), EndsAt: math.MaxInt64, District: "CAO"})
+	eng := processor.NewEngine(processor.DefaultRules(), book)
+	notifier, err := processor.NewNotifier("", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := &pipeline.Output{}
+	far := synth.Offset([2]float64(home), 900, 0)
+	for i, min := range []int{0, 5, 10, 40} { // a breach at 5, a failed check-in at 10, escalated at 20
+		p := processor.Ping{PatientID: []byte("p-1"), TS: dataStart.Add(time.Duration(min) * time.Minute).UnixMilli(), Lat: far[1], Lon: far[0], Accuracy: 10}
+		if i == 2 {
+			p.Checkin = processor.Checkin{Present: true, Method: []byte("selfie")}
+		}
+		var tr processor.Track
+		var events []processor.Event
+		events, _, tr = eng.Process(&p, nil, nil)
+		out.Rows = append(out.Rows, tr)
+		out.Events = append(out.Events, events...)
+		for j := range events {
+			out.Notifications = notifier.For(&events[j], out.Notifications)
+		}
+	}
+	// Then silence: signal_lost asks, and nobody answers.
+	ev := eng.Advance(dataStart.Add(3*time.Hour).UnixMilli(), nil)
+	out.Events = append(out.Events, ev...)
+	if len(out.Notifications) != 2 {
+		t.Fatalf("%d notifications, want a warning and a checkin_request", len(out.Notifications))
+	}
+	chtest.WriteOutput(t, c, out)
+	chtest.WriteOutput(t, c, &pipeline.Output{Notifications: out.Notifications}) // again: collapses
+	conn := chtest.Conn(t, chtest.Addr)
+	db := cfg.Database
+	if n := chtest.Count(t, conn, "SELECT count() FROM "+db+".notifications FINAL"); n != 2 {
+		t.Errorf("notifications FINAL = %d, want 2", n)
+	}
+	if n := chtest.Count(t, conn, "SELECT count() FROM "+db+".notifications WHERE kind = 'checkin_request' AND expires_at IS NOT NULL AND text LIKE 'Please open the app%'"); n < 1 {
+		t.Error("no checkin_request row with its expiry and text")
+	}
+	var reqID string
+	if err := conn.QueryRow(context.Background(), "SELECT request_id FROM "+db+".events FINAL WHERE type = 'checkin_requested' AND expires_at IS NOT NULL").Scan(&reqID); err != nil {
+		t.Fatal(err)
+	}
+	var pingReq, method string
+	var verified *uint8
+	if err := conn.QueryRow(context.Background(), "SELECT checkin_request_id, checkin_verified, checkin_method FROM "+db+".pings FINAL WHERE checkin_verified IS NOT NULL").Scan(&pingReq, &verified, &method); err != nil {
+		t.Fatal(err)
+	}
+	if pingReq != reqID || verified == nil || *verified != 0 || method != "selfie" {
+		t.Errorf("the check-in ping: request %q verified %v method %q; the request was %q", pingReq, verified, method, reqID)
+	}
+	if n := chtest.Count(t, conn, "SELECT count() FROM "+db+".pings FINAL WHERE checkin_verified IS NULL"); n != 3 {
+		t.Errorf("%d pings without a check-in, want 3", n)
+	}
+	if n := chtest.Count(t, conn, "SELECT count() FROM "+db+".events FINAL WHERE type = 'checkin_failed' AND request_id = '"+reqID+"'"); n != 1 {
+		t.Errorf("%d checkin_failed naming the request, want 1", n)
+	}
+	if n := chtest.Count(t, conn, "SELECT toUInt64(sum(escalations)) FROM "+db+".district_daily"); n != 1 {
+		t.Errorf("district_daily escalations = %d, want 1", n)
+	}
+	if n := chtest.Count(t, conn, "SELECT toUInt64(sum(missed_checkins)) FROM "+db+".district_daily"); n != 1 {
+		t.Errorf("district_daily missed_checkins = %d, want 1", n)
 	}
 }

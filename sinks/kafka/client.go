@@ -98,6 +98,7 @@ func (k *Client) EnsureTopics(ctx context.Context) error {
 		{Topic: t.OrdersDLQ, NumPartitions: 1},
 		{Topic: t.Passes, NumPartitions: k.cfg.Partitions, ConfigEntries: compacted},
 		{Topic: t.PassesDLQ, NumPartitions: 1},
+		{Topic: t.Notifications, NumPartitions: k.cfg.Partitions},
 	}
 	names := make([]string, len(want))
 	for i, w := range want {

@@ -24,11 +24,13 @@ import (
 // assigned partition owns that partition's patients (pipeline.Partition),
 // restored from the changelog before its first ping.
 type Group struct {
-	Kafka     *Client
-	Orders    *processor.OrderBook
-	Passes    *processor.PassBook
-	Zones     func() *geo.Zones
-	Rules     processor.Rules
+	Kafka  *Client
+	Orders *processor.OrderBook
+	Passes *processor.PassBook
+	Zones  func() *geo.Zones
+	Rules  processor.Rules
+	// Notifier renders notifications to patients (nil: none).
+	Notifier  *processor.Notifier
 	Decoder   processor.PingDecoder
 	Sink      pipeline.Sink
 	Producer  pipeline.Producer
@@ -181,8 +183,9 @@ func (g *Group) runPartition(gctx context.Context, gen *kafka.Generation, topic 
 		ID: a.ID, Engine: eng, Zones: g.Zones, Decoder: g.Decoder, Fetcher: fetcher{r: r, log: log}, Sink: g.Sink,
 		Producer: g.Producer, Checkpointer: g.Changelog, Committer: committer{gen, topic},
 		InFlight: g.inFlight, MaxInFlight: g.MaxInFlight, Blocked: &g.blocked, Start: a.Offset,
-		Topics:  pipeline.Topics{Pings: topic, Violations: g.Kafka.cfg.Topics.Violations, PingsDLQ: g.Kafka.cfg.Topics.PingsDLQ},
-		Metrics: g.Metrics, Log: log, Now: g.Now,
+		Topics: pipeline.Topics{Pings: topic, Violations: g.Kafka.cfg.Topics.Violations, PingsDLQ: g.Kafka.cfg.Topics.PingsDLQ,
+			Notifications: g.Kafka.cfg.Topics.Notifications},
+		Notifier: g.Notifier, Metrics: g.Metrics, Log: log, Now: g.Now,
 		MaxBatch: 2000, CommitEvery: g.CommitEvery, IdleAfter: g.IdleAfter, Tick: g.Tick,
 	}
 	if err := p.Run(gctx, g.Drain); err != nil {

@@ -1,6 +1,7 @@
 package kafka_test
 
 import (
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -12,11 +13,13 @@ import (
 
 // TestRunMatchesReplay is the differential test: 200k pings for 10k
 // patients through the broker, the consumer group and the partition loops
-// give the same set of events, byte for byte, as replaying each partition's
-// messages through the engine.
+// give the same set of events and notifications, byte for byte, as
+// replaying each partition's messages through the engine; with check-ins
+// answered and failed, and random requests (in run and replay alike).
 func TestRunMatchesReplay(t *testing.T) {
 	addr := kafkatest.StartBroker(t)
 	cfg, k := kafkatest.KafkaAt(t, addr)
+	cfg.Checkins.RandomPerDay = 4
 	d := kafkatest.GenData(1, 10_000, 200_000, 0)
 	kafkatest.Produce(t, addr, cfg.Kafka.Topics.Orders, d.Orders)
 	kafkatest.Produce(t, addr, cfg.Kafka.Topics.Pings, d.Pings)
@@ -28,12 +31,36 @@ func TestRunMatchesReplay(t *testing.T) {
 	elapsed := time.Since(start)
 	svc.Stop(t)
 
-	want := kafkatest.ReplayPartitions(t, cfg, d.Orders, kafkatest.ReadAll(t, k, cfg.Kafka.Topics.Pings), d.End)
+	replayed := kafkatest.ReplayAll(t, cfg, d.Orders, kafkatest.ReadAll(t, k, cfg.Kafka.Topics.Pings), d.End)
+	want := replayed.Events
 	got, total := kafkatest.EventsByID(t, k, cfg.Kafka.Topics.Violations)
 	if len(want) < 1000 {
 		t.Fatalf("replay gave only %d events: the data no longer exercises the rules", len(want))
 	}
 	kafkatest.SameEvents(t, got, want)
+	notes, _ := kafkatest.EventsByID(t, k, cfg.Kafka.Topics.Notifications)
+	kafkatest.SameEvents(t, notes, replayed.Notifications)
+	byType := map[string]int{}
+	for _, e := range want {
+		var v struct{ Type, Reason string }
+		_ = json.Unmarshal([]byte(e), &v)
+		byType[v.Type+"/"+v.Reason]++
+	}
+	for _, typ := range []string{"checkin_requested/random", "checkin_requested/breach_started", "checkin_requested/signal_lost",
+		"checkin_failed/", "breach_ended/checkin", "checkin_missed/"} {
+		if byType[typ] == 0 {
+			t.Errorf("no %s event: the data no longer exercises check-ins (%v)", typ, byType)
+		}
+	}
+	note, err := contract.Schema(contract.Notification)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range notes {
+		if err := contract.Validate(note, []byte(n)); err != nil {
+			t.Fatalf("notification %s: %v", n, err)
+		}
+	}
 	event, err := contract.Schema(contract.Event)
 	if err != nil {
 		t.Fatal(err)
@@ -47,6 +74,6 @@ func TestRunMatchesReplay(t *testing.T) {
 	if unique != d.Valid {
 		t.Errorf("sink holds %d distinct pings, want %d", unique, d.Valid)
 	}
-	t.Logf("%d pings in %s (%.0f/s); %d events (%d records), %d rows (%d stored twice)",
-		len(d.Pings), elapsed.Round(time.Millisecond), float64(len(d.Pings))/elapsed.Seconds(), len(want), total, unique, stored-unique)
+	t.Logf("%d pings in %s (%.0f/s); %d events (%d records), %d notifications, %d rows (%d stored twice); %v",
+		len(d.Pings), elapsed.Round(time.Millisecond), float64(len(d.Pings))/elapsed.Seconds(), len(want), total, len(notes), unique, stored-unique, byType)
 }

@@ -100,6 +100,10 @@ func NewService(d ServiceDeps) (*Service, error) {
 	if d.Passes == nil {
 		d.Passes = processor.NewPassBook()
 	}
+	notifier, err := d.Config.Notifier()
+	if err != nil {
+		return nil, fmt.Errorf("notification templates: %w", err)
+	}
 	producer := k.NewProducer(d.Edge)
 	s := &Service{cfg: d.Config, kafka: k, producer: producer, log: d.Log}
 	s.passes = &PassesTable{Kafka: k, Book: d.Passes, Orders: d.Book, Producer: producer, Metrics: d.Metrics, Log: d.Log,
@@ -107,7 +111,7 @@ func NewService(d ServiceDeps) (*Service, error) {
 		Archive: d.ArchivePasses, Now: d.Now, RescanEvery: d.PassRescan}
 	s.orders = &OrdersTable{Kafka: k, Book: d.Book, Zones: d.Zones, Producer: producer, Metrics: d.Metrics,
 		Log: d.Log, MaxBytes: d.Config.Limits.MaxMessageBytes, Archive: d.ArchiveOrders, NewPatient: s.passes.Want}
-	s.group = &Group{Kafka: k, Orders: d.Book, Passes: d.Passes, Zones: d.Zones, Rules: d.Config.Rules.Engine(),
+	s.group = &Group{Kafka: k, Orders: d.Book, Passes: d.Passes, Zones: d.Zones, Rules: d.Config.EngineRules(), Notifier: notifier,
 		Decoder: processor.PingDecoder{MaxBytes: d.Config.Limits.MaxMessageBytes, MaxSkew: d.Config.Limits.MaxClockSkew,
 			DefaultAccuracy: d.Config.Rules.DefaultAccuracyM},
 		Sink: d.Sink, Producer: producer, Changelog: k.NewChangelog(), Metrics: d.Metrics, Edge: d.Edge, Log: d.Log,

@@ -110,7 +110,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *Hooks
 		_ = bgGroup.Wait()
 		return err
 	}
-	sink.Rules, sink.Budget = cfg.Rules.Engine(), cfg.Limits.MaxInflightRows
+	sink.Rules, sink.Budget = cfg.EngineRules(), cfg.Limits.MaxInflightRows
 	sinkDone := make(chan error, 1)
 	sinkCtx, stopSink := context.WithCancel(context.WithoutCancel(ctx))
 	go func() { sinkDone <- sink.Run(sinkCtx, bg) }()

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/qfence/qfence/processor"
+	"github.com/qfence/qfence/processor/pipeline"
 	qch "github.com/qfence/qfence/sinks/clickhouse"
 	"github.com/qfence/qfence/sinks/edge"
 
@@ -115,8 +116,15 @@ func OpenSink(t testing.TB, cfg config.ClickHouse, key config.Secret) *qch.Sink 
 // Write hands rows and events to the sink and waits for the acknowledgement.
 func Write(t testing.TB, c *qch.Sink, rows []processor.Track, events []processor.Event) {
 	t.Helper()
+	WriteOutput(t, c, &pipeline.Output{Rows: rows, Events: events})
+}
+
+// WriteOutput hands a batch's output to the sink and waits for the
+// acknowledgement.
+func WriteOutput(t testing.TB, c *qch.Sink, out *pipeline.Output) {
+	t.Helper()
 	ack := make(chan error, 1)
-	c.Write(context.Background(), rows, events, func(err error) { ack <- err })
+	c.Write(context.Background(), out, func(err error) { ack <- err })
 	select {
 	case err := <-ack:
 		if err != nil {

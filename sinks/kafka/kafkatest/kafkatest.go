@@ -5,7 +5,9 @@
 package kafkatest
 
 import (
+	"bytes"
 	"context"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -86,7 +88,8 @@ func (r *Recorder) Rows() map[string]string {
 	return maps.Clone(r.last)
 }
 
-func (r *Recorder) Write(_ context.Context, rows []processor.Track, _ []processor.Event, done func(error)) {
+func (r *Recorder) Write(_ context.Context, out *pipeline.Output, done func(error)) {
+	rows := out.Rows
 	r.mu.Lock()
 	for i := range rows {
 		key := rows[i].PatientID + "|" + strconv.FormatInt(rows[i].TS, 10)
@@ -235,11 +238,20 @@ func GenData(seed uint64, patients, pings, badEvery int) Dataset {
 			if i%10 == 3 && k >= rounds/3 && k < rounds/3+5 {
 				away = 900 // a trip of ten minutes
 			}
+			// Check-ins eight minutes into some trips (the breach has asked
+			// at six): verified at home, which ends the breach, or failed.
+			checkin := ""
+			if i%40 == 13 && k == rounds/3+4 {
+				away, checkin = r.NormFloat64()*8, `,"checkin":{"verified":true,"method":"selfie"}`
+			}
+			if i%40 == 33 && k == rounds/3+4 {
+				checkin = `,"checkin":{"verified":false,"method":"selfie"}`
+			}
 			ts := DataStart.Add(time.Duration(k)*2*time.Minute + time.Duration(i)*time.Millisecond)
 			p := synth.Offset(homes[i], away, r.NormFloat64()*8)
 			id := fmt.Sprintf("p-%06d", i)
 			d.Pings = append(d.Pings, kafka.Message{Key: []byte(id), Value: fmt.Appendf(nil,
-				`{"patient_id":%q,"ts":%q,"lat":%.6f,"lon":%.6f,"accuracy_m":%d}`, id, ts.Format(time.RFC3339Nano), p[1], p[0], 5+r.IntN(15))})
+				`{"patient_id":%q,"ts":%q,"lat":%.6f,"lon":%.6f,"accuracy_m":%d%s}`, id, ts.Format(time.RFC3339Nano), p[1], p[0], 5+r.IntN(15), checkin)})
 			d.Valid++
 			d.End = ts
 		}
@@ -337,6 +349,24 @@ func ReplayPartitions(t testing.TB, cfg *config.Config, orders []kafka.Message, 
 // patient|ts (RowOf).
 func Replay(t testing.TB, cfg *config.Config, orders []kafka.Message, parts map[int][]kafka.Message, now time.Time) (events, rows map[string]string) {
 	t.Helper()
+	out := ReplayAll(t, cfg, orders, parts, now)
+	return out.Events, out.Rows
+}
+
+// Replayed is what replay decides of a pings topic, by id: events (event
+// id → JSON), rows (patient|ts → RowOf), notifications (notification id →
+// JSON).
+type Replayed struct {
+	Events, Rows, Notifications map[string]string
+}
+
+// ReplayAll is Replay with the notifications too.
+func ReplayAll(t testing.TB, cfg *config.Config, orders []kafka.Message, parts map[int][]kafka.Message, now time.Time) Replayed {
+	t.Helper()
+	notifier, err := cfg.Notifier()
+	if err != nil {
+		t.Fatal(err)
+	}
 	book := processor.NewOrderBook()
 	for _, m := range orders {
 		o, err := processor.DecodeOrder(m.Key, m.Value, 0, nil)
@@ -346,9 +376,9 @@ func Replay(t testing.TB, cfg *config.Config, orders []kafka.Message, parts map[
 		book.Put(o)
 	}
 	dec := processor.PingDecoder{MaxBytes: cfg.Limits.MaxMessageBytes, MaxSkew: cfg.Limits.MaxClockSkew, DefaultAccuracy: cfg.Rules.DefaultAccuracyM}
-	events, rows = map[string]string{}, map[string]string{}
+	events, rows, notes := map[string]string{}, map[string]string{}, map[string]string{}
 	for _, msgs := range parts {
-		eng := processor.NewEngine(cfg.Rules.Engine(), book)
+		eng := processor.NewEngine(cfg.EngineRules(), book)
 		var evs []processor.Event
 		var p processor.Ping
 		for _, m := range msgs {
@@ -362,11 +392,17 @@ func Replay(t testing.TB, cfg *config.Config, orders []kafka.Message, parts map[
 				rows[tr.PatientID+"|"+strconv.FormatInt(tr.TS, 10)] = RowOf(&tr)
 			}
 		}
+		var ns []processor.Notification
 		for i := range evs {
 			events[evs[i].IDString()] = string(evs[i].AppendJSON(nil, eng.Rules()))
+			ns = notifier.For(&evs[i], ns)
+		}
+		for _, n := range ns {
+			id := n.ID()
+			notes[hex.EncodeToString(id[:])] = string(n.AppendJSON(nil))
 		}
 	}
-	return events, rows
+	return Replayed{Events: events, Rows: rows, Notifications: notes}
 }
 
 // SameRows fails for every ping whose stored row differs from replay's, and
@@ -388,16 +424,18 @@ func SameRows(t testing.TB, stored, replay map[string]string) {
 	}
 }
 
-// EventsByID reads the violations topic into id → JSON, failing on two
-// different events with one id.
+// EventsByID reads the violations (or notifications) topic into id →
+// JSON, failing on two different records with one id.
 func EventsByID(t testing.TB, k *qkafka.Client, topic string) (byID map[string]string, total int) {
 	t.Helper()
 	byID = map[string]string{}
 	for _, msgs := range ReadAll(t, k, topic) {
 		for _, m := range msgs {
-			id := string(m.Value[len(`{"event_id":"`) : len(`{"event_id":"`)+32])
+			// The id is the first field: {"event_id":"…" or {"notification_id":"…".
+			i := bytes.Index(m.Value, []byte(`":"`)) + 3
+			id := string(m.Value[i : i+32])
 			if prev, ok := byID[id]; ok && prev != string(m.Value) {
-				t.Fatalf("event %s emitted twice with different contents:\n%s\n%s", id, prev, m.Value)
+				t.Fatalf("record %s emitted twice with different contents:\n%s\n%s", id, prev, m.Value)
 			}
 			byID[id] = string(m.Value)
 			total++
