@@ -227,18 +227,18 @@ func newScore() *cobra.Command {
 					return err
 				}
 				defer conn.Close()
-				rows, err := conn.Query(cmd.Context(), "SELECT patient_id, toString(type), at FROM "+cfg.ClickHouse.Database+".events FINAL")
+				rows, err := conn.Query(cmd.Context(), "SELECT patient_id, toString(type), at, started_at, toString(reason) FROM "+cfg.ClickHouse.Database+".events FINAL")
 				if err != nil {
 					return fmt.Errorf("read events from clickhouse: %w", err)
 				}
 				for rows.Next() {
 					var e sim.Event
-					var at time.Time
-					if err := rows.Scan(&e.PatientID, &e.Type, &at); err != nil {
+					var at, started time.Time
+					if err := rows.Scan(&e.PatientID, &e.Type, &at, &started, &e.Reason); err != nil {
 						rows.Close()
 						return err
 					}
-					e.At = at.UTC().Format(time.RFC3339)
+					e.At, e.StartedAt = at.UTC().Format(time.RFC3339), started.UTC().Format("2006-01-02T15:04:05.000Z")
 					events = append(events, e)
 				}
 				rows.Close()
@@ -266,12 +266,17 @@ func newScore() *cobra.Command {
 			default:
 				return errors.New("give an events file or --topic")
 			}
+			cfg, err := load.Config(cmd)
+			if err != nil {
+				return err
+			}
+			rules := cfg.EngineRules()
 			fmt.Fprintf(cmd.OutOrStdout(), "%d events against %d truth entries\n", len(events), len(truth))
-			sim.Score(truth, events).Print(cmd.OutOrStdout())
+			sim.Score(truth, events, &rules.Checkins).Print(cmd.OutOrStdout())
 			return nil
 		},
 	}
-	cmd.Flags().String("config", "", "qfence config file (with --topic)")
+	cmd.Flags().String("config", "", "qfence config file (the topic's brokers, ClickHouse, the check-in rules)")
 	cmd.Flags().StringVar(&truthPath, "truth", "sim/truth.ndjson", "the truth file generate wrote")
 	cmd.Flags().StringVar(&fromTopic, "topic", "", "read events from this Kafka topic instead of a file")
 	cmd.Flags().BoolVar(&fromClickHouse, "clickhouse", false, "read events from ClickHouse's events table (clickhouse.* of --config; pseudonymised ids will not match)")

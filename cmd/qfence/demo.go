@@ -3,13 +3,16 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -81,9 +84,13 @@ func demo(ctx context.Context, o demoOptions, out io.Writer) error {
 	cfg.ClickHouse.Database = "qfence_demo"
 	cfg.Metrics.Listen = metricsAddr
 	// Twenty simulated minutes need shorter rules than a real quarantine.
-	cfg.Rules.BreachAfter, cfg.Rules.SignalTimeout = 2*time.Minute, 5*time.Minute
-	say("• rules for the demo: breach after %s outside (%d pings), signal lost after %s, margin %g m",
-		cfg.Rules.BreachAfter, cfg.Rules.BreachMinPings, cfg.Rules.SignalTimeout, cfg.Rules.MarginM)
+	cfg.Rules.BreachAfter, cfg.Rules.SignalTimeout, cfg.Rules.EscalateAfter = 2*time.Minute, 5*time.Minute, 4*time.Minute
+	cfg.Checkins.ResponseWindow, cfg.Checkins.RandomPerDay, cfg.Checkins.Timezone = 5*time.Minute, 24, "Europe/Moscow"
+	say("• rules for the demo: breach after %s outside (%d pings), escalated after %s more, signal lost after %s, margin %g m;\n"+
+		"  check-ins answered within %s, %d random ones a day outside %s %s",
+		cfg.Rules.BreachAfter, cfg.Rules.BreachMinPings, cfg.Rules.EscalateAfter, cfg.Rules.SignalTimeout, cfg.Rules.MarginM,
+		cfg.Checkins.ResponseWindow, cfg.Checkins.RandomPerDay, cfg.Checkins.QuietHours, cfg.Checkins.Timezone)
+	rules := cfg.EngineRules()
 
 	dir, err := os.MkdirTemp("", "qfence-demo-")
 	if err != nil {
@@ -92,7 +99,7 @@ func demo(ctx context.Context, o demoOptions, out io.Writer) error {
 	defer os.RemoveAll(dir)
 	duration := 20 * time.Minute
 	s := sim.Generate(sim.Params{Seed: 1, Patients: o.patients, Start: time.Now().UTC().Add(-duration).Truncate(time.Second),
-		Duration: duration, Interval: 30 * time.Second, Rules: cfg.EngineRules()})
+		Duration: duration, Interval: 30 * time.Second, Rules: rules})
 	if err := os.WriteFile(filepath.Join(dir, "zones.geojson"), s.Zones, 0o644); err != nil {
 		return err
 	}
@@ -151,9 +158,39 @@ func demo(ctx context.Context, o demoOptions, out io.Writer) error {
 	if err := waitUntil(ctx, time.Minute, func() bool { return ready(ctx) == "" }); err != nil {
 		return fmt.Errorf("qfence not ready: %s", ready(ctx))
 	}
-	say("• qfence is ready (GET http://%s/readyz); streaming pings…", metricsAddr)
+	say("• qfence is ready (GET http://%s/readyz); streaming pings, and the patients' app answers the check-in requests it reads from %s…",
+		metricsAddr, cfg.Kafka.Topics.Notifications)
+	// The app: it reads the notifications topic as the phones' push service
+	// would, and answers each check-in request as the ground truth says.
+	var answers sim.Queue
+	app := s.App(cfg.Checkins.ResponseWindow)
+	actx, stopApp := context.WithCancel(ctx)
+	appDone := make(chan error, 1)
+	go func() {
+		appDone <- k.ReadTable(actx, cfg.Kafka.Topics.Notifications, true, func(r *qkafka.TableRecord) {
+			var n struct {
+				PatientID string    `json:"patient_id"`
+				Kind      string    `json:"kind"`
+				EventID   string    `json:"event_id"`
+				At        time.Time `json:"at"`
+			}
+			if json.Unmarshal(r.Value, &n) == nil && n.Kind == "checkin_request" {
+				if a, ok := app.Answer(n.PatientID, n.EventID, n.At.UnixMilli()); ok {
+					answers.Put(a)
+				}
+			}
+		}, func() {})
+	}()
 	start := time.Now()
-	if err := k.Publish(ctx, cfg.Kafka.Topics.Pings, sim.Messages(s.Pings), int(float64(len(s.Pings))/o.stream.Seconds()), out); err != nil {
+	publish := func(ctx context.Context, msgs []kafka.Message) error {
+		return k.Publish(ctx, cfg.Kafka.Topics.Pings, msgs, 0, nil)
+	}
+	answered, err := sim.Stream(ctx, publish, s.Pings, int(float64(len(s.Pings))/o.stream.Seconds()), &answers, out)
+	stopApp()
+	if aerr := <-appDone; aerr != nil && !errors.Is(aerr, context.Canceled) {
+		return fmt.Errorf("the simulated app: %w", aerr)
+	}
+	if err != nil {
 		return err
 	}
 	if err := waitUntil(ctx, 5*time.Minute, func() bool { lag, err := k.Lag(ctx, cfg.Kafka.Topics.Pings); return err == nil && lag == 0 }); err != nil {
@@ -164,12 +201,14 @@ func demo(ctx context.Context, o demoOptions, out io.Writer) error {
 	var events []sim.Event
 	var sample, overrun []byte
 	byType := map[string]int{}
+	byPatient := map[string][][]byte{} // events and notifications, for the stories below
 	if err := k.ReadAll(ctx, cfg.Kafka.Topics.Violations, func(m kafka.Message) {
 		v := m.Value
 		var e sim.Event
 		if json.Unmarshal(v, &e) == nil {
 			events = append(events, e)
 			byType[e.Type]++
+			byPatient[e.PatientID] = append(byPatient[e.PatientID], v)
 			if e.Type == "breach_started" && sample == nil && e.Pass == nil {
 				sample = v
 			}
@@ -183,16 +222,63 @@ func demo(ctx context.Context, o demoOptions, out io.Writer) error {
 	say("\n== summary ==")
 	say("pings: %d streamed and decided in %s (%.0f pings/s while streaming at the paced rate)", len(s.Pings), took.Round(time.Millisecond), float64(len(s.Pings))/took.Seconds())
 	say("events on %s: %v", cfg.Kafka.Topics.Violations, byType)
-	say("\nscorecard against the simulator's truth:")
-	card := sim.Score(s.Truth, events)
+	notes := map[string]int{}
+	if err := k.ReadAll(ctx, cfg.Kafka.Topics.Notifications, func(m kafka.Message) {
+		var n struct {
+			PatientID string `json:"patient_id"`
+			Kind      string `json:"kind"`
+		}
+		if json.Unmarshal(m.Value, &n) == nil {
+			notes[n.Kind]++
+			byPatient[n.PatientID] = append(byPatient[n.PatientID], m.Value)
+		}
+	}); err != nil {
+		return err
+	}
+	say("notifications on %s: %v", cfg.Kafka.Topics.Notifications, notes)
+	say("\nscorecard against the simulator's truth (breach rows leave out the mislocated Wi-Fi phones, counted below them):")
+	card := sim.Score(s.Truth, events, &rules.Checkins)
 	card.Print(out)
+	// The same pings without the app's answers, through the same engine
+	// offline: what the check-ins are worth.
+	without, err := s.Decide(rules, false)
+	if err != nil {
+		return err
+	}
+	wcard := sim.Score(s.Truth, simEvents(without), &rules.Checkins)
+	say("\nwhat the app's answers are worth (the same pings without them, through the engine offline):")
+	say("  %-45s %8s %8s", "", "with", "without")
+	say("  %-45s %8d %8d", "false breach_started (mislocated Wi-Fi)", card.Count(sim.RowWifiBreaches), wcard.Count(sim.RowWifiBreaches))
+	say("  %-45s %8d %8d", "false breach_escalated", card.Count(sim.RowEscalationsFalse), wcard.Count(sim.RowEscalationsFalse))
+	say("  %-45s %8d %8d", "real breaches escalated (of those due)", card.Kind("breach_escalated").TruePos, wcard.Kind("breach_escalated").TruePos)
+	cleared := func(p string, v []sim.Event) bool {
+		return s.Behaviour(p) == sim.WifiDrift && has(v, "breach_ended", "checkin") && !has(v, "breach_escalated", "")
+	}
+	// One breach, cleared, is the plainest story; a phone whose Wi-Fi stays
+	// wrong starts a new breach after every check-in, each cleared again.
+	id := story(byPatient, s, func(p string, v []sim.Event) bool { return cleared(p, v) && count(v, "breach_started") == 1 })
+	if id == "" {
+		id = story(byPatient, s, cleared)
+	}
+	if id != "" {
+		say("\na false alarm a check-in resolved before escalation (%s: the phone's Wi-Fi put it %s from home; times UTC, texts in %s):",
+			id, s.DriftDistance(id), cfg.Checkins.Timezone)
+		printStory(out, byPatient[id])
+	}
+	if id := story(byPatient, s, func(p string, v []sim.Event) bool {
+		b := s.Behaviour(p)
+		return (b == sim.Walk || b == sim.Drive) && has(v, "breach_escalated", "") && has(v, "checkin_missed", "")
+	}); id != "" {
+		say("\na real breach that escalated: warned, asked, no answer (%s; times UTC, texts in %s):", id, cfg.Checkins.Timezone)
+		printStory(out, byPatient[id])
+	}
 
 	stored, final, err := storedOnce(ctx, cfg.ClickHouse)
 	if err != nil {
 		return err
 	}
-	say("ClickHouse: %d pings stored once each under FINAL, of %d distinct valid pings sent (%d rows before merges)",
-		final, distinctValid(s.Pings), stored)
+	say("ClickHouse: %d pings stored once each under FINAL, of %d distinct valid pings sent (%d of them the app's check-ins; %d rows before merges)",
+		final, distinctValid(append(answered, s.Pings...)), len(answered), stored)
 	say("\nClickHouse, as a health analyst would ask it:")
 	if err := analystQueries(ctx, cfg.ClickHouse, out); err != nil {
 		return err
@@ -214,6 +300,92 @@ func demo(ctx context.Context, o demoOptions, out io.Writer) error {
 	}
 	say("demo done: everything it started is stopped and removed")
 	return nil
+}
+
+// simEvents are the engine's events as the scorer reads them.
+func simEvents(l *sim.Loop) []sim.Event {
+	out := make([]sim.Event, 0, len(l.Events))
+	for i := range l.Events {
+		var e sim.Event
+		if json.Unmarshal(l.Events[i].AppendJSON(nil, &l.Rules), &e) == nil {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// story picks the first patient (in id order) whose events match.
+func story(byPatient map[string][][]byte, s *sim.Scenario, match func(string, []sim.Event) bool) string {
+	for _, id := range slices.Sorted(maps.Keys(byPatient)) {
+		var evs []sim.Event
+		for _, v := range byPatient[id] {
+			var e sim.Event
+			if json.Unmarshal(v, &e) == nil && e.Type != "" {
+				evs = append(evs, e)
+			}
+		}
+		if match(id, evs) {
+			return id
+		}
+	}
+	return ""
+}
+
+func count(evs []sim.Event, typ string) int {
+	n := 0
+	for _, e := range evs {
+		if e.Type == typ {
+			n++
+		}
+	}
+	return n
+}
+
+func has(evs []sim.Event, typ, reason string) bool {
+	return slices.ContainsFunc(evs, func(e sim.Event) bool { return e.Type == typ && (reason == "" || e.Reason == reason) })
+}
+
+// printStory prints a patient's events and notifications in time order,
+// one line each.
+func printStory(out io.Writer, records [][]byte) {
+	type line struct{ at, text string }
+	var lines []line
+	for _, v := range records {
+		var r struct {
+			Type, Kind, At, Reason, Text string
+			ExpiresAt                    string  `json:"expires_at"`
+			DistanceM                    float64 `json:"distance_m"`
+		}
+		if json.Unmarshal(v, &r) != nil {
+			continue
+		}
+		text := fmt.Sprintf("%s  notification %-17s %q", hhmm(r.At), r.Kind, r.Text)
+		if r.Kind == "" {
+			text = fmt.Sprintf("%s  event %-24s", hhmm(r.At), r.Type)
+			if r.Reason != "" {
+				text += " reason " + r.Reason
+			}
+			if r.ExpiresAt != "" {
+				text += " expires " + hhmm(r.ExpiresAt)
+			}
+			if r.Type == "breach_started" || r.Type == "breach_escalated" {
+				text += fmt.Sprintf(" %.0f m from home", r.DistanceM)
+			}
+		}
+		lines = append(lines, line{r.At, text})
+	}
+	slices.SortStableFunc(lines, func(a, b line) int { return strings.Compare(a.at, b.at) })
+	for _, l := range lines {
+		fmt.Fprintf(out, "  %s\n", l.text)
+	}
+}
+
+// hhmm is the time of day of an RFC 3339 UTC time.
+func hhmm(ts string) string {
+	if len(ts) >= 19 {
+		return ts[11:19]
+	}
+	return ts
 }
 
 func prettyEvent(v []byte) []byte {

@@ -17,7 +17,9 @@ func TestDemoShort(t *testing.T) {
 	}
 	s := out.String()
 	for _, want := range []string{"scorecard against the simulator's truth", "breach_started", "stored pings by verdict", "demo done",
-		"a police scanner checks a pass through the API", `"status":"`, "a trip that outlasted its QR pass"} {
+		"a police scanner checks a pass through the API", `"status":"`, "a trip that outlasted its QR pass",
+		"notifications on notifications:", "what the app's answers are worth", "a false alarm a check-in resolved before escalation",
+		"notification warning", "notification checkin_request", "reason checkin", "a real breach that escalated", "event checkin_missed"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("the summary lacks %q:\n%s", want, s)
 		}
@@ -34,6 +36,9 @@ func TestDemoShort(t *testing.T) {
 		t.Errorf("ClickHouse holds %d pings under FINAL, %d distinct valid pings were sent", final, sent)
 	}
 	for _, line := range strings.Split(s, "\n") {
+		if strings.Contains(line, "random requests in quiet hours") && !strings.HasSuffix(line, " 0") {
+			t.Errorf("random check-ins in quiet hours: %s", line)
+		}
 		f := strings.Fields(line)
 		if len(f) >= 3 && f[0] == "breach_started" && (f[1] != "1.0000" || f[2] != "1.0000") {
 			t.Errorf("breach precision/recall %s/%s, want 1.0000/1.0000 on the short demo", f[1], f[2])

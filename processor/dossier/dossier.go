@@ -29,6 +29,26 @@ type Ping struct {
 	Flag      string // "", late, speed, mock_provider
 	PassID    string
 	Zone      string
+	// Checkin is the ping's check-in: "" none, "verified" or "failed";
+	// CheckinRequest the request it answered.
+	Checkin, CheckinRequest string
+}
+
+// Checkin is a check-in request around the event and what came of it.
+type Checkin struct {
+	RequestID     string
+	Trigger       string // breach_started, signal_lost, random
+	At, ExpiresAt int64
+	// Outcome is verified, failed, missed, or "" (no answer recorded in the
+	// window: still open, or answered after it).
+	Outcome    string
+	AnsweredAt int64
+}
+
+// Notification is a message sent to the patient around the event.
+type Notification struct {
+	At         int64
+	Kind, Text string
 }
 
 // Pass is a pass of the patient in force around the event.
@@ -71,6 +91,8 @@ type Case struct {
 	Evidence               map[int64]bool // ts of the pings the event quotes
 	Pings                  []Ping         // in time order, the window's
 	Passes                 []Pass
+	Checkins               []Checkin      // in time order
+	Notifications          []Notification // in time order
 	WindowFrom, WindowTo   int64
 	Database               string
 	GeneratedAt            time.Time
@@ -251,6 +273,9 @@ func flagText(p Ping) string {
 	if p.Zone != "" {
 		s += ", in zone " + p.Zone
 	}
+	if p.Checkin != "" {
+		s += ", check-in " + p.Checkin
+	}
 	return s
 }
 
@@ -276,11 +301,17 @@ type page struct {
 	Ended     string
 	Duration  string
 	Passes    []passRow
+	Checkins  []checkinRow
+	Notes     []noteRow
 	Replay    string
 	Generated string
 	NoPings   bool
 	ScaleNote string
 }
+
+type checkinRow struct{ At, Trigger, Expires, Outcome, Answered string }
+
+type noteRow struct{ At, Kind, Text string }
 
 type passRow struct {
 	ID, Purpose, From, To, Revoked, Distance string
@@ -299,7 +330,7 @@ func Render(c *Case, zones *geo.Zones) ([]byte, error) {
 	limit := c.RadiusM + c.Rules.MarginM
 	for i, q := range c.Pings {
 		p.Rows = append(p.Rows, Row{N: i + 1, Time: tsText(q.TS), Distance: f1(q.DistanceM), Accuracy: f1(q.AccuracyM),
-			Margin: f1(q.DistanceM - q.AccuracyM - limit), State: q.State, Flag: q.Flag, Detail: strings.TrimPrefix(flagText(Ping{PassID: q.PassID, Zone: q.Zone}), ", "),
+			Margin: f1(q.DistanceM - q.AccuracyM - limit), State: q.State, Flag: q.Flag, Detail: strings.TrimPrefix(flagText(Ping{PassID: q.PassID, Zone: q.Zone, Checkin: q.Checkin}), ", "),
 			Evidence: c.Evidence[q.TS]})
 	}
 	for _, ps := range c.Passes {
@@ -311,6 +342,19 @@ func Render(c *Case, zones *geo.Zones) ([]byte, error) {
 			r.Distance = fmt.Sprintf("%g m", ps.MaxDistanceM)
 		}
 		p.Passes = append(p.Passes, r)
+	}
+	for _, ci := range c.Checkins {
+		r := checkinRow{At: tsText(ci.At), Trigger: ci.Trigger, Expires: tsText(ci.ExpiresAt), Outcome: ci.Outcome}
+		if r.Outcome == "" {
+			r.Outcome = "no answer recorded in the window"
+		}
+		if ci.AnsweredAt != 0 {
+			r.Answered = tsText(ci.AnsweredAt)
+		}
+		p.Checkins = append(p.Checkins, r)
+	}
+	for _, n := range c.Notifications {
+		p.Notes = append(p.Notes, noteRow{At: tsText(n.At), Kind: n.Kind, Text: n.Text})
 	}
 	p.Replay = "qfence replay --orders orders.ndjson --zones zones.geojson --passes passes.ndjson pings.ndjson"
 	var out bytes.Buffer
@@ -377,8 +421,14 @@ pre{background:#f4f4f4;padding:8px;white-space:pre-wrap;font-size:12px}
 {{if .Passes}}<table><tr><th class="l">pass</th><th class="l">purpose</th><th>valid from</th><th>valid to</th><th>revoked at</th><th>distance</th></tr>
 {{range .Passes}}<tr><td class="l">{{.ID}}{{if .Named}} (named by the event){{end}}</td><td class="l">{{.Purpose}}</td><td>{{.From}}</td><td>{{.To}}</td><td>{{.Revoked}}</td><td>{{.Distance}}</td></tr>
 {{end}}</table>{{else}}<p>No pass of this patient was valid in the window.</p>{{end}}
-<h2>Check-ins and notifications</h2>
-<p>None recorded: this release of qfence asks no check-ins and sends no notifications.</p>
+<h2>Check-ins asked and answered</h2>
+{{if .Checkins}}<table><tr><th>asked at</th><th class="l">why</th><th>expires at</th><th class="l">outcome</th><th>answered at</th></tr>
+{{range .Checkins}}<tr><td>{{.At}}</td><td class="l">{{.Trigger}}</td><td>{{.Expires}}</td><td class="l">{{.Outcome}}</td><td>{{.Answered}}</td></tr>
+{{end}}</table>{{else}}<p>No check-in was asked of this patient in the window.</p>{{end}}
+<h2>Notifications to the patient</h2>
+{{if .Notes}}<table><tr><th>sent at</th><th class="l">kind</th><th class="l">text</th></tr>
+{{range .Notes}}<tr><td>{{.At}}</td><td class="l">{{.Kind}}</td><td class="l">{{.Text}}</td></tr>
+{{end}}</table>{{else}}<p>No notification was sent to this patient in the window.</p>{{end}}
 <h2>Reproduce the decision</h2>
 <p>Export the patient's order, passes and pings (the window above and at least {{.C.Rules.BreachAfterS}} s before it), the zones file in force, and run:</p>
 <pre>{{.Replay}}</pre>

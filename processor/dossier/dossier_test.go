@@ -95,6 +95,25 @@ func overrunCase(t *testing.T) (*dossier.Case, *geo.Zones) {
 				State: tr.State.String(), Flag: tr.Flag.String(), PassID: tr.PassID, Zone: tr.Zone})
 		}
 	}
+	notifier, err := processor.NewNotifier("", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range events { // the breach's check-in request, unanswered, and its notifications
+		ev := &events[i]
+		if ev.At < c.WindowFrom || ev.At > c.WindowTo {
+			continue
+		}
+		switch ev.Type {
+		case processor.CheckinRequested:
+			c.Checkins = append(c.Checkins, dossier.Checkin{RequestID: ev.IDString(), Trigger: ev.Reason, At: ev.At, ExpiresAt: ev.ExpiresAt})
+		case processor.CheckinMissed:
+			c.Checkins[len(c.Checkins)-1].Outcome = "missed"
+		}
+		for _, n := range notifier.For(ev, nil) {
+			c.Notifications = append(c.Notifications, dossier.Notification{At: n.At, Kind: n.Kind.String(), Text: n.Text})
+		}
+	}
 	for _, ps := range held {
 		if ps.ValidFrom <= c.WindowTo && ps.ValidTo >= c.WindowFrom {
 			c.Passes = append(c.Passes, dossier.Pass{ID: ps.ID, Purpose: ps.Purpose.String(), ValidFrom: ps.ValidFrom, ValidTo: ps.ValidTo, MaxDistanceM: ps.MaxDistanceM})
@@ -204,9 +223,10 @@ func TestDossierMapIsToScale(t *testing.T) {
 	if m, px := num(t, attr("data-m").FindStringSubmatch(bar)[1]), num(t, attr("data-px").FindStringSubmatch(bar)[1]); math.Abs(px*mpp-m)/m > 0.01 {
 		t.Errorf("the scale bar says %g m and is %.1f px at %g m/px", m, px, mpp)
 	}
-	// Table rows: one per ping.
-	if rows := strings.Count(s, "<tr") - 2; rows-len(c.Passes) != len(c.Pings) { // minus the two header rows
-		t.Errorf("%d table rows for %d pings and %d passes", rows, len(c.Pings), len(c.Passes))
+	// Table rows: one per ping, pass, check-in and notification, and a
+	// header row per table.
+	if rows, want := strings.Count(s, "<tr"), 4+len(c.Pings)+len(c.Passes)+len(c.Checkins)+len(c.Notifications); rows != want || len(c.Checkins) == 0 {
+		t.Errorf("%d table rows for %d pings, %d passes, %d check-ins, %d notifications and 4 headers", rows, len(c.Pings), len(c.Passes), len(c.Checkins), len(c.Notifications))
 	}
 }
 

@@ -104,7 +104,77 @@ FROM %s.events FINAL WHERE event_id = ? LIMIT 1`, r.ms("at"), r.ms("started_at")
 	if err := r.passes(ctx, c); err != nil {
 		return nil, err
 	}
+	if err := r.checkins(ctx, c); err != nil {
+		return nil, err
+	}
 	return c, nil
+}
+
+// checkins reads the check-in requests of the window with their outcomes
+// (the checkin_missed and checkin_failed events naming them, the verified
+// pings answering them), and the notifications sent.
+func (r *Reader) checkins(ctx context.Context, c *dossier.Case) error {
+	from, to := c.WindowFrom/1000, c.WindowTo/1000+1
+	q := fmt.Sprintf(`SELECT toString(type), request_id, %s, expires_at, reason
+FROM %s.events FINAL WHERE patient_id = ? AND type IN ('checkin_requested', 'checkin_missed', 'checkin_failed')
+  AND at >= toDateTime(?) AND at <= toDateTime(?) ORDER BY at`, r.ms("at"), r.db)
+	rows, err := r.conn.Query(ctx, q, c.PatientID, from, to)
+	if err != nil {
+		return fmt.Errorf("read the check-ins of event %s: %w", c.EventID, err)
+	}
+	defer rows.Close()
+	byID := map[string]int{}
+	outcome := map[string]string{}
+	answered := map[string]int64{}
+	for rows.Next() {
+		var typ, id, reason string
+		var at uint64
+		var expires *time.Time
+		if err := rows.Scan(&typ, &id, &at, &expires, &reason); err != nil {
+			return fmt.Errorf("read a check-in: %w", err)
+		}
+		switch typ {
+		case "checkin_requested":
+			ci := dossier.Checkin{RequestID: id, Trigger: reason, At: int64(at)}
+			if expires != nil {
+				ci.ExpiresAt = expires.UnixMilli()
+			}
+			byID[id] = len(c.Checkins)
+			c.Checkins = append(c.Checkins, ci)
+		case "checkin_missed":
+			outcome[id] = "missed"
+		case "checkin_failed":
+			outcome[id], answered[id] = "failed (face match)", int64(at)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, p := range c.Pings {
+		if p.Checkin == "verified" && p.CheckinRequest != "" && outcome[p.CheckinRequest] == "" {
+			outcome[p.CheckinRequest], answered[p.CheckinRequest] = "verified", p.TS
+		}
+	}
+	for id, i := range byID {
+		c.Checkins[i].Outcome, c.Checkins[i].AnsweredAt = outcome[id], answered[id]
+	}
+	q = fmt.Sprintf(`SELECT %s, toString(kind), text FROM %s.notifications FINAL
+WHERE patient_id = ? AND at >= toDateTime(?) AND at <= toDateTime(?) ORDER BY at, kind`, r.ms("at"), r.db)
+	nrows, err := r.conn.Query(ctx, q, c.PatientID, from, to)
+	if err != nil {
+		return fmt.Errorf("read the notifications of event %s: %w", c.EventID, err)
+	}
+	defer nrows.Close()
+	for nrows.Next() {
+		var n dossier.Notification
+		var at uint64
+		if err := nrows.Scan(&at, &n.Kind, &n.Text); err != nil {
+			return fmt.Errorf("read a notification: %w", err)
+		}
+		n.At = int64(at)
+		c.Notifications = append(c.Notifications, n)
+	}
+	return nrows.Err()
 }
 
 func (r *Reader) pings(ctx context.Context, c *dossier.Case) error {
@@ -112,7 +182,8 @@ func (r *Reader) pings(ctx context.Context, c *dossier.Case) error {
 	if !r.schema.F.DateTime64 {
 		order = "ts, ts_ms"
 	}
-	q := fmt.Sprintf(`SELECT %s, lat, lon, accuracy_m, distance_m, toString(state), toString(flag), pass_id, zone
+	q := fmt.Sprintf(`SELECT %s, lat, lon, accuracy_m, distance_m, toString(state), toString(flag), pass_id, zone,
+  checkin_request_id, checkin_verified
 FROM %s.pings FINAL WHERE patient_id = ? AND ts >= toDateTime(?) AND ts <= toDateTime(?) ORDER BY %s LIMIT %d`,
 		r.ms("ts"), r.db, order, maxDossierPings)
 	rows, err := r.conn.Query(ctx, q, c.PatientID, c.WindowFrom/1000, c.WindowTo/1000+1)
@@ -124,8 +195,16 @@ FROM %s.pings FINAL WHERE patient_id = ? AND ts >= toDateTime(?) AND ts <= toDat
 		var p dossier.Ping
 		var ts uint64
 		var acc, dist float32
-		if err := rows.Scan(&ts, &p.Lat, &p.Lon, &acc, &dist, &p.State, &p.Flag, &p.PassID, &p.Zone); err != nil {
+		var verified *uint8
+		if err := rows.Scan(&ts, &p.Lat, &p.Lon, &acc, &dist, &p.State, &p.Flag, &p.PassID, &p.Zone, &p.CheckinRequest, &verified); err != nil {
 			return fmt.Errorf("read a ping: %w", err)
+		}
+		switch {
+		case verified == nil:
+		case *verified == 1:
+			p.Checkin = "verified"
+		default:
+			p.Checkin = "failed"
 		}
 		p.TS, p.AccuracyM, p.DistanceM = int64(ts), float64(acc), float64(dist)
 		if p.TS >= c.WindowFrom && p.TS <= c.WindowTo {

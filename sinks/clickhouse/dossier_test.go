@@ -13,6 +13,7 @@ import (
 
 	"github.com/qfence/qfence/processor"
 	"github.com/qfence/qfence/processor/dossier"
+	"github.com/qfence/qfence/processor/pipeline"
 	qch "github.com/qfence/qfence/sinks/clickhouse"
 	"github.com/qfence/qfence/sinks/clickhouse/chtest"
 )
@@ -34,6 +35,9 @@ func breachOf500(t testing.TB, cfg config.ClickHouse) processor.Event {
 		}
 		lon := home[0] + east/(111320*math.Cos(home[1]*math.Pi/180))
 		p := processor.Ping{PatientID: []byte("p-dossier"), TS: dataStart.Add(time.Duration(i) * 12 * time.Second).UnixMilli(), Lat: home[1], Lon: lon, Accuracy: 10}
+		if i == 200 { // out, answering the breach's check-in request: a failed face match
+			p.Checkin = processor.Checkin{Present: true, Method: []byte("selfie")}
+		}
 		var out processor.Outcome
 		var tr processor.Track
 		events, out, tr = eng.Process(&p, nil, events)
@@ -43,7 +47,15 @@ func breachOf500(t testing.TB, cfg config.ClickHouse) processor.Event {
 	}
 	sink := chtest.OpenSink(t, cfg, "")
 	sink.Rules = processor.DefaultRules()
-	chtest.Write(t, sink, tracks, events)
+	notifier, err := processor.NewNotifier("", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var notes []processor.Notification
+	for i := range events {
+		notes = notifier.For(&events[i], notes)
+	}
+	chtest.WriteOutput(t, sink, &pipeline.Output{Rows: tracks, Events: events, Notifications: notes})
 	for _, e := range events {
 		if e.Type == processor.BreachEnded { // its window holds all 500 pings
 			return e
@@ -74,8 +86,13 @@ func TestReaderReadsADossier(t *testing.T) {
 	if len(c.Pings) != 500 || len(c.Evidence) != len(e.Evidence) {
 		t.Errorf("%d pings, %d evidence marks (want %d)", len(c.Pings), len(c.Evidence), len(e.Evidence))
 	}
+	if len(c.Checkins) != 1 || c.Checkins[0].Trigger != "breach_started" || c.Checkins[0].Outcome != "failed (face match)" ||
+		c.Checkins[0].AnsweredAt != dataStart.Add(200*12*time.Second).UnixMilli() || len(c.Notifications) != 2 {
+		t.Errorf("check-ins %+v, notifications %+v", c.Checkins, c.Notifications)
+	}
 	page, err := dossier.Render(c, nil)
-	if err != nil || !strings.Contains(string(page), e.IDString()) {
+	if err != nil || !strings.Contains(string(page), e.IDString()) || !strings.Contains(string(page), "failed (face match)") ||
+		!strings.Contains(string(page), "You appear to have left home") {
 		t.Errorf("render: %v", err)
 	}
 	if _, err := r.Case(context.Background(), "0123456789abcdef0123456789abcdef"); err != qch.ErrNoEvent {

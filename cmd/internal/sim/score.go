@@ -2,9 +2,12 @@ package sim
 
 import (
 	"fmt"
+
 	"io"
 	"slices"
 	"time"
+
+	"github.com/qfence/qfence/processor"
 )
 
 // Event is the part of an event the scorer reads.
@@ -13,6 +16,8 @@ type Event struct {
 	Type      string `json:"type"`
 	At        string `json:"at"`
 	StartedAt string `json:"started_at"`
+	Reason    string `json:"reason"`
+	RequestID string `json:"request_id"`
 	Pass      *struct {
 		PassID  string `json:"pass_id"`
 		ValidTo string `json:"valid_to"`
@@ -34,6 +39,24 @@ type Card struct {
 	Kinds []Kind
 	// Passes are the pass trips' rows: how many of each went as they must.
 	Passes []PassRow
+	// Checkins are the check-in rows: counts of what the requests came to.
+	Checkins []Count
+}
+
+// Count is one counted row of the scorecard.
+type Count struct {
+	What string
+	N    int
+}
+
+// Count returns the row named what (0 when absent).
+func (c Card) Count(what string) int {
+	for _, r := range c.Checkins {
+		if r.What == what {
+			return r.N
+		}
+	}
+	return 0
 }
 
 // PassRow is one row of the passes scorecard: Right of Of went as they must.
@@ -43,20 +66,28 @@ type PassRow struct {
 }
 
 // Score matches events to the truth by patient and type: an event counts
-// once per truth entry; any other is a false positive.
-func Score(truth []Truth, events []Event) Card {
+// once per truth entry; any other is a false positive (an escalation of a
+// breach that ended too near its escalation instant to say is neither).
+// checkins, when not nil, are the rules the random requests must follow.
+func Score(truth []Truth, events []Event, checkins *processor.Checkins) Card {
 	type key struct{ id, typ string }
 	want := map[key][]Truth{}
 	for _, t := range truth {
 		want[key{t.PatientID, t.Type}] = append(want[key{t.PatientID, t.Type}], t)
 	}
 	var card Card
-	for _, typ := range []string{"breach_started", "signal_lost", "implausible_location"} {
+	// A phone on mislocated Wi-Fi is indistinguishable from a walk: its
+	// breaches are counted in rows of their own, not against precision.
+	onWifi := func(id string) bool {
+		return len(want[key{id, "wifi_drift"}]) > 0 && len(want[key{id, "breach_started"}]) == 0
+	}
+	for _, typ := range []string{"breach_started", "breach_escalated", "signal_lost", "implausible_location"} {
 		k := Kind{Type: typ}
 		matched := map[key]int{}
 		var delays []time.Duration
 		for _, e := range events {
-			if e.Type != typ {
+			if e.Type != typ || (typ == "breach_escalated" && len(want[key{e.PatientID, "escalation_unsure"}]) > 0) ||
+				((typ == "breach_started" || typ == "breach_escalated") && onWifi(e.PatientID)) {
 				continue
 			}
 			kk := key{e.PatientID, typ}
@@ -85,7 +116,80 @@ func Score(truth []Truth, events []Event) Card {
 		card.Kinds = append(card.Kinds, k)
 	}
 	card.Passes = scorePasses(truth, events)
+	card.Checkins = scoreCheckins(truth, events, checkins)
 	return card
+}
+
+// The check-in rows of the scorecard.
+const (
+	RowWifiBreaches     = "mislocated Wi-Fi: false breaches (no accuracy test can tell)"
+	RowWifiEscalated    = "of which escalated"
+	RowWifiResolved     = "of which ended by a verified check-in before escalation"
+	RowRequests         = "check-in requests"
+	RowRandomRequests   = "random requests"
+	RowRandomQuiet      = "random requests in quiet hours (must be 0)"
+	RowMissed           = "check-ins missed"
+	RowFailed           = "check-ins failed (face match)"
+	RowEscalationsFalse = "escalations without a real breach (Wi-Fi included)"
+)
+
+func scoreCheckins(truth []Truth, events []Event, c *processor.Checkins) []Count {
+	wifi, real := map[string]bool{}, map[string]bool{}
+	for _, t := range truth {
+		switch t.Type {
+		case "wifi_drift":
+			wifi[t.PatientID] = true
+		case "breach_started":
+			real[t.PatientID] = true
+		}
+	}
+	escalated := map[string]map[string]bool{} // patient → started_at of the escalated breaches
+	for _, e := range events {
+		if e.Type == "breach_escalated" {
+			if escalated[e.PatientID] == nil {
+				escalated[e.PatientID] = map[string]bool{}
+			}
+			escalated[e.PatientID][e.StartedAt] = true
+		}
+	}
+	n := map[string]int{}
+	for _, e := range events {
+		switch e.Type {
+		case "breach_started":
+			if wifi[e.PatientID] && !real[e.PatientID] {
+				n[RowWifiBreaches]++
+				if escalated[e.PatientID][e.StartedAt] {
+					n[RowWifiEscalated]++
+				}
+			}
+		case "breach_ended":
+			if wifi[e.PatientID] && !real[e.PatientID] && e.Reason == "checkin" && !escalated[e.PatientID][e.StartedAt] {
+				n[RowWifiResolved]++
+			}
+		case "breach_escalated":
+			if !real[e.PatientID] {
+				n[RowEscalationsFalse]++
+			}
+		case "checkin_requested":
+			n[RowRequests]++
+			if e.Reason == "random" {
+				n[RowRandomRequests]++
+				if at, err := time.Parse(time.RFC3339, e.At); err == nil && c != nil && c.InQuietHours(at.UnixMilli()) {
+					n[RowRandomQuiet]++
+				}
+			}
+		case "checkin_missed":
+			n[RowMissed]++
+		case "checkin_failed":
+			n[RowFailed]++
+		}
+	}
+	var rows []Count
+	for _, what := range []string{RowWifiBreaches, RowWifiEscalated, RowWifiResolved, RowEscalationsFalse, RowRequests, RowRandomRequests,
+		RowRandomQuiet, RowMissed, RowFailed} {
+		rows = append(rows, Count{what, n[what]})
+	}
+	return rows
 }
 
 // scorePasses checks the pass trips: an excused trip gives no breach, an
@@ -138,8 +242,11 @@ func (c Card) Print(w io.Writer) {
 	}
 	for _, r := range c.Passes {
 		if r.Of > 0 {
-			fmt.Fprintf(w, "  %-55s %6d of %d\n", r.What, r.Right, r.Of)
+			fmt.Fprintf(w, "  %-60s %6d of %d\n", r.What, r.Right, r.Of)
 		}
+	}
+	for _, r := range c.Checkins {
+		fmt.Fprintf(w, "  %-60s %6d\n", r.What, r.N)
 	}
 }
 

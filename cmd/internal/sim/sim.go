@@ -51,12 +51,17 @@ const (
 	PassFar     Behaviour = "pass_far"     // goes far beyond max_distance_m: a breach under it
 	PassRevoked Behaviour = "pass_revoked" // the pass is revoked while out: a breach under it
 	PassForged  Behaviour = "pass_forged"  // the pass's signature is forged: refused, a breach
+	// WifiDrift is a phone at home whose Wi-Fi positioning (a mislocated
+	// access point) puts it 150-400 m away for 10-30 minutes with a
+	// confident accuracy: no accuracy test can tell it from a walk. Not a
+	// breach; the check-in the breach asks for is what clears it.
+	WifiDrift Behaviour = "wifi_drift"
 )
 
 var mix = []struct {
 	b     Behaviour
 	share float64
-}{{Home, 0.57}, {ShortTrip, 0.08}, {Walk, 0.07}, {Drive, 0.03}, {Clinic, 0.05}, {PhoneOff, 0.05}, {Teleport, 0.03}, {Mock, 0.03},
+}{{Home, 0.52}, {WifiDrift, 0.05}, {ShortTrip, 0.08}, {Walk, 0.07}, {Drive, 0.03}, {Clinic, 0.05}, {PhoneOff, 0.05}, {Teleport, 0.03}, {Mock, 0.03},
 	{PassTrip, 0.05}, {PassOverrun, 0.01}, {PassFar, 0.01}, {PassRevoked, 0.01}, {PassForged, 0.01}}
 
 // Truth is one event a correct engine must emit, or (Type "pass_…") a
@@ -72,6 +77,7 @@ type Truth struct {
 
 // Scenario is a generated world.
 type Scenario struct {
+	Params Params
 	Orders []string // NDJSON lines
 	Passes []string // NDJSON lines, signed with Key (forged ones not)
 	Key    ed25519.PrivateKey
@@ -80,6 +86,8 @@ type Scenario struct {
 	Truth  []Truth
 	Counts map[Behaviour]int
 	Bad    int // malformed messages among Pings
+
+	patients map[string]*patient // for the app: who is where, when
 }
 
 // Ping is one message: its key and value.
@@ -99,6 +107,8 @@ type patient struct {
 	// person on foot or in a car really has.
 	travel int64
 	pass   *processor.Pass // the pass of a pass trip
+	// breachAt is when a real breach truly begins (0: none).
+	breachAt int64
 }
 
 // passKey is the simulator's issuer key, made from the seed: the same
@@ -117,7 +127,7 @@ func Generate(p Params) *Scenario {
 		p.Box = synth.Moscow
 	}
 	zones := synth.Zones(r, p.Box, 36, 60)
-	s := &Scenario{Counts: map[Behaviour]int{}, Key: passKey(p.Seed)}
+	s := &Scenario{Params: p, Counts: map[Behaviour]int{}, Key: passKey(p.Seed), patients: map[string]*patient{}}
 	var clinics []*geo.Zone
 	for _, z := range zones {
 		if z.Kind == geo.Allowed && z.MaxMinutes == 0 {
@@ -172,6 +182,10 @@ func Generate(p Params) *Scenario {
 			s.passTrip(r, pt, p, inAllowed)
 		case PhoneOff:
 			pt.dur = p.Rules.SignalTimeout + 3*p.Interval
+		case WifiDrift:
+			d := 150 + r.Float64()*250
+			pt.away = synth.Offset(pt.home, d*math.Cos(float64(i)), d*math.Sin(float64(i)))
+			pt.dur = 10*time.Minute + time.Duration(r.Float64()*float64(20*time.Minute))
 		case Mock:
 			pt.dur = 3 * p.Interval
 		}
@@ -181,6 +195,7 @@ func Generate(p Params) *Scenario {
 	// Pings, phone by phone, then in time order (with some delivered late).
 	for i := range patients {
 		s.pingsOf(r, &patients[i], p)
+		s.patients[patients[i].id] = &patients[i]
 	}
 	sort.SliceStable(s.Pings, func(a, b int) bool { return s.Pings[a].TS < s.Pings[b].TS })
 	// Late deliveries and duplicates: 0.5 % of pings come again 1-3 minutes
@@ -235,7 +250,13 @@ func (s *Scenario) pingsOf(r *rand.Rand, pt *patient, p Params) {
 		}
 		in := ts >= pt.start && ts < pt.start+pt.dur.Milliseconds()
 		mock := false
+		source := "gps"
 		switch pt.b {
+		case WifiDrift:
+			if in { // the access point's wrong place, steadily, and confidently
+				pos, acc, source = pt.away, 8+r.Float64()*12, "wifi"
+				e, n = r.NormFloat64()*acc/3, r.NormFloat64()*acc/3
+			}
 		case ShortTrip, Walk, Drive, Clinic, PassTrip, PassOverrun, PassFar, PassRevoked, PassForged:
 			if in {
 				pos = along(pt, ts)
@@ -264,8 +285,8 @@ func (s *Scenario) pingsOf(r *rand.Rand, pt *patient, p Params) {
 			}
 		}
 		pos = synth.Offset(pos, e, n)
-		v := fmt.Sprintf(`{"patient_id":%q,"ts":%q,"lat":%.6f,"lon":%.6f,"accuracy_m":%.0f,"device_id":"dev-%s","source":"gps"`,
-			pt.id, time.UnixMilli(ts).UTC().Format("2006-01-02T15:04:05.000Z"), pos[1], pos[0], math.Round(acc), pt.id[2:])
+		v := fmt.Sprintf(`{"patient_id":%q,"ts":%q,"lat":%.6f,"lon":%.6f,"accuracy_m":%.0f,"device_id":"dev-%s","source":%q`,
+			pt.id, time.UnixMilli(ts).UTC().Format("2006-01-02T15:04:05.000Z"), pos[1], pos[0], math.Round(acc), pt.id[2:], source)
 		if mock {
 			v += `,"mock":true`
 		}
@@ -273,9 +294,37 @@ func (s *Scenario) pingsOf(r *rand.Rand, pt *patient, p Params) {
 	}
 	switch pt.b {
 	case Walk, Drive:
-		s.Truth = append(s.Truth, Truth{pt.id, "breach_started", pt.start + pt.travel/4, ""})
+		pt.breachAt = pt.start + pt.travel/4
+		s.Truth = append(s.Truth, Truth{pt.id, "breach_started", pt.breachAt, ""})
 	case PhoneOff:
 		s.Truth = append(s.Truth, Truth{pt.id, "signal_lost", pt.start, ""})
+	case WifiDrift:
+		s.Truth = append(s.Truth, Truth{pt.id, "wifi_drift", pt.start, ""})
+	}
+	s.escalationTruth(pt, p)
+}
+
+// escalationTruth says whether a real breach must escalate: when the
+// patient is still out escalate_after after the breach is confirmed. A
+// breach that ends within two ping intervals of that instant either way
+// may go both ways and is not scored.
+func (s *Scenario) escalationTruth(pt *patient, p Params) {
+	at := pt.breachAt
+	if at == 0 {
+		return
+	}
+	d := geo.Distance(pt.home, pt.away)
+	back := pt.start + pt.dur.Milliseconds() // home again, within r + m on the way back
+	if d > 0 {
+		back -= int64(float64(pt.travel) * 75 / d)
+	}
+	due := at + p.Rules.BreachAfter.Milliseconds() + p.Rules.EscalateAfter.Milliseconds()
+	slack := 2 * p.Interval.Milliseconds()
+	switch {
+	case back > due+slack:
+		s.Truth = append(s.Truth, Truth{pt.id, "breach_escalated", due, ""})
+	case back >= due-slack:
+		s.Truth = append(s.Truth, Truth{pt.id, "escalation_unsure", due, ""})
 	}
 }
 
@@ -303,18 +352,22 @@ func (s *Scenario) passTrip(r *rand.Rand, pt *patient, p Params, inAllowed func(
 		pass.ValidTo = pt.start + pt.travel + dwell.Milliseconds()/2
 		pt.dur += 2 * dwell
 		s.Truth = append(s.Truth, Truth{pt.id, "breach_started", pass.ValidTo, ""}, Truth{pt.id, "pass_breach", pass.ValidTo, pass.ID})
+		pt.breachAt = pass.ValidTo
 	case PassFar: // the breach begins where the walk passes max_distance_m + margin
 		at := pt.start + int64(float64(pt.travel)*(pass.MaxDistanceM+p.Rules.MarginM+60)/d)
 		s.Truth = append(s.Truth, Truth{pt.id, "breach_started", at, ""}, Truth{pt.id, "pass_breach", at, pass.ID})
+		pt.breachAt = at
 	case PassRevoked: // revoked once the patient is there
 		pass.RevokedAt = pt.start + pt.travel + 30_000
 		pt.dur += 2 * dwell
 		s.Truth = append(s.Truth, Truth{pt.id, "breach_started", pass.RevokedAt, ""}, Truth{pt.id, "pass_breach", pass.RevokedAt, pass.ID})
+		pt.breachAt = pass.RevokedAt
 	}
 	if pt.b == PassForged { // refused: the trip is a breach, under no pass
 		s.Truth[len(s.Truth)-1].Type = "pass_forged"
 		pt.dur += dwell
-		s.Truth = append(s.Truth, Truth{pt.id, "breach_started", pt.start + pt.travel/4, ""})
+		pt.breachAt = pt.start + pt.travel/4
+		s.Truth = append(s.Truth, Truth{pt.id, "breach_started", pt.breachAt, ""})
 	}
 	sig := ed25519.Sign(s.Key, processor.SigningMessage(pass))
 	if pt.b == PassForged {
