@@ -277,3 +277,58 @@ func BenchmarkDecodeOrder(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkSweep is a partition's sweep over its patients, as the
+// watermark crosses a sweep point (every 3 minutes of event time): with
+// nothing due, and with random check-ins on (3 a day each, no quiet
+// hours), whose schedule every patient's sweep checks and whose requests
+// and expiries it emits.
+//
+//	go test -run '^$' -bench Sweep -count 5 ./processor/
+func BenchmarkSweep(b *testing.B) {
+	for _, random := range []int{0, 3} {
+		b.Run(fmt.Sprintf("patients=100k/random=%d", random), func(b *testing.B) {
+			const n = 100_000
+			r := processor.DefaultRules()
+			r.SignalTimeout = 7 * 24 * time.Hour // nobody pings again: no signal losses
+			r.Checkins.RandomPerDay, r.Checkins.QuietStart, r.Checkins.QuietEnd = random, 0, 0
+			book := processor.NewOrderBook()
+			eng := processor.NewEngine(r, book)
+			rng := rand.New(rand.NewPCG(5, 5))
+			var ev []processor.Event
+			pings := make([]processor.Ping, n)
+			for i := range pings {
+				h := synth.Point(rng, synth.Moscow)
+				id := fmt.Sprintf("p-%07d", i)
+				book.Put(&processor.Order{PatientID: id, Home: h, RadiusM: 50, StartsAt: t0 - 3600_000, EndsAt: math.MaxInt64})
+				pings[i] = processor.Ping{PatientID: []byte(id), Lat: h[1], Lon: h[0], Accuracy: 10}
+			}
+			wm, events := t0, 0
+			ping := func() { // every patient pings once (so no signal is lost within 7 days)
+				for i := range pings {
+					pings[i].TS = wm + int64(i)
+					ev, _, _ = eng.Process(&pings[i], nil, ev[:0])
+				}
+				wm += n
+				eng.TakeDirty(nil)
+			}
+			ping()
+			b.ReportAllocs()
+			sweeps := 0
+			for b.Loop() {
+				if sweeps++; sweeps%1000 == 0 { // 50 hours of event time
+					b.StopTimer()
+					ping()
+					b.StartTimer()
+				}
+				wm += 180_000
+				ev = eng.Advance(wm, ev[:0]) // moves the watermark (the sweep cadence follows signal_timeout)
+				ev = eng.Sweep(ev)
+				events += len(ev)
+				eng.TakeDirty(nil)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/n, "ns/patient")
+			b.ReportMetric(float64(events)/float64(b.N), "events/sweep")
+		})
+	}
+}
