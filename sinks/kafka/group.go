@@ -132,33 +132,48 @@ func (g *Group) Run(ctx context.Context) error {
 
 func (g *Group) runPartition(gctx context.Context, gen *kafka.Generation, topic string, a kafka.PartitionAssignment) {
 	log := g.Log.With("partition", a.ID)
-	eng := processor.NewEngine(g.Rules, g.Orders)
-	eng.UsePasses(g.Passes)
 	start := time.Now()
-	covered := int64(-1)
-	skipped := 0
-	n, err := g.Changelog.Restore(gctx, a.ID, func(key string, value []byte) error {
-		var err error
-		if key == processor.MetaKey {
-			covered, err = eng.UnmarshalMeta(value)
-		} else {
-			err = eng.Restore(key, value)
+	var (
+		eng     *processor.Engine
+		covered int64
+		skipped int
+		n       int
+		err     error
+	)
+	// A restore that fails (a leader moving, a broker restarting) is tried
+	// again here, with backoff, while the partition is ours: handing the
+	// partition back to the group made the group rebalance in a loop.
+	for attempt := 0; ; attempt++ {
+		eng = processor.NewEngine(g.Rules, g.Orders)
+		eng.UsePasses(g.Passes)
+		covered, skipped = -1, 0
+		n, err = g.Changelog.Restore(gctx, a.ID, func(key string, value []byte) error {
+			var err error
+			if key == processor.MetaKey {
+				covered, err = eng.UnmarshalMeta(value)
+			} else {
+				err = eng.Restore(key, value)
+			}
+			if err != nil {
+				// One bad record must not stop the partition: that patient (or
+				// the partition's watermark) starts afresh.
+				skipped++
+				g.Metrics.StateRestoreErrors.Inc()
+				log.Warn("a qfence-state record could not be decoded; skipped (its patient starts from no state)", "err", err)
+			}
+			return nil
+		})
+		if err == nil || gctx.Err() != nil {
+			break
 		}
-		if err != nil {
-			// One bad record must not stop the partition: that patient (or
-			// the partition's watermark) starts afresh.
-			skipped++
-			g.Metrics.StateRestoreErrors.Inc()
-			log.Warn("a qfence-state record could not be decoded; skipped (its patient starts from no state)", "err", err)
+		log.Warn("restore partition state failed; retrying", "attempt", attempt+1, "err", err)
+		if edge.Sleep(gctx, edge.Backoff(attempt)) != nil {
+			break
 		}
-		return nil
-	})
+	}
 	g.restoring.Add(-1)
 	if err != nil {
-		if gctx.Err() == nil {
-			log.Error("restore partition state failed; the partition goes back to the group", "err", err)
-		}
-		return
+		return // the generation ended while restoring
 	}
 	log.Info("partition state restored", "records", n, "skipped", skipped, "patients", eng.Patients(), "took", time.Since(start).Round(time.Millisecond))
 	// Messages before the offset the checkpoint covers were decided, stored

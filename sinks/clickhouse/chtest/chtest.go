@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -40,7 +41,9 @@ var (
 // left a goroutine behind; it is a whole TestMain:
 //
 //	func TestMain(m *testing.M) { os.Exit(chtest.Main(m)) }
-func Main(m *testing.M) int {
+//
+// ignore names goroutines that are not qfence's (a test library's).
+func Main(m *testing.M, ignore ...goleak.Option) int {
 	srv, err := local.StartClickHouseServer(context.Background(), slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "these tests need a ClickHouse server and none could be had: %v\n", err)
@@ -51,7 +54,7 @@ func Main(m *testing.M) int {
 	srv.Stop()
 	if code == 0 {
 		// Every goroutine qfence starts has an owner that waits for it.
-		if err := goleak.Find(); err != nil {
+		if err := goleak.Find(ignore...); err != nil {
 			fmt.Fprintf(os.Stderr, "goroutines leaked: %v\n", err)
 			code = 1
 		}
@@ -133,4 +136,37 @@ func WriteOutput(t testing.TB, c *qch.Sink, out *pipeline.Output) {
 	case <-time.After(time.Minute):
 		t.Fatal("no acknowledgement within a minute")
 	}
+}
+
+// Rows reads the pings table under FINAL in the form of kafkatest.RowOf,
+// by patient|ts: what the tests compare with the rows replay stores.
+func Rows(t testing.TB, conn driver.Conn, db string) map[string]string {
+	t.Helper()
+	ms := "toUInt64(toUnixTimestamp(ts)) * 1000 + ts_ms"
+	if v, err := conn.ServerVersion(); err == nil && qch.FeaturesOf(qch.Version{Major: int(v.Version.Major), Minor: int(v.Version.Minor)}).DateTime64 {
+		ms = "toUInt64(toUnixTimestamp64Milli(ts))"
+	}
+	rows, err := conn.Query(context.Background(), fmt.Sprintf(
+		"SELECT patient_id, %s, distance_m, in_breach, toString(flag), zone, toString(state) FROM %s.pings FINAL", ms, db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	out := map[string]string{}
+	for rows.Next() {
+		var tr processor.Track
+		var ts uint64
+		var inBreach uint8
+		var flag, state string
+		if err := rows.Scan(&tr.PatientID, &ts, &tr.Distance, &inBreach, &flag, &tr.Zone, &state); err != nil {
+			t.Fatal(err)
+		}
+		tr.TS, tr.InBreach = int64(ts), inBreach == 1
+		row := fmt.Sprintf("%s %s d=%.1f in_breach=%v flag=%s zone=%s state=%s", tr.PatientID, processor.FormatTS(tr.TS), tr.Distance, tr.InBreach, flag, tr.Zone, state)
+		out[tr.PatientID+"|"+strconv.FormatInt(tr.TS, 10)] = row
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }

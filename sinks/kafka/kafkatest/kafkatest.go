@@ -8,10 +8,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"maps"
 	"math/rand/v2"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,6 +22,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/qfence/qfence/config"
 	"github.com/qfence/qfence/geo"
@@ -29,6 +32,7 @@ import (
 	"github.com/qfence/qfence/sinks/edge"
 	qkafka "github.com/qfence/qfence/sinks/kafka"
 	"github.com/qfence/qfence/sinks/local"
+	"github.com/qfence/qfence/sinks/local/nettest"
 )
 
 // The Kafka tests run a real Kafka-protocol broker (kfake) in the test
@@ -460,4 +464,117 @@ func SameEvents(t testing.TB, run, replay map[string]string) {
 			t.Errorf("event only in the run: %s", g)
 		}
 	}
+}
+
+// Brokers is a cluster of embedded brokers a test can move and stop.
+type Brokers struct {
+	*kfake.Cluster
+	// Addrs are the brokers' real addresses, by node id.
+	Addrs []string
+	mu    sync.Mutex
+	conns map[string][]net.Conn // by the listener's real address
+}
+
+// StartBrokers starts a cluster of len(advertise) brokers: broker i
+// listens on a free port of its own and tells clients to reach it at
+// advertise[i] (where a test puts a proxy), or at its own address when
+// advertise[i] is "".
+func StartBrokers(t testing.TB, advertise []string) *Brokers {
+	t.Helper()
+	b := &Brokers{conns: map[string][]net.Conn{}}
+	c, err := kfake.NewCluster(kfake.NumBrokers(len(advertise)), kfake.DefaultNumPartitions(4),
+		kfake.ListenFn(func(network, address string) (net.Listener, error) {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			// A broker started again on a port it had keeps its address
+			// and what it advertised.
+			_, port, _ := net.SplitHostPort(address)
+			at, idx := "127.0.0.1:0", len(b.Addrs)
+			for j, r := range b.Addrs {
+				if _, p, _ := net.SplitHostPort(r); p == port && port != "0" {
+					at, idx = r, j
+				}
+			}
+			l, err := net.Listen(network, at)
+			if err != nil {
+				return nil, err
+			}
+			if idx == len(b.Addrs) {
+				b.Addrs = append(b.Addrs, l.Addr().String())
+			}
+			l = &tracked{Listener: l, b: b, at: b.Addrs[idx]}
+			if a := advertise[idx%len(advertise)]; a != "" {
+				return nettest.Advertised(l, a), nil
+			}
+			return l, nil
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Cluster = c
+	t.Cleanup(c.Close)
+	return b
+}
+
+// Stop stops broker node as a crash would: it leaves the cluster and
+// every connection to it is cut (kfake alone keeps serving the open ones).
+func (b *Brokers) Stop(node int32) error {
+	if err := b.RemoveNode(node); err != nil {
+		return err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	at := b.Addrs[node]
+	for _, c := range b.conns[at] {
+		c.Close()
+	}
+	delete(b.conns, at)
+	return nil
+}
+
+// Start starts broker node again on its port.
+func (b *Brokers) Start(node int32) error {
+	_, port, _ := net.SplitHostPort(b.Addrs[node])
+	n, _ := strconv.Atoi(port)
+	_, _, err := b.AddNode(node, n)
+	return err
+}
+
+// tracked remembers the connections it accepted, so Stop can cut them.
+type tracked struct {
+	net.Listener
+	b  *Brokers
+	at string
+}
+
+func (l *tracked) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.b.mu.Lock()
+		l.b.conns[l.at] = append(l.b.conns[l.at], c)
+		l.b.mu.Unlock()
+	}
+	return c, err
+}
+
+// BeforeEnd drops the events dated after end, the newest ts of the data:
+// qfence run lets an idle partition's watermark follow the wall clock, so
+// a run slowed long enough (a network fault) loses every signal after the
+// data ends, as it must; replay, in event time, cannot. The contract's
+// byte-for-byte promise is for the others.
+func BeforeEnd(t testing.TB, events map[string]string, end time.Time) map[string]string {
+	t.Helper()
+	out := make(map[string]string, len(events))
+	for id, e := range events {
+		var v struct {
+			At time.Time `json:"at"`
+		}
+		if err := json.Unmarshal([]byte(e), &v); err != nil {
+			t.Fatalf("event %s: %v", e, err)
+		}
+		if !v.At.After(end) {
+			out[id] = e
+		}
+	}
+	return out
 }
