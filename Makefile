@@ -7,7 +7,7 @@ RACE_PKGS := ./processor/pipeline/... ./sinks/... ./cmd/...
 PURE_PKGS := ./geo/... ./config/... ./processor/ ./processor/dossier/
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: help build test bench fuzz lint demo clean clickhouse chromium
+.PHONY: help build test bench fuzz lint demo soak clean clickhouse chromium
 
 help: ## List the targets and what they do.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -21,7 +21,11 @@ build: ## Build bin/qfence and bin/qfence-sim.
 test: clickhouse chromium ## Every test (real ClickHouse started privately, embedded Kafka), with the race detector where goroutines run.
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 $(PURE_PKGS)
-	$(GO) test -count=1 -race -timeout 20m $(RACE_PKGS)
+	QFENCE_SOAK=$${SOAK_CI:-60s} $(GO) test -count=1 -race -timeout 20m $(RACE_PKGS)
+
+soak: clickhouse ## A day of load, compressed: qfence at half its capacity for SOAK (default 30m) with a ClickHouse stop and a broker restart; writes testdata/soak/.
+	mkdir -p testdata/soak
+	QFENCE_SOAK=$${SOAK:-30m} QFENCE_SOAK_REPORT=$(CURDIR)/testdata/soak $(GO) test -count=1 -run TestSoak -v -timeout 0 ./cmd/qfence/
 
 BENCHSTAT := golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -101,6 +102,10 @@ type ClickHouse struct {
 	// address, lz4 elsewhere, as clickhouse-client does since 21.4), lz4,
 	// zstd or none.
 	Compression string `koanf:"compression"`
+	// Cluster is a cluster of the servers' remote_servers ("": one
+	// server): local tables on every shard, Distributed tables under the
+	// contract's names.
+	Cluster string `koanf:"cluster"`
 }
 
 // File names an optional input file.
@@ -407,6 +412,9 @@ func (c *Config) validate() []error {
 	if _, _, err := net.SplitHostPort(c.ClickHouse.Addr); err != nil {
 		bad("clickhouse.addr", "%q is not host:port", c.ClickHouse.Addr)
 	}
+	if c.ClickHouse.Cluster != "" && !plainName.MatchString(c.ClickHouse.Cluster) {
+		bad("clickhouse.cluster", "%q is not a plain cluster name (letters, digits, _)", c.ClickHouse.Cluster)
+	}
 	if c.ClickHouse.Database == "" || strings.ContainsAny(c.ClickHouse.Database, "`.; ") {
 		bad("clickhouse.database", "%q is not a plain database name", c.ClickHouse.Database)
 	}
@@ -459,6 +467,8 @@ func (c *Config) validate() []error {
 	}
 	return errs
 }
+
+var plainName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 // The range checks: every numeric key has a finite, sane range, and the
 // error names it (NaN and infinities are out of every range).

@@ -30,8 +30,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
 	"github.com/qfence/qfence/cmd/internal/sim"
 	"github.com/qfence/qfence/config"
@@ -259,13 +257,7 @@ func TestDaemon(t *testing.T) {
 
 func scrape(t *testing.T, url string) map[string]*dto.MetricFamily {
 	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	p := expfmt.NewTextParser(model.LegacyValidation)
-	families, err := p.TextToMetricFamilies(resp.Body)
+	families, err := scrapeQuiet(url)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/qfence/qfence/sinks/clickhouse/chtest"
 	qkafka "github.com/qfence/qfence/sinks/kafka"
 	"github.com/qfence/qfence/sinks/kafka/kafkatest"
+	"github.com/qfence/qfence/sinks/local"
 
 	"github.com/segmentio/kafka-go"
 
@@ -160,4 +161,88 @@ func procStatus(pid int, field string) int64 {
 		}
 	}
 	return 0
+}
+
+// BenchmarkGroupDrain drains 2M pings (100k patients, 12 partitions) with
+// one, two and three `qfence run` instances in one group, into one
+// ClickHouse server and into a cluster of two shards: the rate, and the
+// CPU per ping summed over the instances (the number the README's sizing
+// rests on). On two cores the instances share the machine with the broker
+// and ClickHouse, so the point is that the work spreads and nothing is
+// lost, not speed.
+//
+//	go test -run '^$' -bench GroupDrain -benchtime 1x -timeout 30m ./cmd/qfence/
+func BenchmarkGroupDrain(b *testing.B) {
+	const patients, pings = 100_000, 2_000_000
+	addr := freeAddr(b)
+	startChild(b, nil, "broker", "--listen", addr, "--data-dir", b.TempDir())
+	if err := qkafka.WaitKafka(context.Background(), addr, 30*time.Second); err != nil {
+		b.Fatal(err)
+	}
+	cfg := kafkatest.Config(addr)
+	cfg.Kafka.Partitions = 12
+	k, err := kafkatest.NewClient(b, cfg.Kafka)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := k.EnsureTopics(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	d := kafkatest.GenData(9, patients, pings, 0)
+	kafkatest.Produce(b, addr, cfg.Kafka.Topics.Orders, d.Orders)
+	kafkatest.Produce(b, addr, cfg.Kafka.Topics.Pings, d.Pings)
+	servers, err := local.StartClickHouseCluster(context.Background(), local.TestLog(), 2)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		for _, s := range servers {
+			s.Stop()
+		}
+	})
+	for _, target := range []string{"server", "cluster"} {
+		for n := 1; n <= 3; n++ {
+			b.Run(fmt.Sprintf("clickhouse=%s/instances=%d", target, n), func(b *testing.B) {
+				for b.Loop() {
+					groupDrain(b, addr, d, n, target == "cluster", servers[0].Addr)
+				}
+			})
+		}
+	}
+}
+
+func groupDrain(b *testing.B, addr string, d kafkatest.Dataset, n int, cluster bool, clusterAddr string) {
+	group := "gdrain-" + strconv.FormatInt(time.Now().UnixNano(), 10)
+	db := "d" + strconv.FormatInt(time.Now().UnixNano(), 10)
+	chAddr, env := chtest.Addr, []string{}
+	if cluster {
+		chAddr, env = clusterAddr, []string{"QFENCE_CLICKHOUSE_CLUSTER=" + local.ClusterName}
+	}
+	env = append(env, "QFENCE_KAFKA_BROKERS="+addr, "QFENCE_KAFKA_GROUP_ID="+group, "QFENCE_KAFKA_TOPICS_STATE="+group+"-state",
+		"QFENCE_KAFKA_PARTITIONS=12", "QFENCE_CLICKHOUSE_ADDR="+chAddr, "QFENCE_CLICKHOUSE_DATABASE="+db,
+		"QFENCE_CLICKHOUSE_RETENTION_DAYS=3650", "QFENCE_LOG_LEVEL=warn")
+	// The schema first, so that the instances' own migrations do not race.
+	m := startChild(b, env, "migrate")
+	<-m.done
+	start := time.Now()
+	var children []*child
+	for range n {
+		children = append(children, startChild(b, append(env, "QFENCE_METRICS_LISTEN="+freeAddr(b)), "run"))
+	}
+	conn := chtest.Conn(b, chAddr)
+	kafkatest.WaitFor(b, 10*time.Minute, "every ping stored", func() bool {
+		var c uint64
+		err := conn.QueryRow(context.Background(), "SELECT count() FROM "+db+".pings").Scan(&c)
+		return err == nil && c >= uint64(d.Valid)
+	})
+	took := time.Since(start)
+	var cpu time.Duration
+	for _, c := range children {
+		cpu += procCPU(c.cmd.Process.Pid)
+	}
+	for _, c := range children {
+		c.term(b, 30*time.Second)
+	}
+	b.ReportMetric(float64(len(d.Pings))/took.Seconds(), "pings/s")
+	b.ReportMetric(cpu.Seconds()/float64(len(d.Pings))*1e6, "cpu-us/ping")
 }

@@ -1,10 +1,6 @@
 package main
 
 import (
-	"bufio"
-	"os"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -132,18 +128,4 @@ func testNetFault(t *testing.T, f netFault, seed uint64) {
 }
 
 // rss is a process's resident set size in bytes (0 when unknown).
-func rss(pid int) uint64 {
-	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			kb, _ := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
-}
+func rss(pid int) uint64 { return uint64(procStatus(pid, "VmRSS")) << 10 }

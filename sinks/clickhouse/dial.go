@@ -23,6 +23,16 @@ func Connect(ctx context.Context, cfg config.ClickHouse) (driver.Conn, error) {
 	return conn, err
 }
 
+// distributedSync makes an insert into a Distributed table return only
+// once every shard has its rows: an acknowledged batch is durable, as on
+// one server (without it the server queues them and acknowledges at once).
+func distributedSync(cfg config.ClickHouse) clickhouse.Settings {
+	if cfg.Cluster == "" {
+		return nil
+	}
+	return clickhouse.Settings{"insert_distributed_sync": 1}
+}
+
 // chDialTimeout bounds a connection and its handshake.
 const chDialTimeout = 5 * time.Second
 
@@ -39,6 +49,7 @@ func dialClickHouse(ctx context.Context, cfg config.ClickHouse, dials *conns) (d
 		Auth:        clickhouse.Auth{Username: cfg.Username, Password: string(cfg.Password)},
 		Compression: &clickhouse.Compression{Method: Compression(cfg)},
 		DialTimeout: chDialTimeout, ReadTimeout: cfg.Timeout, MaxOpenConns: 4,
+		Settings: distributedSync(cfg),
 	})
 	if err != nil {
 		return nil, Version{}, fmt.Errorf("clickhouse %s: %w", cfg.Addr, err)

@@ -4,20 +4,75 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/qfence/qfence/config"
 )
 
-// Migrate creates or upgrades the schema; running it again changes nothing.
+// Migrate creates or upgrades the schema; running it again changes
+// nothing. On a cluster (clickhouse.cluster) it migrates every server of
+// it in turn: without a coordinator (ZooKeeper) there is no ON CLUSTER, so
+// it connects to each as system.clusters lists them.
 func Migrate(ctx context.Context, cfg config.ClickHouse, log *slog.Logger) error {
+	addrs := []string{cfg.Addr}
+	if cfg.Cluster != "" {
+		var err error
+		if addrs, err = Servers(ctx, cfg); err != nil {
+			return err
+		}
+	}
+	for _, a := range addrs {
+		one := cfg
+		one.Addr = a
+		if err := migrateServer(ctx, one, log); err != nil {
+			if cfg.Cluster != "" {
+				return fmt.Errorf("server %s of cluster %s: %w", a, cfg.Cluster, err)
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// Servers lists every server of clickhouse.cluster (each replica of each
+// shard) as host:port of its native protocol, as the server at
+// clickhouse.addr knows them.
+func Servers(ctx context.Context, cfg config.ClickHouse) ([]string, error) {
+	conn, _, err := dialClickHouse(ctx, cfg, &conns{})
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	rows, err := conn.Query(ctx, "SELECT host_address, port FROM system.clusters WHERE cluster = ? ORDER BY shard_num, replica_num", cfg.Cluster)
+	if err != nil {
+		return nil, fmt.Errorf("read system.clusters: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var host string
+		var port uint16
+		if err := rows.Scan(&host, &port); err != nil {
+			return nil, fmt.Errorf("read system.clusters: %w", err)
+		}
+		out = append(out, net.JoinHostPort(host, strconv.Itoa(int(port))))
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("clickhouse.cluster %q is not among the remote_servers of the server at %s (see SELECT cluster FROM system.clusters)", cfg.Cluster, cfg.Addr)
+	}
+	return out, rows.Err()
+}
+
+func migrateServer(ctx context.Context, cfg config.ClickHouse, log *slog.Logger) error {
 	conn, v, err := dialClickHouse(ctx, cfg, &conns{})
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	s := Schema{DB: cfg.Database, F: FeaturesOf(v), RetentionDays: cfg.RetentionDays}
+	s := Schema{DB: cfg.Database, F: FeaturesOf(v), RetentionDays: cfg.RetentionDays, Cluster: cfg.Cluster}
 	applied := map[uint32]bool{}
 	if rows, err := conn.Query(ctx, fmt.Sprintf("SELECT version FROM %s.schema_migrations", cfg.Database)); err == nil {
 		for rows.Next() {
@@ -50,7 +105,7 @@ func Migrate(ctx context.Context, cfg config.ClickHouse, log *slog.Logger) error
 		if err != nil {
 			return fmt.Errorf("record migration %d: %w", ver, err)
 		}
-		log.Info("schema migrated", "database", cfg.Database, "version", ver, "server", fmt.Sprintf("%d.%d", v.Major, v.Minor))
+		log.Info("schema migrated", "database", cfg.Database, "version", ver, "server", fmt.Sprintf("%d.%d", v.Major, v.Minor), "addr", cfg.Addr)
 	}
 	return nil
 }

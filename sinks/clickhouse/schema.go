@@ -36,6 +36,21 @@ type Schema struct {
 	DB            string
 	F             Features
 	RetentionDays int
+	// Cluster, when set, is a cluster of the servers' remote_servers: each
+	// table's rows live in NAME_local on every shard, and NAME is a
+	// Distributed table over them (what qfence inserts into and analysts
+	// query), sharded by a hash of patient_id so that a patient's rows,
+	// and the FINAL that collapses their replays, stay on one shard.
+	Cluster string
+}
+
+// Local is the table that holds a table's rows on a server: the table
+// itself on one server, NAME_local on a cluster.
+func (s Schema) Local(table string) string {
+	if s.Cluster == "" {
+		return table
+	}
+	return table + "_local"
 }
 
 // timeCol is a millisecond time column: DateTime64(3) where the server has
@@ -80,7 +95,47 @@ var Tables = []struct{ Name, TimeCol string }{{"pings", "ts"}, {"events", "at"},
 
 // Migrations are the schema's versions, in order. Each statement is
 // idempotent, so a migration interrupted half-way can simply run again.
+// On a cluster they are run on every shard (Migrate does), each table made
+// twice (local and Distributed) and each ALTER applied to both.
 func (s Schema) Migrations() [][]string {
+	m := s.migrations()
+	if s.Cluster == "" {
+		return m
+	}
+	for i := range m {
+		var out []string
+		for _, stmt := range m[i] {
+			out = append(out, s.distribute(stmt)...)
+		}
+		m[i] = out
+	}
+	return m
+}
+
+// distribute turns one statement of the one-server schema into the
+// statements of a shard of the cluster.
+func (s Schema) distribute(stmt string) []string {
+	for _, t := range Tables {
+		name := s.DB + "." + t.Name
+		create, alter := "CREATE TABLE IF NOT EXISTS "+name+" (", "ALTER TABLE "+name+" "
+		key := "cityHash64(patient_id)"
+		if t.Name == "api_audit" {
+			key = "rand()"
+		}
+		switch {
+		case strings.HasPrefix(stmt, create):
+			return []string{
+				strings.Replace(stmt, create, "CREATE TABLE IF NOT EXISTS "+name+"_local (", 1),
+				fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s AS %s_local ENGINE = Distributed(%s, %s, %s_local, %s)", name, name, s.Cluster, s.DB, t.Name, key),
+			}
+		case strings.HasPrefix(stmt, alter):
+			return []string{strings.Replace(stmt, alter, "ALTER TABLE "+name+"_local ", 1), stmt}
+		}
+	}
+	return []string{stmt}
+}
+
+func (s Schema) migrations() [][]string {
 	db := s.DB
 	return [][]string{{
 		fmt.Sprintf("CREATE DATABASE IF NOT EXISTS %s", db),

@@ -73,7 +73,7 @@ func Open(ctx context.Context, cfg config.ClickHouse, pseudonymizeKey config.Sec
 		return nil, err
 	}
 	c := &Sink{conn: conn, dials: dials, cfg: cfg, metrics: metrics, log: log, kick: make(chan struct{}, 1),
-		schema: Schema{DB: cfg.Database, F: FeaturesOf(v), RetentionDays: cfg.RetentionDays}}
+		schema: Schema{DB: cfg.Database, F: FeaturesOf(v), RetentionDays: cfg.RetentionDays, Cluster: cfg.Cluster}}
 	if pseudonymizeKey != "" {
 		c.pseudo = newPseudonymizer([]byte(pseudonymizeKey))
 	}

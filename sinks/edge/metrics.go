@@ -13,6 +13,9 @@ type Metrics struct {
 	SinkFlush   *prometheus.HistogramVec
 	SinkErrors  *prometheus.CounterVec
 	ConsumerLag *prometheus.GaugeVec
+	// PartitionOwned is 1 for each pings partition this instance owns
+	// (state restored, not yet released).
+	PartitionOwned *prometheus.GaugeVec
 }
 
 // Sink names.
@@ -29,8 +32,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Failed flush attempts of each sink (each is retried)."}, []string{"sink"}),
 		ConsumerLag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "qfence_consumer_lag",
 			Help: "Messages between the group's committed offset and the end of each partition."}, []string{"topic", "partition"}),
+		PartitionOwned: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "qfence_partition_owned",
+			Help: "1 for each pings partition this instance owns: its state restored, not yet released after its last commit."}, []string{"partition"}),
 	}
-	reg.MustRegister(m.SinkRows, m.SinkFlush, m.SinkErrors, m.ConsumerLag)
+	reg.MustRegister(m.SinkRows, m.SinkFlush, m.SinkErrors, m.ConsumerLag, m.PartitionOwned)
 	for _, s := range sinkNames {
 		m.SinkRows.WithLabelValues(s)
 		m.SinkErrors.WithLabelValues(s)

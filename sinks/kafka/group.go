@@ -215,8 +215,10 @@ func (g *Group) setOwned(p int, owned bool) {
 	}
 	if owned {
 		g.owned[p] = true
+		g.Edge.PartitionOwned.WithLabelValues(strconv.Itoa(p)).Set(1)
 	} else {
 		delete(g.owned, p)
+		g.Edge.PartitionOwned.DeleteLabelValues(strconv.Itoa(p))
 	}
 	g.mu.Unlock()
 	if g.Observe != nil {

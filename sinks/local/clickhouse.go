@@ -46,6 +46,10 @@ func StartClickHouseServer(ctx context.Context, log *slog.Logger) (*ClickHouseSe
 type ClickHouseOptions struct {
 	CertFile, KeyFile string // PEM files: a TLS native port (SecureAddr)
 	User, Password    string // a user with a password, besides default
+	// Ports are the native, HTTP and TLS ports to use (nil: free ones).
+	Ports []int
+	// Config is more server configuration, inside <yandex>.
+	Config string
 }
 
 // StartClickHouseServerWith starts a private server with opts, whatever
@@ -59,9 +63,11 @@ func StartClickHouseServerWith(ctx context.Context, log *slog.Logger, opts Click
 	if err != nil {
 		return nil, fmt.Errorf("clickhouse data dir: %w", err)
 	}
-	ports, err := FreePorts(3)
-	if err != nil {
-		return nil, err
+	ports := opts.Ports
+	if len(ports) < 3 {
+		if ports, err = FreePorts(3); err != nil {
+			return nil, err
+		}
 	}
 	s := &ClickHouseServer{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0])), dir: dir, log: log,
 		cfg: filepath.Join(dir, "config.xml")}
@@ -94,8 +100,8 @@ func StartClickHouseServerWith(ctx context.Context, log *slog.Logger, opts Click
   <default_database>default</default_database>
   <mark_cache_size>268435456</mark_cache_size>
   <max_concurrent_queries>100</max_concurrent_queries>
-%[5]s</yandex>
-`, dir, ports[0], ports[1], users, secure)
+%[5]s%[6]s</yandex>
+`, dir, ports[0], ports[1], users, secure, opts.Config)
 	usersXML := `<?xml version="1.0"?>
 <yandex>
   <profiles><default><max_memory_usage>4000000000</max_memory_usage></default></profiles>
@@ -116,6 +122,36 @@ func StartClickHouseServerWith(ctx context.Context, log *slog.Logger, opts Click
 		return nil, err
 	}
 	return s, nil
+}
+
+// ClusterName is the cluster StartClickHouseCluster defines.
+const ClusterName = "qfence_local"
+
+// StartClickHouseCluster starts n private servers that form one cluster of
+// n shards (one replica each, no ZooKeeper): each server's
+// remote_servers names them all, as ClusterName.
+func StartClickHouseCluster(ctx context.Context, log *slog.Logger, n int) ([]*ClickHouseServer, error) {
+	ports, err := FreePorts(3 * n)
+	if err != nil {
+		return nil, err
+	}
+	remote := "  <remote_servers><" + ClusterName + ">\n"
+	for i := range n {
+		remote += fmt.Sprintf("    <shard><replica><host>127.0.0.1</host><port>%d</port></replica></shard>\n", ports[3*i])
+	}
+	remote += "  </" + ClusterName + "></remote_servers>\n"
+	var out []*ClickHouseServer
+	for i := range n {
+		s, err := StartClickHouseServerWith(ctx, log, ClickHouseOptions{Ports: ports[3*i : 3*i+3], Config: remote})
+		if err != nil {
+			for _, o := range out {
+				o.Stop()
+			}
+			return nil, fmt.Errorf("shard %d of %d: %w", i+1, n, err)
+		}
+		out = append(out, s)
+	}
+	return out, nil
 }
 
 func (s *ClickHouseServer) start(ctx context.Context) error {
