@@ -66,9 +66,13 @@ func drain(b *testing.B, addr string, cfg *config.Config, d kafkatest.Dataset, b
 		// Each run has its own group and its own state topic: another run's
 		// checkpoints would make this one's pings duplicates.
 		group := "drain-" + strconv.FormatInt(time.Now().UnixNano(), 10)
-		c := startChild(b, []string{"QFENCE_KAFKA_BROKERS=" + addr, "QFENCE_KAFKA_GROUP_ID=" + group, "QFENCE_KAFKA_TOPICS_STATE=" + group + "-state", "QFENCE_CLICKHOUSE_ADDR=" + chtest.Addr,
-			"QFENCE_CLICKHOUSE_DATABASE=" + ch.Database, "QFENCE_CLICKHOUSE_RETENTION_DAYS=3650", "QFENCE_METRICS_LISTEN=" + metrics,
-			"QFENCE_LOG_LEVEL=warn", "QFENCE_LIMITS_MAX_INFLIGHT_ROWS=" + strconv.Itoa(budget)}, "run")
+		env := []string{}
+		if os.Getenv("QFENCE_DRAIN_PROFILE") != "" {
+			env = append(env, "QFENCE_METRICS_PPROF=true")
+		}
+		c := startChild(b, append(env, "QFENCE_KAFKA_BROKERS="+addr, "QFENCE_KAFKA_GROUP_ID="+group, "QFENCE_KAFKA_TOPICS_STATE="+group+"-state", "QFENCE_CLICKHOUSE_ADDR="+chtest.Addr,
+			"QFENCE_CLICKHOUSE_DATABASE="+ch.Database, "QFENCE_CLICKHOUSE_RETENTION_DAYS=3650", "QFENCE_METRICS_LISTEN="+metrics,
+			"QFENCE_LOG_LEVEL=warn", "QFENCE_LIMITS_MAX_INFLIGHT_ROWS="+strconv.Itoa(budget)), "run")
 		kcfg := cfg.Kafka
 		kcfg.GroupID = group
 		gk, err := kafkatest.NewClient(b, kcfg)
