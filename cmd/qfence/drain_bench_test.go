@@ -185,25 +185,11 @@ func BenchmarkGroupDrain(b *testing.B) {
 	}
 	cfg := kafkatest.Config(addr)
 	cfg.Kafka.Partitions = 12
-	k, err := kafkatest.NewClient(b, cfg.Kafka)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := k.EnsureTopics(context.Background()); err != nil {
-		b.Fatal(err)
-	}
+	kafkatest.Topics(b, cfg)
 	d := kafkatest.GenData(9, patients, pings, 0)
 	kafkatest.Produce(b, addr, cfg.Kafka.Topics.Orders, d.Orders)
 	kafkatest.Produce(b, addr, cfg.Kafka.Topics.Pings, d.Pings)
-	servers, err := local.StartClickHouseCluster(context.Background(), local.TestLog(), 2)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		for _, s := range servers {
-			s.Stop()
-		}
-	})
+	servers := chtest.Cluster(b, 2)
 	for _, target := range []string{"server", "cluster"} {
 		for n := 1; n <= 3; n++ {
 			b.Run(fmt.Sprintf("clickhouse=%s/instances=%d", target, n), func(b *testing.B) {

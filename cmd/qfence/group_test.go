@@ -59,25 +59,11 @@ func (o *owners) watch(ctx context.Context, metrics func() map[string]string) {
 // patient on one shard), readiness turned false on every instance while
 // the shard was away, and the lag returns to 0.
 func TestAGroupOverACluster(t *testing.T) {
-	servers, err := local.StartClickHouseCluster(t.Context(), local.TestLog(), 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		for _, s := range servers {
-			s.Stop()
-		}
-	})
+	servers := chtest.Cluster(t, 2)
 	addr := kafkatest.StartBroker(t)
 	cfg := kafkatest.Config(addr)
 	cfg.Kafka.Partitions = 12
-	k, err := kafkatest.NewClient(t, cfg.Kafka)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := k.EnsureTopics(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	k := kafkatest.Topics(t, cfg)
 	d := kafkatest.GenData(41, 10_000, 350_000, 0)
 	kafkatest.Produce(t, addr, cfg.Kafka.Topics.Orders, d.Orders)
 	env := []string{"QFENCE_KAFKA_BROKERS=" + addr, "QFENCE_KAFKA_PARTITIONS=12", "QFENCE_CLICKHOUSE_ADDR=" + servers[0].Addr,
@@ -121,7 +107,7 @@ func TestAGroupOverACluster(t *testing.T) {
 
 	chunk := 100_000
 	kafkatest.Produce(t, addr, cfg.Kafka.Topics.Pings, d.Pings[:chunk])
-	kafkatest.WaitFor(t, time.Minute, "some pings decided", func() bool { return committed12(k, cfg.Kafka.Topics.Pings) > 0 })
+	kafkatest.WaitFor(t, time.Minute, "some pings decided", func() bool { return committed(k, cfg.Kafka.Topics.Pings) > 0 })
 	children["b"].kill()
 	mu.Lock()
 	delete(live, "b")
@@ -131,7 +117,7 @@ func TestAGroupOverACluster(t *testing.T) {
 	start("d")
 	t.Log("instance d added")
 	kafkatest.Produce(t, addr, cfg.Kafka.Topics.Pings, d.Pings[2*chunk:3*chunk])
-	kafkatest.WaitFor(t, 3*time.Minute, "300k pings committed", func() bool { return committed12(k, cfg.Kafka.Topics.Pings) >= int64(3*chunk) })
+	kafkatest.WaitFor(t, 3*time.Minute, "300k pings committed", func() bool { return committed(k, cfg.Kafka.Topics.Pings) >= int64(3*chunk) })
 
 	// One shard away for 30 s.
 	if err := servers[1].Signal(syscall.SIGSTOP); err != nil {
@@ -145,7 +131,7 @@ func TestAGroupOverACluster(t *testing.T) {
 	}()
 	kafkatest.Produce(t, addr, cfg.Kafka.Topics.Pings, d.Pings[3*chunk:])
 	notReady := map[string]bool{}
-	before := committed12(k, cfg.Kafka.Topics.Pings)
+	before := committed(k, cfg.Kafka.Topics.Pings)
 	for end := time.Now().Add(30 * time.Second); time.Now().Before(end); {
 		for name, m := range live {
 			if !httpOK("http://" + m + "/readyz") {
@@ -154,7 +140,7 @@ func TestAGroupOverACluster(t *testing.T) {
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	during := committed12(k, cfg.Kafka.Topics.Pings) - before
+	during := committed(k, cfg.Kafka.Topics.Pings) - before
 	if err := servers[1].Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
@@ -194,21 +180,6 @@ func TestAGroupOverACluster(t *testing.T) {
 	}
 	t.Logf("%d events as replay (%d more, dated after the data, by the wall-clock watermark; %d records in all), pings per shard %v, %d ownership samples",
 		len(want), len(all)-len(got), records, perShard, o.samples)
-}
-
-// committed12 is committed for a 12-partition topic.
-func committed12(k interface {
-	CommittedOffsets(context.Context, string, int) (map[int]int64, error)
-}, topic string) int64 {
-	c, err := k.CommittedOffsets(context.Background(), topic, 12)
-	if err != nil {
-		return 0
-	}
-	var n int64
-	for _, v := range c {
-		n += max(v, 0)
-	}
-	return n
 }
 
 // scrapeQuiet reads a /metrics page, or says why it could not.

@@ -49,6 +49,12 @@ type Partition struct {
 	MaxInFlight int64
 	// Start is the partition's first offset to consume (the committed one).
 	Start int64
+	// Clean and Committed are set by Run when it returns: Clean when every
+	// batch was acknowledged, checkpointed and committed (the engine's
+	// state is then exactly the changelog's), Committed the offset it
+	// committed last.
+	Clean     bool
+	Committed int64
 }
 
 // Run consumes the partition until ctx ends, then stops fetching, waits
@@ -127,6 +133,8 @@ loop:
 		}
 	}
 	st.commit(dctx, true)
+	p.Clean = runErr == nil && tracker.InFlight() == 0 && len(st.ready) == 0 && st.readyMeta == nil
+	p.Committed = max(st.readyNext, p.Start)
 	return runErr
 }
 

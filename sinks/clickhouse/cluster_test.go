@@ -18,28 +18,12 @@ import (
 	"github.com/qfence/qfence/sinks/local"
 )
 
-// startCluster starts a cluster of two private 18.16 servers (two shards,
-// one replica each) for the test.
-func startCluster(t *testing.T) []*local.ClickHouseServer {
-	t.Helper()
-	servers, err := local.StartClickHouseCluster(context.Background(), local.TestLog(), 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		for _, s := range servers {
-			s.Stop()
-		}
-	})
-	return servers
-}
-
 // The schema on a two-shard cluster: migrate is idempotent on every shard;
 // rows written through the Distributed tables land each patient on one
 // shard, and twice-written rows collapse under FINAL; the README's analyst
 // queries give the same answers as on one server holding the same rows.
 func TestACluster(t *testing.T) {
-	servers := startCluster(t)
+	servers := chtest.Cluster(t, 2)
 	cfg := config.Default().ClickHouse
 	cfg.Addr, cfg.Cluster, cfg.Database, cfg.RetentionDays = servers[0].Addr, local.ClusterName, "qfence_cluster", 3650
 	ctx := context.Background()

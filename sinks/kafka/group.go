@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -52,9 +53,16 @@ type Group struct {
 	inFlight  *semaphore.Weighted
 	blocked   atomic.Int32
 	restoring atomic.Int32
-	joined    atomic.Bool
-	mu        sync.Mutex
-	owned     map[int]bool
+	// kept are the engines of partitions this instance gave up cleanly (its
+	// state checkpointed and its offset committed), with where the
+	// changelog and the offset stood then: given the partition back with
+	// nothing written since by anyone, it resumes without a restore (a
+	// broker restart or a rebalance that hands everything back otherwise
+	// re-read every changelog).
+	kept   map[int]keptEngine
+	joined atomic.Bool
+	mu     sync.Mutex
+	owned  map[int]bool
 }
 
 // Ready says why the group is not ready, or "" when it is: it has joined,
@@ -121,11 +129,55 @@ func (g *Group) Run(ctx context.Context) error {
 		g.joined.Store(true)
 		assigned := gen.Assignments[topic]
 		g.Log.Info("partitions assigned", "generation", gen.ID, "partitions", len(assigned))
+		g.forget(assigned)
 		for _, a := range assigned {
 			g.restoring.Add(1)
 			gen.Start(func(gctx context.Context) {
 				g.runPartition(gctx, gen, topic, a)
 			})
+		}
+	}
+}
+
+type keptEngine struct {
+	eng          *processor.Engine
+	changelogEnd int64
+	committed    int64
+}
+
+// keep remembers a cleanly released partition's engine; take hands it
+// back when nothing moved since.
+func (g *Group) keep(p int, k keptEngine) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.kept == nil {
+		g.kept = map[int]keptEngine{}
+	}
+	g.kept[p] = k
+}
+
+func (g *Group) take(ctx context.Context, a kafka.PartitionAssignment) *processor.Engine {
+	g.mu.Lock()
+	k, ok := g.kept[a.ID]
+	delete(g.kept, a.ID)
+	g.mu.Unlock()
+	if !ok || a.Offset != k.committed {
+		return nil
+	}
+	end, err := g.Changelog.End(ctx, a.ID)
+	if err != nil || end != k.changelogEnd {
+		return nil
+	}
+	return k.eng
+}
+
+// forget drops the kept engines of partitions not assigned any more.
+func (g *Group) forget(assigned []kafka.PartitionAssignment) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for p := range g.kept {
+		if !slices.ContainsFunc(assigned, func(a kafka.PartitionAssignment) bool { return a.ID == p }) {
+			delete(g.kept, p)
 		}
 	}
 }
@@ -140,6 +192,12 @@ func (g *Group) runPartition(gctx context.Context, gen *kafka.Generation, topic 
 		n       int
 		err     error
 	)
+	if eng = g.take(gctx, a); eng != nil {
+		g.restoring.Add(-1)
+		log.Info("partition resumed with the state this instance held (nothing written to it since)", "patients", eng.Patients())
+		g.run(gctx, gen, topic, a, eng, log)
+		return
+	}
 	// A restore that fails (a leader moving, a broker restarting) is tried
 	// again here, with backoff, while the partition is ours: handing the
 	// partition back to the group made the group rebalance in a loop.
@@ -176,16 +234,27 @@ func (g *Group) runPartition(gctx context.Context, gen *kafka.Generation, topic 
 		return // the generation ended while restoring
 	}
 	log.Info("partition state restored", "records", n, "skipped", skipped, "patients", eng.Patients(), "took", time.Since(start).Round(time.Millisecond))
+	if covered > 0 && covered > a.Offset { // a.Offset is FirstOffset (-2) when nothing was committed
+		g.resumeAfterCheckpoint(gen, topic, &a, covered, log)
+	}
+	g.run(gctx, gen, topic, a, eng, log)
+}
+
+// resumeAfterCheckpoint moves the start past what the checkpoint covers.
+func (g *Group) resumeAfterCheckpoint(gen *kafka.Generation, topic string, a *kafka.PartitionAssignment, covered int64, log *slog.Logger) {
 	// Messages before the offset the checkpoint covers were decided, stored
 	// and emitted before it was written: deciding them again against the
 	// newer state would store them again as late pings. Resume after them.
-	if covered > 0 && covered > a.Offset { // a.Offset is FirstOffset (-2) when nothing was committed
-		log.Info("resuming after the checkpoint", "committed", a.Offset, "covered", covered, "skipped_messages", covered-a.Offset)
-		if err := gen.CommitOffsets(map[string]map[int]int64{topic: {a.ID: covered}}); err != nil {
-			log.Warn("commit of the checkpointed offset failed; it is committed with the next batch", "err", err)
-		}
-		a.Offset = covered
+	log.Info("resuming after the checkpoint", "committed", a.Offset, "covered", covered, "skipped_messages", covered-a.Offset)
+	if err := gen.CommitOffsets(map[string]map[int]int64{topic: {a.ID: covered}}); err != nil {
+		log.Warn("commit of the checkpointed offset failed; it is committed with the next batch", "err", err)
 	}
+	a.Offset = covered
+}
+
+// run consumes a partition whose engine is ready, until the generation
+// ends; a clean end keeps the engine for a quick return.
+func (g *Group) run(gctx context.Context, gen *kafka.Generation, topic string, a kafka.PartitionAssignment, eng *processor.Engine, log *slog.Logger) {
 	r, err := g.Kafka.reader(topic, a.ID, a.Offset)
 	if err != nil {
 		log.Error("open partition failed", "err", err)
@@ -205,6 +274,17 @@ func (g *Group) runPartition(gctx context.Context, gen *kafka.Generation, topic 
 	}
 	if err := p.Run(gctx, g.Drain); err != nil {
 		log.Error("partition stopped", "err", err)
+	}
+	if !p.Clean {
+		return
+	}
+	// The changelog's end now is where this engine's state was written
+	// last: the context of the generation is over, so ask with a fresh one
+	// bounded by the drain.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(gctx), 5*time.Second)
+	defer cancel()
+	if end, err := g.Changelog.End(ctx, a.ID); err == nil {
+		g.keep(a.ID, keptEngine{eng: eng, changelogEnd: end, committed: p.Committed})
 	}
 }
 

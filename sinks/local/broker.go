@@ -28,6 +28,12 @@ func StartBroker(addr, dataDir string, partitions int) (*Broker, error) {
 		return nil, fmt.Errorf("broker listen address %q: port: %w", addr, err)
 	}
 	opts := []kfake.Opt{kfake.Ports(port), kfake.DefaultNumPartitions(partitions), kfake.NumBrokers(1),
+		// Compact the compacted topics as often as a real cluster's log
+		// cleaner would (kfake's own default is hourly): the qfence-state
+		// changelog would otherwise grow with every checkpoint, and a
+		// partition's restore read it all (the soak found a restore after a
+		// broker restart taking a minute).
+		kfake.BrokerConfigs(map[string]string{"log.cleaner.backoff.ms": "15000"}),
 		kfake.ListenFn(func(network, _ string) (net.Listener, error) {
 			return net.Listen(network, net.JoinHostPort(host, strconv.Itoa(port)))
 		})}

@@ -170,3 +170,19 @@ func Rows(t testing.TB, conn driver.Conn, db string) map[string]string {
 	}
 	return out
 }
+
+// Cluster starts a cluster of n private servers (n shards, one replica
+// each, named local.ClusterName), stopped when the test ends.
+func Cluster(t testing.TB, n int) []*local.ClickHouseServer {
+	t.Helper()
+	servers, err := local.StartClickHouseCluster(context.Background(), local.TestLog(), n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, s := range servers {
+			s.Stop()
+		}
+	})
+	return servers
+}

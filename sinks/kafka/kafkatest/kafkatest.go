@@ -310,6 +310,13 @@ func ReadAll(t testing.TB, k *qkafka.Client, topic string) map[int][]kafka.Messa
 func KafkaAt(t testing.TB, addr string) (*config.Config, *qkafka.Client) {
 	t.Helper()
 	cfg := Config(addr)
+	return cfg, Topics(t, cfg)
+}
+
+// Topics makes cfg's topics (with cfg.Kafka.Partitions) and returns a
+// client for them, closed with the test.
+func Topics(t testing.TB, cfg *config.Config) *qkafka.Client {
+	t.Helper()
 	k, err := NewClient(t, cfg.Kafka)
 	if err != nil {
 		t.Fatal(err)
@@ -317,7 +324,7 @@ func KafkaAt(t testing.TB, addr string) (*config.Config, *qkafka.Client) {
 	if err := k.EnsureTopics(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	return cfg, k
+	return k
 }
 
 // CaughtUp reports whether the group has committed every pings partition
