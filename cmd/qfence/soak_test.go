@@ -81,11 +81,14 @@ func TestSoak(t *testing.T) {
 	kafkatest.WaitFor(t, time.Minute, "qfence ready", func() bool { return httpOK(base + "/readyz") })
 
 	// The pings: patient i pings every period from its home, except in the
-	// minutes when i%50 == minute%50, when it is 800 m east.
+	// minutes when i%50 == minute%50 (its minutes, shifted by i%60 s), when
+	// it is 800 m east.
 	var sent atomic.Int64
 	ping := func(i int, now time.Time) kafka.Message {
 		h := homes[i]
-		if i%50 == int(now.Unix()/60)%50 {
+		// Each patient's minute starts at its own second, so trips (and
+		// their breaches, 20 s later) spread over the minute as people's do.
+		if i%50 == int((now.Unix()+int64(i%60))/60)%50 {
 			h = synth.Offset(h, 800, 0)
 		}
 		return kafka.Message{Key: fmt.Appendf(nil, "s-%06d", i), Value: fmt.Appendf(nil,

@@ -39,8 +39,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		ActiveOrders: prometheus.NewGauge(prometheus.GaugeOpts{Name: "qfence_active_orders",
 			Help: "Quarantine orders held (the whole global table)."}),
 		EventLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "qfence_event_latency_seconds",
-			Help:    "From the deciding ping's Kafka append time to the event's acknowledgement by Kafka.",
-			Buckets: prometheus.ExponentialBucketsRange(0.001, 30, 16)}),
+			Help: "From the deciding ping's Kafka append time to the event's acknowledgement by Kafka.",
+			// 24 buckets, each 1.57 times the last: a p99 near 250 ms is told
+			// from one near 400 ms (16 buckets put both in one).
+			Buckets: prometheus.ExponentialBucketsRange(0.001, 30, 24)}),
 		OrdersApplied: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "qfence_orders_total",
 			Help: "Order messages read, by outcome: applied, revoked or rejected."}, []string{"outcome"}),
 		StateRestoreErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "qfence_state_restore_errors_total",
