@@ -1,6 +1,7 @@
 package processor
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -79,19 +80,9 @@ func (st *State) ask(o *Order, at int64, trigger string, loc Evidence, r *Rules,
 		e.Evidence = []Evidence{}
 	}
 	q := request{ID: e.RequestID, At: at, Expires: e.ExpiresAt}
-	i, _ := slices.BinarySearchFunc(ep.Requests, at, func(q request, at int64) int { return cmp64(q.At, at) })
+	i, _ := slices.BinarySearchFunc(ep.Requests, at, func(q request, at int64) int { return cmp.Compare(q.At, at) })
 	ep.Requests = slices.Insert(ep.Requests, i, q)
 	return append(ev, e)
-}
-
-func cmp64(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // answer matches a ping's check-in to the patient's open request (by
@@ -147,7 +138,7 @@ func (st *State) due(o *Order, id string, now int64, r *Rules, ev []Event) ([]Ev
 	}
 	ev = st.expire(o, now, ev)
 	if len(ev) > start {
-		slices.SortStableFunc(ev[start:], func(a, b Event) int { return cmp64(a.At, b.At) })
+		slices.SortStableFunc(ev[start:], func(a, b Event) int { return cmp.Compare(a.At, b.At) })
 	}
 	return ev, scheduled || len(ev) > start
 }
@@ -241,8 +232,8 @@ func randomOffset(id string, y int, m time.Month, d, k int, length uint64) uint6
 }
 
 // RandomCheckins lists the random request instants of patient id in
-// [from, to) (Unix ms), for tests and the simulator's scorecard: the
-// same schedule the engine follows.
+// [from, to) (Unix ms): the schedule the engine follows, for those who
+// check it (the tests).
 func RandomCheckins(c *Checkins, id string, from, to int64) []int64 {
 	var out []int64
 	for t := from - 1; ; {

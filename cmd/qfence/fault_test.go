@@ -136,9 +136,16 @@ func TestKillNineLosesNothing(t *testing.T) {
 		}
 	}
 
-	want := kafkatest.ReplayPartitions(t, cfg, d.Orders, kafkatest.ReadAll(t, k, cfg.Kafka.Topics.Pings), d.End)
+	replayed := kafkatest.ReplayAll(t, cfg, d.Orders, kafkatest.ReadAll(t, k, cfg.Kafka.Topics.Pings), d.End)
+	want := replayed.Events
 	got, records := kafkatest.EventsByID(t, k, cfg.Kafka.Topics.Violations)
 	kafkatest.SameEvents(t, got, want)
+	// Notifications are delivered as events are: none lost to a kill either.
+	notes, _ := kafkatest.EventsByID(t, k, cfg.Kafka.Topics.Notifications)
+	kafkatest.SameEvents(t, notes, replayed.Notifications)
+	if len(notes) == 0 {
+		t.Error("no notification to check")
+	}
 	final := chtest.Count(t, conn, "SELECT count() FROM "+ch.Database+".pings FINAL")
 	rows := chtest.Count(t, conn, "SELECT count() FROM "+ch.Database+".pings")
 	if final != uint64(d.Valid) {

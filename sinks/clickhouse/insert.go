@@ -119,18 +119,10 @@ func (c *Sink) insertEvents(ctx context.Context, events []processor.Event) error
 	now := time.Now().UTC()
 	return c.insertRows(ctx, "events", len(events), func(i int, vals []any) []any {
 		e := &events[i]
-		var ended *time.Time
-		if e.EndedAt != 0 {
-			t := time.UnixMilli(e.EndedAt).UTC()
-			if !c.schema.F.DateTime64 {
-				t = t.Truncate(time.Second)
-			}
-			ended = &t
-		}
 		vals = append(vals, e.IDString(), e.Type.String(), c.id(e.PatientID))
 		vals = c.appendTime(vals, e.At)
 		vals = c.appendTime(vals, e.StartedAt)
-		vals = append(vals, ended, e.DurationS, e.Reason, e.Location.Lat, e.Location.Lon, e.Location.Accuracy, e.Location.Distance,
+		vals = append(vals, c.optTime(e.EndedAt), e.DurationS, e.Reason, e.Location.Lat, e.Location.Lon, e.Location.Accuracy, e.Location.Distance,
 			e.MaxDistance, e.Home[1], e.Home[0], e.RadiusM, e.District, e.Zone, string(processor.AppendEvidenceJSON(nil, e.Evidence)), now, passID(e),
 			c.Rules.MarginM, c.Rules.BreachAfter.Seconds(), uint16(c.Rules.BreachMinPings))
 		var conf processor.Confidence

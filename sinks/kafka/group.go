@@ -279,8 +279,10 @@ func (g *Group) run(gctx context.Context, gen *kafka.Generation, topic string, a
 		return
 	}
 	// The changelog's end now is where this engine's state was written
-	// last: the context of the generation is over, so ask with a fresh one
-	// bounded by the drain.
+	// last: no one else can have written since, because the group gives
+	// the partition to another member only after this function returns
+	// (kafka-go's generation waits for its functions). The generation's
+	// context is over, so ask with a fresh one.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(gctx), 5*time.Second)
 	defer cancel()
 	if end, err := g.Changelog.End(ctx, a.ID); err == nil {

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/qfence/qfence/sinks/edge"
 	"github.com/segmentio/kafka-go"
 )
 
@@ -106,12 +107,8 @@ func Stream(ctx context.Context, publish func(context.Context, []kafka.Message) 
 		}
 		sent = min(len(pings), i+chunk)
 		if ahead := time.Duration(float64(sent)/float64(rate)*float64(time.Second)) - time.Since(start); ahead > 0 {
-			t := time.NewTimer(ahead)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return sentAns, ctx.Err()
-			case <-t.C:
+			if err := edge.Sleep(ctx, ahead); err != nil {
+				return sentAns, err
 			}
 		}
 		if w != nil && (time.Since(last) > 5*time.Second || sent == len(pings)) {

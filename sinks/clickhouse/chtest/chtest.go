@@ -21,6 +21,7 @@ import (
 	"github.com/qfence/qfence/processor/pipeline"
 	qch "github.com/qfence/qfence/sinks/clickhouse"
 	"github.com/qfence/qfence/sinks/edge"
+	"github.com/qfence/qfence/sinks/kafka/kafkatest"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -140,6 +141,8 @@ func WriteOutput(t testing.TB, c *qch.Sink, out *pipeline.Output) {
 
 // Rows reads the pings table under FINAL in the form of kafkatest.RowOf,
 // by patient|ts: what the tests compare with the rows replay stores.
+// state and flag are read as their Enum8 numbers, which are the Go
+// constants.
 func Rows(t testing.TB, conn driver.Conn, db string) map[string]string {
 	t.Helper()
 	ms := "toUInt64(toUnixTimestamp(ts)) * 1000 + ts_ms"
@@ -147,7 +150,7 @@ func Rows(t testing.TB, conn driver.Conn, db string) map[string]string {
 		ms = "toUInt64(toUnixTimestamp64Milli(ts))"
 	}
 	rows, err := conn.Query(context.Background(), fmt.Sprintf(
-		"SELECT patient_id, %s, distance_m, in_breach, toString(flag), zone, toString(state) FROM %s.pings FINAL", ms, db))
+		"SELECT patient_id, %s, distance_m, in_breach, CAST(flag AS Int8), zone, CAST(state AS Int8) FROM %s.pings FINAL", ms, db))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,13 +160,12 @@ func Rows(t testing.TB, conn driver.Conn, db string) map[string]string {
 		var tr processor.Track
 		var ts uint64
 		var inBreach uint8
-		var flag, state string
+		var flag, state int8
 		if err := rows.Scan(&tr.PatientID, &ts, &tr.Distance, &inBreach, &flag, &tr.Zone, &state); err != nil {
 			t.Fatal(err)
 		}
-		tr.TS, tr.InBreach = int64(ts), inBreach == 1
-		row := fmt.Sprintf("%s %s d=%.1f in_breach=%v flag=%s zone=%s state=%s", tr.PatientID, processor.FormatTS(tr.TS), tr.Distance, tr.InBreach, flag, tr.Zone, state)
-		out[tr.PatientID+"|"+strconv.FormatInt(tr.TS, 10)] = row
+		tr.TS, tr.InBreach, tr.Flag, tr.State = int64(ts), inBreach == 1, processor.Flag(flag), processor.PingState(state)
+		out[tr.PatientID+"|"+strconv.FormatInt(tr.TS, 10)] = kafkatest.RowOf(&tr)
 	}
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
