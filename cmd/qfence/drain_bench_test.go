@@ -32,12 +32,14 @@ import (
 // processing: the baseline.
 //
 // It runs twice: with the default in-flight budget (limits.max_inflight_rows
-// 200000) and with 500000. The sink inserts at most twice a second, so
-// rows wait up to half a second plus the insert, and an instance can go no
-// faster than about budget / 0.7 s: the default caps it near 300k pings/s
-// (README, "Scaling out").
+// 200000) and with 500000. The sink inserts at once when half the budget
+// waits for it, so the budget no longer caps the rate by the flush pace;
+// what is left between the two is memory (BENCHMARKS.md).
+// QFENCE_DRAIN_PROFILE=FILE saves a CPU profile of the daemon (FILE) and
+// its heap (FILE.heap) while it drains; QFENCE_TEST_BINARY runs another
+// build of qfence (an A/B comparison in the same session).
 //
-//	go test -run '^$' -bench Drain -benchtime 1x ./sinks/
+//	go test -run '^$' -bench '^BenchmarkDrain$' -benchtime 1x ./cmd/qfence/
 func BenchmarkDrain(b *testing.B) {
 	const patients, pings = 100_000, 2_000_000
 	addr := freeAddr(b)
@@ -82,21 +84,27 @@ func drain(b *testing.B, addr string, cfg *config.Config, d kafkatest.Dataset, b
 		conn := chtest.Conn(b, chtest.Addr)
 		var peakRSS int64
 		if prof := os.Getenv("QFENCE_DRAIN_PROFILE"); prof != "" {
-			go func() { // a CPU profile of the run while it drains
+			go func() { // a CPU profile of the run while it drains, then its heap
 				time.Sleep(2 * time.Second)
-				resp, err := http.Get("http://" + metrics + "/debug/pprof/profile?seconds=5")
-				if err == nil {
-					defer resp.Body.Close()
-					f, _ := os.Create(prof)
+				for _, q := range []struct{ path, file string }{{"profile?seconds=5", prof}, {"heap", prof + ".heap"}} {
+					resp, err := http.Get("http://" + metrics + "/debug/pprof/" + q.path)
+					if err != nil {
+						return
+					}
+					f, _ := os.Create(q.file)
 					_, _ = io.Copy(f, resp.Body)
 					f.Close()
+					resp.Body.Close()
 				}
 			}()
 		}
 		kafkatest.WaitFor(b, 10*time.Minute, "every ping stored", func() bool {
 			peakRSS = max(peakRSS, procStatus(c.cmd.Process.Pid, "VmHWM"))
 			var n uint64
-			err := conn.QueryRow(context.Background(), "SELECT count() FROM "+ch.Database+".pings").Scan(&n)
+			// The parts' row counts, not count(): on 18.16 count() reads a
+			// column of every part, and twenty of them a second took CPU
+			// from the drain being measured.
+			err := conn.QueryRow(context.Background(), "SELECT sum(rows) FROM system.parts WHERE active AND database = '"+ch.Database+"' AND table = 'pings'").Scan(&n)
 			return err == nil && n >= uint64(d.Valid)
 		})
 		took := time.Since(start)

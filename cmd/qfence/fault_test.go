@@ -343,6 +343,9 @@ var (
 // (it is removed with the test binary's temporary directory).
 func qfenceBinary(t testing.TB) string {
 	t.Helper()
+	if bin := os.Getenv("QFENCE_TEST_BINARY"); bin != "" { // another build, for A/B benchmarks
+		return bin
+	}
 	binOnce.Do(func() {
 		binDir, binErr = os.MkdirTemp("", "qfence-bin-")
 		if binErr == nil {

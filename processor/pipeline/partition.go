@@ -69,16 +69,19 @@ func (p *Partition) Run(ctx context.Context, drain time.Duration) error {
 	fetched := make(chan struct{})
 	go func() {
 		defer close(fetched)
+		var msgs []Message
 		for {
-			m, err := p.Fetcher.Fetch(fetchCtx)
+			var err error
+			msgs, err = p.Fetcher.Fetch(fetchCtx, msgs[:0])
 			if err != nil {
 				in.close(err)
 				return
 			}
-			if !in.put(fetchCtx, m) {
+			if !in.put(fetchCtx, msgs) {
 				in.close(fetchCtx.Err())
 				return
 			}
+			clear(msgs) // the inbox copied them: drop the references
 		}
 	}()
 	tracker := NewTracker()
@@ -163,23 +166,27 @@ func signal(c chan struct{}) {
 	}
 }
 
-// put appends m, waiting while the inbox is full; false when ctx ended.
-func (b *inbox) put(ctx context.Context, m Message) bool {
-	b.mu.Lock()
-	for len(b.buf) >= b.max {
-		b.mu.Unlock()
-		select {
-		case <-b.space:
-		case <-ctx.Done():
-			return false
-		}
+// put appends msgs, waiting while the inbox is full; false when ctx ended.
+func (b *inbox) put(ctx context.Context, msgs []Message) bool {
+	for len(msgs) > 0 {
 		b.mu.Lock()
-	}
-	b.buf = append(b.buf, m)
-	first := len(b.buf) == 1
-	b.mu.Unlock()
-	if first {
-		signal(b.ready)
+		for len(b.buf) >= b.max {
+			b.mu.Unlock()
+			select {
+			case <-b.space:
+			case <-ctx.Done():
+				return false
+			}
+			b.mu.Lock()
+		}
+		n := min(len(msgs), b.max-len(b.buf))
+		first := len(b.buf) == 0
+		b.buf = append(b.buf, msgs[:n]...)
+		b.mu.Unlock()
+		msgs = msgs[n:]
+		if first {
+			signal(b.ready)
+		}
 	}
 	return true
 }

@@ -25,14 +25,14 @@ type oneMessage struct {
 	m    Message
 }
 
-func (f *oneMessage) Fetch(ctx context.Context) (Message, error) {
+func (f *oneMessage) Fetch(ctx context.Context, dst []Message) ([]Message, error) {
 	sent := true
 	f.once.Do(func() { sent = false })
 	if !sent {
-		return f.m, nil
+		return append(dst, f.m), nil
 	}
 	<-ctx.Done()
-	return Message{}, ctx.Err()
+	return dst, ctx.Err()
 }
 
 func (f *oneMessage) CaughtUp(context.Context) bool { return true }

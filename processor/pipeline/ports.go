@@ -32,7 +32,10 @@ type Header struct {
 
 // Fetcher reads one partition in offset order.
 type Fetcher interface {
-	Fetch(ctx context.Context) (Message, error)
+	// Fetch appends the next messages, at least one, to dst, waiting for
+	// them (a whole broker response at once: one hand-off per response, not
+	// per message).
+	Fetch(ctx context.Context, dst []Message) ([]Message, error)
 	// CaughtUp reports whether the fetcher has read everything the broker
 	// has (and the broker answers): only then may an idle partition's
 	// watermark follow the wall clock.

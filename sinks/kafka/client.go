@@ -29,6 +29,11 @@ type Client struct {
 	dialer    *kafka.Dialer
 	transport *kafka.Transport
 	client    *kafka.Client
+	// fetch reads the pings partitions: its own transport, whose metadata
+	// is refreshed every 2 s, finds a moved leader sooner than the shared
+	// one's 10 s.
+	fetchTransport *kafka.Transport
+	fetch          *kafka.Client
 	log       *slog.Logger
 }
 
@@ -47,11 +52,17 @@ func NewClient(cfg config.Kafka, log *slog.Logger) (*Client, error) {
 	k.transport = &kafka.Transport{TLS: tlsCfg, SASL: mech, DialTimeout: 10 * time.Second, IdleTimeout: 30 * time.Second,
 		MetadataTTL: 10 * time.Second}
 	k.client = &kafka.Client{Addr: kafka.TCP(k.brokers...), Transport: k.transport, Timeout: 15 * time.Second}
+	k.fetchTransport = &kafka.Transport{TLS: tlsCfg, SASL: mech, DialTimeout: 10 * time.Second, IdleTimeout: 30 * time.Second,
+		MetadataTTL: 2 * time.Second}
+	k.fetch = &kafka.Client{Addr: kafka.TCP(k.brokers...), Transport: k.fetchTransport, Timeout: 15 * time.Second}
 	return k, nil
 }
 
 // Close releases idle connections.
-func (k *Client) Close() { k.transport.CloseIdleConnections() }
+func (k *Client) Close() {
+	k.transport.CloseIdleConnections()
+	k.fetchTransport.CloseIdleConnections()
+}
 
 func saslMechanism(c config.SASL) (sasl.Mechanism, error) {
 	switch c.Mechanism {

@@ -255,16 +255,10 @@ func (g *Group) resumeAfterCheckpoint(gen *kafka.Generation, topic string, a *ka
 // run consumes a partition whose engine is ready, until the generation
 // ends; a clean end keeps the engine for a quick return.
 func (g *Group) run(gctx context.Context, gen *kafka.Generation, topic string, a kafka.PartitionAssignment, eng *processor.Engine, log *slog.Logger) {
-	r, err := g.Kafka.reader(topic, a.ID, a.Offset)
-	if err != nil {
-		log.Error("open partition failed", "err", err)
-		return
-	}
-	defer r.Close()
 	g.setOwned(a.ID, true)
 	defer g.setOwned(a.ID, false)
 	p := &pipeline.Partition{
-		ID: a.ID, Engine: eng, Zones: g.Zones, Decoder: g.Decoder, Fetcher: fetcher{r: r, log: log}, Sink: g.Sink,
+		ID: a.ID, Engine: eng, Zones: g.Zones, Decoder: g.Decoder, Fetcher: newFetcher(g.Kafka.fetch, topic, a.ID, a.Offset, log), Sink: g.Sink,
 		Producer: g.Producer, Checkpointer: g.Changelog, Committer: committer{gen, topic},
 		InFlight: g.inFlight, MaxInFlight: g.MaxInFlight, Blocked: &g.blocked, Start: a.Offset,
 		Topics: pipeline.Topics{Pings: topic, Violations: g.Kafka.cfg.Topics.Violations, PingsDLQ: g.Kafka.cfg.Topics.PingsDLQ,
@@ -306,39 +300,6 @@ func (g *Group) setOwned(p int, owned bool) {
 	if g.Observe != nil {
 		g.Observe(p, owned)
 	}
-}
-
-// fetcher reads one partition: the processor's Fetcher. While the broker
-// is away it retries (the reader keeps its offset and reconnects), so a
-// broker restart pauses the partition instead of ending it.
-type fetcher struct {
-	r   *kafka.Reader
-	log *slog.Logger
-}
-
-func (f fetcher) Fetch(ctx context.Context) (pipeline.Message, error) {
-	for attempt := 0; ; attempt++ {
-		m, err := f.r.FetchMessage(ctx)
-		if err == nil {
-			return pipeline.Message{Offset: m.Offset, Key: m.Key, Value: m.Value, Time: m.Time}, nil
-		}
-		if ctx.Err() != nil {
-			return pipeline.Message{}, err
-		}
-		if attempt%20 == 0 {
-			f.log.Warn("fetch failed; retrying", "err", err)
-		}
-		if err := edge.Sleep(ctx, edge.Backoff(attempt)); err != nil {
-			return pipeline.Message{}, err
-		}
-	}
-}
-
-func (f fetcher) CaughtUp(ctx context.Context) bool {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	lag, err := f.r.ReadLag(ctx)
-	return err == nil && lag == 0
 }
 
 // committer commits through the generation that owns the partition.
