@@ -34,7 +34,7 @@ type Client struct {
 	// one's 10 s.
 	fetchTransport *kafka.Transport
 	fetch          *kafka.Client
-	log       *slog.Logger
+	log            *slog.Logger
 }
 
 // NewClient prepares connections (nothing is dialled yet).
