@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -98,6 +99,31 @@ func drain(b *testing.B, addr string, cfg *config.Config, d kafkatest.Dataset, b
 				}
 			}()
 		}
+		// How much of the drain the pipeline waits for its budget: /readyz
+		// says back-pressure then.
+		var polls, blocked atomic.Int64
+		stopPoll := make(chan struct{})
+		polled := make(chan struct{})
+		go func() {
+			defer close(polled)
+			for {
+				select {
+				case <-stopPoll:
+					return
+				case <-time.After(20 * time.Millisecond):
+				}
+				resp, err := http.Get("http://" + metrics + "/readyz")
+				if err != nil {
+					continue
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				polls.Add(1)
+				if strings.Contains(string(body), "back-pressure") {
+					blocked.Add(1)
+				}
+			}
+		}()
 		kafkatest.WaitFor(b, 10*time.Minute, "every ping stored", func() bool {
 			peakRSS = max(peakRSS, procStatus(c.cmd.Process.Pid, "VmHWM"))
 			var n uint64
@@ -108,6 +134,8 @@ func drain(b *testing.B, addr string, cfg *config.Config, d kafkatest.Dataset, b
 			return err == nil && n >= uint64(d.Valid)
 		})
 		took := time.Since(start)
+		close(stopPoll)
+		<-polled
 		cpu := procCPU(c.cmd.Process.Pid)
 		kafkatest.WaitFor(b, 2*time.Minute, "every ping committed", func() bool {
 			lag, err := gk.Lag(context.Background(), kcfg.Topics.Pings)
@@ -121,6 +149,7 @@ func drain(b *testing.B, addr string, cfg *config.Config, d kafkatest.Dataset, b
 		b.ReportMetric(cpu.Seconds()/pings*1e6, "cpu-us/ping")
 		b.ReportMetric(rawCPU.Seconds()/pings*1e6, "raw-cpu-us/msg")
 		b.ReportMetric(float64(peakRSS)/1024, "peak-rss-MiB")
+		b.ReportMetric(float64(blocked.Load())/float64(max(polls.Load(), 1)), "backpressure-share")
 	}
 }
 

@@ -345,3 +345,47 @@ func TestCheckinsAndNotificationsAreStored(t *testing.T) {
 		t.Errorf("district_daily missed_checkins = %d, want 1", n)
 	}
 }
+
+// The sink keeps its pace between inserts until half the in-flight budget
+// waits for it; then it inserts at once, even within the gap (it slept the
+// gap out, and the pipeline, stopped at the budget, waited with it).
+func TestHalfTheBudgetInsertsAtOnce(t *testing.T) {
+	cfg := chtest.DB(t, chtest.Addr)
+	cfg.BatchRows, cfg.FlushInterval = 10_000, time.Hour
+	_, tracks, _ := tracksFor(3, 1000, 60_000)
+	c := chtest.OpenSink(t, cfg, "", func(c *qch.Sink) { c.Budget, c.Gap = 100_000, time.Hour })
+	write := func(rows []processor.Track) chan error {
+		acked := make(chan error, 1)
+		c.Write(context.Background(), &pipeline.Output{Rows: rows}, func(err error) { acked <- err })
+		return acked
+	}
+	wait := func(what string, acked chan error, within time.Duration) {
+		t.Helper()
+		select {
+		case err := <-acked:
+			if err != nil {
+				t.Fatalf("%s: %v", what, err)
+			}
+		case <-time.After(within):
+			t.Fatalf("%s: not inserted within %s", what, within)
+		}
+	}
+	// The first insert has no gap before it.
+	wait("the first rows", write(tracks[:10_000]), time.Minute)
+	// More than batch_rows, less than half the budget: the sink waits out
+	// its gap (an hour).
+	second := write(tracks[10_000:30_000])
+	select {
+	case err := <-second:
+		t.Fatalf("20k rows (a fifth of the budget) inserted within the gap (err %v)", err)
+	case <-time.After(2 * time.Second):
+	}
+	// Half the budget now waits: inserted at once, the earlier rows with it.
+	third := write(tracks[30_000:60_000])
+	wait("half the budget", third, time.Minute)
+	wait("the rows before it", second, time.Second)
+	conn := chtest.Conn(t, chtest.Addr)
+	if n := chtest.Count(t, conn, "SELECT count() FROM "+cfg.Database+".pings"); n != 60_000 {
+		t.Errorf("%d rows stored, want 60000", n)
+	}
+}

@@ -99,8 +99,9 @@ func Count(t testing.TB, conn driver.Conn, query string) uint64 {
 	return n
 }
 
-// OpenSink migrates and opens a sink whose Run is stopped at cleanup.
-func OpenSink(t testing.TB, cfg config.ClickHouse, key config.Secret) *qch.Sink {
+// OpenSink migrates and opens a sink whose Run is stopped at cleanup;
+// set changes it before it runs.
+func OpenSink(t testing.TB, cfg config.ClickHouse, key config.Secret, set ...func(*qch.Sink)) *qch.Sink {
 	t.Helper()
 	ctx := context.Background()
 	if err := qch.Migrate(ctx, cfg, local.TestLog()); err != nil {
@@ -109,6 +110,9 @@ func OpenSink(t testing.TB, cfg config.ClickHouse, key config.Secret) *qch.Sink 
 	c, err := qch.Open(ctx, cfg, key, edge.NewMetrics(prometheus.NewRegistry()), local.TestLog())
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, f := range set {
+		f(c)
 	}
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
