@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/protocol"
 
 	"github.com/qfence/qfence/processor/pipeline"
 	"github.com/qfence/qfence/sinks/edge"
@@ -122,8 +123,18 @@ func (f *fetcher) fetch(ctx context.Context, dst []pipeline.Message) ([]pipeline
 			return dst, fmt.Errorf("read record %d of %s/%d: %w", r.Offset, f.topic, f.partition, err)
 		}
 	}
-	if next < 0 && resp.LogStartOffset >= 0 { // an empty log: it starts where it will
+	if next == kafka.FirstOffset && resp.LogStartOffset >= 0 { // an empty log: it starts where it will
 		next = resp.LogStartOffset
+	}
+	// A transaction's commit or abort marker is a batch of its own that
+	// yields no record: step past it, or the same fetch would be asked for
+	// again and again.
+	if stream, ok := resp.Records.(*protocol.RecordStream); ok {
+		for _, b := range stream.Records {
+			if c, ok := b.(*protocol.ControlBatch); ok && c.BaseOffset >= next {
+				next = c.BaseOffset + 1
+			}
+		}
 	}
 	f.next.Store(next)
 	f.hwm.Store(resp.HighWatermark)

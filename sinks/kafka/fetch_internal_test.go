@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/qfence/qfence/processor/pipeline"
 	"github.com/qfence/qfence/sinks/local"
@@ -138,5 +140,60 @@ func BenchmarkFetch(b *testing.B) {
 		b.ReportMetric(fetcher, "fetcher-msgs/s")
 		b.ReportMetric(reader, "reader-msgs/s")
 		b.ReportMetric(fetcher/reader, "ratio-vs-reader")
+	}
+}
+
+// A gateway that produces pings in transactions leaves a commit marker
+// after each: the fetcher hands over the pings, steps past the marker
+// (it yields no record) and is caught up at the end, instead of asking for
+// the marker's offset again and again.
+func TestFetcherStepsPastTransactionMarkers(t *testing.T) {
+	client, topic := fetchTopic(t, 10)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(client.Addr.String()), kgo.TransactionalID("gateway"), kgo.DefaultProduceTopic(topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for txn := range 2 {
+		if err := cl.BeginTransaction(); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 3 {
+			id := fmt.Sprintf("p-%06d", 100+3*txn+i)
+			if err := cl.ProduceSync(ctx, &kgo.Record{Key: []byte(id), Value: []byte(`{"patient_id":"` + id + `"}`)}).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := cl.EndTransaction(ctx, kgo.TryCommit); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f := newFetcher(client, topic, 0, 10, local.TestLog())
+	var got []string
+	for len(got) < 6 {
+		msgs, err := f.Fetch(ctx, nil)
+		if err != nil {
+			t.Fatalf("after %v: %v", got, err)
+		}
+		for _, m := range msgs {
+			got = append(got, string(m.Key))
+		}
+	}
+	if want := "p-000100 p-000101 p-000102 p-000103 p-000104 p-000105"; fmt.Sprint(strings.Join(got, " ")) != want {
+		t.Fatalf("fetched %v, want %s", got, want)
+	}
+	// Nothing more to read: the fetch waits, past the last marker.
+	wctx, wcancel := context.WithTimeout(ctx, 3*fetchMaxWait)
+	defer wcancel()
+	if msgs, err := f.Fetch(wctx, nil); len(msgs) != 0 || wctx.Err() == nil {
+		t.Fatalf("fetched %d more messages (err %v), want none", len(msgs), err)
+	}
+	if end := f.hwm.Load(); f.next.Load() != end || end != 18 { // 10 + 2 × (3 pings + a marker)
+		t.Errorf("next %d, high watermark %d; want both 18", f.next.Load(), end)
+	}
+	if !f.CaughtUp(ctx) {
+		t.Error("not caught up after the last marker")
 	}
 }
