@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/qfence/qfence/processor/pipeline"
 	"github.com/qfence/qfence/sinks/local"
@@ -195,5 +197,41 @@ func TestFetcherStepsPastTransactionMarkers(t *testing.T) {
 	}
 	if !f.CaughtUp(ctx) {
 		t.Error("not caught up after the last marker")
+	}
+}
+
+// A committed offset that retention deleted meanwhile: the fetcher goes
+// on from the oldest ping kept (and says how many were lost) instead of
+// failing the partition.
+func TestFetcherGoesOnFromTheOldestKept(t *testing.T) {
+	client, topic := fetchTopic(t, 5000)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(client.Addr.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	req := kmsg.NewPtrDeleteRecordsRequest()
+	rt := kmsg.NewDeleteRecordsRequestTopic()
+	rt.Topic = topic
+	rp := kmsg.NewDeleteRecordsRequestTopicPartition()
+	rp.Offset = 3000
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kerr.ErrorForCode(resp.Topics[0].Partitions[0].ErrorCode); err != nil {
+		t.Fatal(err)
+	}
+	f := newFetcher(client, topic, 0, 100, local.TestLog())
+	msgs, err := f.Fetch(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) == 0 || msgs[0].Offset != 3000 {
+		t.Fatalf("first message fetched at %v, want offset 3000", msgs)
 	}
 }
