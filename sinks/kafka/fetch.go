@@ -25,6 +25,8 @@ const (
 	// arenaBlock is the block the keys and values of fetched records are
 	// copied into, one allocation for many messages.
 	arenaBlock = 256 << 10
+	// fetchRetryMax caps the backoff between failed fetches.
+	fetchRetryMax = 2 * time.Second
 )
 
 // fetcher reads one partition with fetch requests of its own (kafka-go's
@@ -77,7 +79,10 @@ func (f *fetcher) Fetch(ctx context.Context, dst []pipeline.Message) ([]pipeline
 		if attempt%20 == 0 {
 			f.log.Warn("fetch failed; retrying", "offset", f.next.Load(), "attempt", attempt+1, "err", err)
 		}
-		if err := edge.Sleep(ctx, edge.Backoff(attempt)); err != nil {
+		// At most 2 s between tries (the Reader's pace): a retry is one
+		// request, and a partition waiting for a broker that came back
+		// should not sleep the full backoff of a longer outage.
+		if err := edge.Sleep(ctx, min(edge.Backoff(attempt), fetchRetryMax)); err != nil {
 			return dst, err
 		}
 		attempt++
