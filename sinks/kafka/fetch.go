@@ -16,15 +16,15 @@ import (
 	"github.com/qfence/qfence/sinks/edge"
 )
 
-// Fetch sizes: a response is at most fetchMaxBytes (a partition's share;
-// about 7,000 pings, far more than a decision batch) and the broker holds
-// an empty fetch for fetchMaxWait.
+// Fetch sizes: a response is at most fetchMaxBytes (about 1,800 pings, a
+// decision batch; 1 MiB drained no faster and peaked 20 MiB higher,
+// BENCHMARKS.md) and the broker holds an empty fetch for fetchMaxWait.
 const (
-	fetchMaxBytes = 1 << 20
+	fetchMaxBytes = 256 << 10
 	fetchMaxWait  = 1500 * time.Millisecond
 	// arenaBlock is the block the keys and values of fetched records are
 	// copied into, one allocation for many messages.
-	arenaBlock = 256 << 10
+	arenaBlock = 64 << 10
 	// fetchRetryMax caps the backoff between failed fetches.
 	fetchRetryMax = 2 * time.Second
 )
