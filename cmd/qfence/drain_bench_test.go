@@ -35,7 +35,9 @@ import (
 // It runs twice: with the default in-flight budget (limits.max_inflight_rows
 // 200000) and with 500000. The sink inserts at once when half the budget
 // waits for it, so the budget no longer caps the rate by the flush pace;
-// what is left between the two is memory (BENCHMARKS.md).
+// what is left between the two is how long the pipeline waits for its
+// budget while ClickHouse writes (backpressure-share), and memory
+// (BENCHMARKS.md).
 // QFENCE_DRAIN_PROFILE=FILE saves a CPU profile of the daemon (FILE) and
 // its heap (FILE.heap) while it drains; QFENCE_TEST_BINARY runs another
 // build of qfence (an A/B comparison in the same session).

@@ -183,11 +183,11 @@ func (c *Sink) probe(ctx context.Context) {
 // (c.mu held).
 func (c *Sink) urgent() bool { return c.Budget > 0 && c.pending.rows >= c.Budget/2 }
 
-// waitGap waits until minInsertGap has passed since last, or less when
-// half the budget comes to wait meanwhile: the pipeline stops at the
-// budget, and sleeping the gap out (as the sink did) held a backlog drain
-// at the default budget half of its time (BENCHMARKS.md). False when ctx
-// ended.
+// waitGap waits until the gap (Gap, or minInsertGap) has passed since
+// last, or less when half the budget comes to wait meanwhile: the pipeline
+// stops at the budget, and sleeping the gap out (as the sink did) held a
+// backlog drain at the default budget half of its time (BENCHMARKS.md).
+// False when ctx ended.
 func (c *Sink) waitGap(ctx context.Context, last time.Time) bool {
 	least := c.Gap
 	if least == 0 {

@@ -55,8 +55,6 @@ func (c *Changelog) Checkpoint(ctx context.Context, partition int, records []pro
 	}
 }
 
-// Restore reads the state partition from its start to its current end and
-// calls fn for every record in order (a nil value is a tombstone).
 // End is the end offset of a state partition: it moves with every
 // checkpoint of whoever owns the partition.
 func (c *Changelog) End(ctx context.Context, partition int) (int64, error) {
@@ -67,12 +65,13 @@ func (c *Changelog) End(ctx context.Context, partition int) (int64, error) {
 	return ends[partition], nil
 }
 
+// Restore reads the state partition from its start to its current end and
+// calls fn for every record in order (a nil value is a tombstone).
 func (c *Changelog) Restore(ctx context.Context, partition int, fn func(key string, value []byte) error) (int, error) {
-	ends, err := c.k.EndOffsets(ctx, c.topic, partition+1)
+	end, err := c.End(ctx, partition)
 	if err != nil {
 		return 0, err
 	}
-	end := ends[partition]
 	firsts, err := c.k.FirstOffsets(ctx, c.topic, partition+1)
 	if err != nil {
 		return 0, err

@@ -49,12 +49,13 @@ func NewClient(cfg config.Kafka, log *slog.Logger) (*Client, error) {
 		return nil, fmt.Errorf("kafka.sasl: %w", err)
 	}
 	k.dialer = &kafka.Dialer{Timeout: 10 * time.Second, DualStack: true, TLS: tlsCfg, SASLMechanism: mech}
-	k.transport = &kafka.Transport{TLS: tlsCfg, SASL: mech, DialTimeout: 10 * time.Second, IdleTimeout: 30 * time.Second,
-		MetadataTTL: 10 * time.Second}
-	k.client = &kafka.Client{Addr: kafka.TCP(k.brokers...), Transport: k.transport, Timeout: 15 * time.Second}
-	k.fetchTransport = &kafka.Transport{TLS: tlsCfg, SASL: mech, DialTimeout: 10 * time.Second, IdleTimeout: 30 * time.Second,
-		MetadataTTL: 2 * time.Second}
-	k.fetch = &kafka.Client{Addr: kafka.TCP(k.brokers...), Transport: k.fetchTransport, Timeout: 15 * time.Second}
+	client := func(metadataTTL time.Duration) (*kafka.Transport, *kafka.Client) {
+		tr := &kafka.Transport{TLS: tlsCfg, SASL: mech, DialTimeout: 10 * time.Second, IdleTimeout: 30 * time.Second,
+			MetadataTTL: metadataTTL}
+		return tr, &kafka.Client{Addr: kafka.TCP(k.brokers...), Transport: tr, Timeout: 15 * time.Second}
+	}
+	k.transport, k.client = client(10 * time.Second)
+	k.fetchTransport, k.fetch = client(2 * time.Second)
 	return k, nil
 }
 

@@ -89,9 +89,10 @@ func (f *fetcher) Fetch(ctx context.Context, dst []pipeline.Message) ([]pipeline
 	}
 }
 
-// fetch makes one fetch request and appends what it returned.
+// fetch makes one fetch request and appends what it returned; on an error
+// it appends nothing (next has not moved, so the retry asks again).
 func (f *fetcher) fetch(ctx context.Context, dst []pipeline.Message) ([]pipeline.Message, error) {
-	next := f.next.Load()
+	next, n := f.next.Load(), len(dst)
 	// The request's own deadline: a broker that stops answering (a black
 	// hole) fails the fetch instead of hanging it.
 	rctx, cancel := context.WithTimeout(ctx, fetchMaxWait+10*time.Second)
@@ -109,24 +110,27 @@ func (f *fetcher) fetch(ctx context.Context, dst []pipeline.Message) ([]pipeline
 	}
 	for {
 		r, err := resp.Records.ReadRecord()
+		if errors.Is(err, io.EOF) {
+			break
+		}
 		if err != nil {
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			return dst, fmt.Errorf("read records of %s/%d at offset %d: %w", f.topic, f.partition, next, err)
+			return dst[:n], fmt.Errorf("read records of %s/%d at offset %d: %w", f.topic, f.partition, next, err)
+		}
+		if next >= 0 && r.Offset < next { // a record batch may start before the offset asked for
+			closeBytes(r.Key)
+			closeBytes(r.Value)
+			continue
 		}
 		key, err := f.copy(r.Key)
+		var value []byte
 		if err == nil {
-			var value []byte
 			value, err = f.copy(r.Value)
-			if err == nil && (next < 0 || r.Offset >= next) { // a record batch may start before the offset asked for
-				dst = append(dst, pipeline.Message{Offset: r.Offset, Key: key, Value: value, Time: r.Time})
-				next = r.Offset + 1
-			}
 		}
 		if err != nil {
-			return dst, fmt.Errorf("read record %d of %s/%d: %w", r.Offset, f.topic, f.partition, err)
+			return dst[:n], fmt.Errorf("read record %d of %s/%d: %w", r.Offset, f.topic, f.partition, err)
 		}
+		dst = append(dst, pipeline.Message{Offset: r.Offset, Key: key, Value: value, Time: r.Time})
+		next = r.Offset + 1
 	}
 	if next == kafka.FirstOffset && resp.LogStartOffset >= 0 { // an empty log: it starts where it will
 		next = resp.LogStartOffset
@@ -145,6 +149,13 @@ func (f *fetcher) fetch(ctx context.Context, dst []pipeline.Message) ([]pipeline
 	f.hwm.Store(resp.HighWatermark)
 	f.ok.Store(time.Now().UnixNano())
 	return dst, nil
+}
+
+// closeBytes releases the response's page behind a record's key or value.
+func closeBytes(b kafka.Bytes) {
+	if b != nil {
+		b.Close()
+	}
 }
 
 // copy reads b (a record's key or value; nil stays nil) into the arena and
