@@ -332,3 +332,24 @@ func BenchmarkSweep(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkEventJSON is the cost of one breach_ended event with five
+// pings of evidence on the violations topic (its id included), the event
+// every trip ends with.
+func BenchmarkEventJSON(b *testing.B) {
+	ev := processor.Event{Type: processor.BreachEnded, PatientID: "p-0000042", At: t0 + 600_000, StartedAt: t0, EndedAt: t0 + 600_000,
+		DurationS: 600, Home: [2]float64{37.6173, 55.7558}, RadiusM: 50, District: "district-001", MaxDistance: 912.5,
+		Confidence: &processor.Confidence{OutsidePings: 5, MinMarginM: 801.2, DwellS: 480}}
+	for i := range 5 {
+		ev.Evidence = append(ev.Evidence, processor.Evidence{TS: t0 + int64(i)*120_000, Lat: 55.7638 + float64(i)*1e-4, Lon: 37.6273,
+			Accuracy: 12, Distance: 900 + float32(i), State: processor.Outside})
+	}
+	ev.Location = ev.Evidence[4]
+	rules := processor.DefaultRules()
+	buf := make([]byte, 0, 2048)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = ev.AppendJSON(buf[:0], &rules)
+	}
+	b.ReportMetric(float64(len(buf)), "bytes/event")
+}

@@ -2,7 +2,6 @@ package processor
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"strings"
@@ -45,15 +44,12 @@ type Notification struct {
 // ID is the notification's deterministic id: a hash of (patient_id, kind,
 // the causing event's id), so a gateway can drop repeats.
 func (n *Notification) ID() [16]byte {
-	h := sha256.New()
-	h.Write([]byte(n.PatientID))
-	h.Write([]byte{0})
-	h.Write([]byte(n.Kind.String()))
-	h.Write([]byte{0})
-	h.Write([]byte(hex.EncodeToString(n.EventID[:])))
-	var id [16]byte
-	copy(id[:], h.Sum(nil))
-	return id
+	var buf [128]byte
+	b := append(buf[:0], n.PatientID...)
+	b = append(b, 0)
+	b = append(b, n.Kind.String()...)
+	b = append(b, 0)
+	return idOf(hex.AppendEncode(b, n.EventID[:]))
 }
 
 // AppendJSON appends the notification as one JSON object in the contract's

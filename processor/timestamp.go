@@ -105,9 +105,58 @@ func FormatTS(ms int64) string {
 	return string(AppendTS(nil, ms))
 }
 
-// AppendTS appends FormatTS(ms) to b.
+// tsLayout is FormatTS's layout, in time's notation.
+const tsLayout = "2006-01-02T15:04:05.000Z"
+
+// AppendTS appends FormatTS(ms) to b. Years 0000–9999 are written by hand
+// (every event carries several times and hashes one for its id; time's
+// AppendFormat took a twentieth of a drain's CPU, BENCHMARKS.md); others
+// go through time, which the fuzz test holds it to.
 func AppendTS(b []byte, ms int64) []byte {
-	return time.UnixMilli(ms).UTC().AppendFormat(b, "2006-01-02T15:04:05.000Z")
+	const minMS, maxMS = -62167219200000, 253402300799999 // 0000-01-01, 9999-12-31T23:59:59.999
+	if ms < minMS || ms > maxMS {
+		return time.UnixMilli(ms).UTC().AppendFormat(b, tsLayout)
+	}
+	days, rem := ms/86_400_000, ms%86_400_000
+	if rem < 0 {
+		days, rem = days-1, rem+86_400_000
+	}
+	y, m, d := civil(days)
+	sec, milli := rem/1000, rem%1000
+	b = append(b, byte('0'+y/1000), byte('0'+y/100%10), byte('0'+y/10%10), byte('0'+y%10), '-',
+		byte('0'+m/10), byte('0'+m%10), '-', byte('0'+d/10), byte('0'+d%10), 'T')
+	b = append2(b, sec/3600, ':')
+	b = append2(b, sec/60%60, ':')
+	b = append2(b, sec%60, '.')
+	return append(b, byte('0'+milli/100), byte('0'+milli/10%10), byte('0'+milli%10), 'Z')
+}
+
+func append2(b []byte, v int64, sep byte) []byte {
+	return append(b, byte('0'+v/10), byte('0'+v%10), sep)
+}
+
+// civil is the proleptic Gregorian date of a day counted from 1970-01-01
+// (H. Hinnant's days_from_civil, inverted).
+func civil(days int64) (year, month, day int64) {
+	z := days + 719468
+	era := z / 146097
+	if z < 0 && z%146097 != 0 {
+		era--
+	}
+	doe := z - era*146097
+	yoe := (doe - doe/1460 + doe/36524 - doe/146096) / 365
+	doy := doe - (365*yoe + yoe/4 - yoe/100)
+	mp := (5*doy + 2) / 153
+	day = doy - (153*mp+2)/5 + 1
+	month = mp + 3
+	if month > 12 {
+		month -= 12
+	}
+	year = yoe + era*400
+	if month <= 2 {
+		year++
+	}
+	return year, month, day
 }
 
 // parseUnixMillis parses an integer JSON number as Unix milliseconds.
