@@ -3,6 +3,7 @@ package clickhouse
 import (
 	"encoding/hex"
 	"sync"
+	"unsafe"
 
 	"github.com/qfence/qfence/processor"
 )
@@ -20,64 +21,88 @@ var chunkPool = sync.Pool{New: func() any { return newPingColumns(chunkRows) }}
 // pingColumns is a chunk of pending ping rows already in ClickHouse's
 // column layout: Write converts on the partitions' goroutines, a flush
 // hands the columns to the batch whole (row-by-row appends go through
-// reflection and ran at a third of clickhouse-client's rate). DeviceID and
-// Source are copied into the chunk's own bytes: aliasing them would keep
-// every whole Kafka message alive until the insert (about 300 bytes per
-// row in flight, BENCHMARKS.md).
+// reflection and ran at a third of clickhouse-client's rate).
+//
+// A chunk holds no pointers: every string of its rows is copied into strs
+// and found by its end offset. The rows in flight are most of qfence's
+// heap at a backlog (up to limits.max_inflight_rows of them); string and
+// slice headers made a row 270 bytes, which the garbage collector scanned
+// at every cycle, and copies make it about 100 (BENCHMARKS.md). Copying
+// also keeps no Kafka message alive until the insert.
 type pingColumns struct {
-	bytes               []byte // backs dev and src
-	ids, district, zone []string
-	pass                []string
-	ts                  []int64 // Unix ms for DateTime64, Unix seconds for DateTime (what clickhouse-go takes)
-	ms                  []uint16
-	lat, lon            []float64
-	acc, dist           []float32
-	state, flag         []int8
-	inBreach, mock      []uint8
-	dev, src            [][]byte
-	// The check-in columns: the request answered ('' none), the verdict
-	// (NULL: the ping carried no check-in), the method.
-	checkinID       []string
-	checkinVerified []*uint8
-	checkinMethod   [][]byte
+	strs     []byte             // the strings of every row, back to back
+	ends     [nStrCols][]uint32 // per string column, the end of each row's value in strs
+	ts       []int64            // Unix ms for DateTime64, Unix seconds for DateTime (what clickhouse-go takes)
+	ms       []uint16
+	lat, lon []float64
+	acc      []float32
+	dist     []float32
+	state    []int8
+	flag     []int8
+	inBreach []uint8
+	mock     []uint8
+	// verified is the check-in's verdict: 0 or 1, or noCheckin (NULL).
+	verified []int8
 }
 
-// verdicts are what checkinVerified points at: no allocation per row.
+// The string columns of a chunk. The check-in columns are the request
+// answered (empty when none) and the method.
+const (
+	strPatient = iota
+	strDistrict
+	strZone
+	strPass
+	strDevice
+	strSource
+	strCheckinID
+	strCheckinMethod
+	nStrCols
+)
+
+// noCheckin is a verdict of NULL: the ping carried no check-in.
+const noCheckin = -1
+
+// verdicts are what a block's verdicts point at: no allocation per row.
 var verdicts = [2]uint8{0, 1}
 
 func newPingColumns(n int) *pingColumns {
-	return &pingColumns{
-		ids: make([]string, 0, n), district: make([]string, 0, n), zone: make([]string, 0, n), pass: make([]string, 0, n),
-		ts: make([]int64, 0, n), ms: make([]uint16, 0, n), lat: make([]float64, 0, n), lon: make([]float64, 0, n),
+	p := &pingColumns{
+		strs: make([]byte, 0, 32*n),
+		ts:   make([]int64, 0, n), ms: make([]uint16, 0, n), lat: make([]float64, 0, n), lon: make([]float64, 0, n),
 		acc: make([]float32, 0, n), dist: make([]float32, 0, n), state: make([]int8, 0, n), flag: make([]int8, 0, n),
-		inBreach: make([]uint8, 0, n), mock: make([]uint8, 0, n), dev: make([][]byte, 0, n), src: make([][]byte, 0, n),
-		bytes: make([]byte, 0, 32*n), checkinID: make([]string, 0, n), checkinVerified: make([]*uint8, 0, n), checkinMethod: make([][]byte, 0, n),
+		inBreach: make([]uint8, 0, n), mock: make([]uint8, 0, n), verified: make([]int8, 0, n),
 	}
+	for i := range p.ends {
+		p.ends[i] = make([]uint32, 0, n)
+	}
+	return p
 }
 
-func (p *pingColumns) len() int { return len(p.ids) }
+func (p *pingColumns) len() int { return len(p.ts) }
 
-// reset empties the chunk for reuse, dropping what it references.
+// reset empties the chunk for reuse.
 func (p *pingColumns) reset() {
-	clear(p.ids)
-	clear(p.district)
-	clear(p.zone)
-	clear(p.pass)
-	clear(p.dev)
-	clear(p.src)
-	clear(p.checkinID)
-	clear(p.checkinVerified)
-	clear(p.checkinMethod)
-	p.checkinID, p.checkinVerified, p.checkinMethod = p.checkinID[:0], p.checkinVerified[:0], p.checkinMethod[:0]
-	p.bytes = p.bytes[:0]
-	p.ids, p.district, p.zone, p.ts, p.ms, p.pass = p.ids[:0], p.district[:0], p.zone[:0], p.ts[:0], p.ms[:0], p.pass[:0]
-	p.lat, p.lon, p.acc, p.dist = p.lat[:0], p.lon[:0], p.acc[:0], p.dist[:0]
-	p.state, p.flag, p.inBreach, p.mock, p.dev, p.src = p.state[:0], p.flag[:0], p.inBreach[:0], p.mock[:0], p.dev[:0], p.src[:0]
+	p.strs = p.strs[:0]
+	for i := range p.ends {
+		p.ends[i] = p.ends[i][:0]
+	}
+	p.ts, p.ms, p.lat, p.lon, p.acc, p.dist = p.ts[:0], p.ms[:0], p.lat[:0], p.lon[:0], p.acc[:0], p.dist[:0]
+	p.state, p.flag, p.inBreach, p.mock, p.verified = p.state[:0], p.flag[:0], p.inBreach[:0], p.mock[:0], p.verified[:0]
+}
+
+// addStr appends one row's value of a string column.
+func addStr[S string | []byte](p *pingColumns, col int, v S) {
+	p.strs = append(p.strs, v...)
+	p.ends[col] = append(p.ends[col], uint32(len(p.strs)))
 }
 
 func (p *pingColumns) add(r *processor.Track, datetime64 bool) {
-	p.ids = append(p.ids, r.PatientID) // pseudonymised at the flush
-	p.district, p.zone, p.pass = append(p.district, r.District), append(p.zone, r.Zone), append(p.pass, r.PassID)
+	addStr(p, strPatient, r.PatientID) // pseudonymised at the flush
+	addStr(p, strDistrict, r.District)
+	addStr(p, strZone, r.Zone)
+	addStr(p, strPass, r.PassID)
+	addStr(p, strDevice, r.DeviceID)
+	addStr(p, strSource, r.Source)
 	if datetime64 {
 		p.ts = append(p.ts, r.TS)
 	} else {
@@ -87,29 +112,43 @@ func (p *pingColumns) add(r *processor.Track, datetime64 bool) {
 	p.acc, p.dist = append(p.acc, r.Accuracy), append(p.dist, r.Distance)
 	p.state, p.flag = append(p.state, int8(r.State)), append(p.flag, int8(r.Flag)) // the Enum8 values are the Go constants
 	p.inBreach, p.mock = append(p.inBreach, b2u(r.InBreach)), append(p.mock, b2u(r.Mock))
-	p.dev, p.src = append(p.dev, p.copyBytes(r.DeviceID)), append(p.src, p.copyBytes(r.Source))
-	if c := &r.Checkin; !c.Present {
-		p.checkinID, p.checkinVerified, p.checkinMethod = append(p.checkinID, ""), append(p.checkinVerified, nil), append(p.checkinMethod, nil)
-	} else {
-		id := ""
-		if c.HasRequestID {
-			id = hex.EncodeToString(c.RequestID[:])
-		}
-		p.checkinID = append(p.checkinID, id)
-		p.checkinVerified = append(p.checkinVerified, &verdicts[b2u(c.Verified)])
-		p.checkinMethod = append(p.checkinMethod, p.copyBytes(c.Method))
+	c := &r.Checkin
+	switch {
+	case !c.Present:
+		p.verified = append(p.verified, noCheckin)
+	default:
+		p.verified = append(p.verified, int8(b2u(c.Verified)))
 	}
+	if c.Present && c.HasRequestID {
+		p.strs = hex.AppendEncode(p.strs, c.RequestID[:])
+		p.ends[strCheckinID] = append(p.ends[strCheckinID], uint32(len(p.strs)))
+	} else {
+		addStr(p, strCheckinID, "")
+	}
+	addStr(p, strCheckinMethod, c.Method) // empty without a check-in
 }
 
-// copyBytes copies b into the chunk's bytes. When they are full a new
-// array takes over; the rows before keep the old one alive until reset.
-func (p *pingColumns) copyBytes(b []byte) []byte {
-	if len(p.bytes)+len(b) > cap(p.bytes) {
-		p.bytes = make([]byte, 0, max(cap(p.bytes), len(b)))
+// strings fills dst with views of one string column's values, valid until
+// the chunk is reset.
+func (p *pingColumns) strings(col int, dst []string) []string {
+	dst = dst[:0]
+	for i, end := range p.ends[col] {
+		v := p.strs[p.start(col, i):end]
+		dst = append(dst, unsafe.String(unsafe.SliceData(v), len(v)))
 	}
-	start := len(p.bytes)
-	p.bytes = append(p.bytes, b...)
-	return p.bytes[start:len(p.bytes):len(p.bytes)]
+	return dst
+}
+
+// start is where row i's value of column col begins in strs: add writes a
+// row's strings in column order, so it is where the one before it ended.
+func (p *pingColumns) start(col, i int) uint32 {
+	switch {
+	case col > 0:
+		return p.ends[col-1][i]
+	case i > 0:
+		return p.ends[nStrCols-1][i-1]
+	}
+	return 0
 }
 
 // addPings appends rows to the buffer's chunks.

@@ -53,23 +53,34 @@ func (c *Sink) insertPings(ctx context.Context, chunks []*pingColumns) error {
 		inserted = append(inserted, now)
 	}
 	c.inserted = inserted
-	cols := make([]any, 0, 16)
+	cols := make([]any, 0, 24)
+	defer c.dropViews()
 	for _, p := range chunks {
 		n := p.len()
-		ids := p.ids
+		v := &c.views
+		for col := range v.strs {
+			v.strs[col] = p.strings(col, v.strs[col])
+		}
+		ids := v.strs[strPatient]
 		if c.pseudo != nil {
-			ids = c.ids[:0]
-			for _, id := range p.ids {
-				ids = append(ids, c.pseudo.of(id))
+			for i, id := range ids {
+				ids[i] = c.pseudo.of(id)
 			}
-			c.ids = ids
+		}
+		v.verified = v.verified[:0]
+		for _, x := range p.verified {
+			var verdict *uint8
+			if x != noCheckin {
+				verdict = &verdicts[x]
+			}
+			v.verified = append(v.verified, verdict)
 		}
 		cols = append(cols[:0], ids, p.ts)
 		if !c.schema.F.DateTime64 {
 			cols = append(cols, p.ms)
 		}
-		cols = append(cols, p.lat, p.lon, p.acc, p.state, p.dist, p.district, p.zone, p.inBreach, p.flag, p.mock, p.dev, p.src, inserted[:n], p.pass,
-			p.checkinID, p.checkinVerified, p.checkinMethod)
+		cols = append(cols, p.lat, p.lon, p.acc, p.state, p.dist, v.strs[strDistrict], v.strs[strZone], p.inBreach, p.flag, p.mock,
+			v.strs[strDevice], v.strs[strSource], inserted[:n], v.strs[strPass], v.strs[strCheckinID], v.verified, v.strs[strCheckinMethod])
 		for i, col := range cols {
 			if err := b.Column(i).Append(col); err != nil {
 				_ = b.Abort()

@@ -51,8 +51,24 @@ type Sink struct {
 	unreachable atomic.Pointer[string]
 
 	// Reused by the flush goroutine for every block.
-	ids      []string
+	views    chunkViews
 	inserted []int64
+}
+
+// chunkViews is what a ping chunk gives clickhouse-go for one block: its
+// string columns as strings (views into the chunk, or pseudonyms), and its
+// verdicts as the nullable column clickhouse-go takes.
+type chunkViews struct {
+	strs     [nStrCols][]string
+	verified []*uint8
+}
+
+// dropViews forgets the last chunk's views once its insert is over, so
+// they keep nothing alive and cannot be read after the chunk is reused.
+func (c *Sink) dropViews() {
+	for i := range c.views.strs {
+		clear(c.views.strs[i])
+	}
 }
 
 // chBuffer is what waits for the next flush.

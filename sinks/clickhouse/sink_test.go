@@ -389,3 +389,87 @@ func TestHalfTheBudgetInsertsAtOnce(t *testing.T) {
 		t.Errorf("%d rows stored, want 60000", n)
 	}
 }
+
+// Every column of every ping row reads back as written, over more rows
+// than a chunk holds: a chunk keeps its rows' strings back to back and
+// finds them by offset, so one off-by-one would shift them all.
+func TestEveryPingColumnReadsBackAsWritten(t *testing.T) {
+	cfg := chtest.DB(t, chtest.Addr)
+	c := chtest.OpenSink(t, cfg, "")
+	r := rand.New(rand.NewPCG(7, 7))
+	str := func(max int) string { // empty sometimes, multibyte sometimes, longer than 32 bytes sometimes
+		b := make([]rune, r.IntN(max+1))
+		for i := range b {
+			b[i] = []rune("ab7-Жё€ ")[r.IntN(8)]
+		}
+		return string(b)
+	}
+	want := map[string]string{}
+	var tracks []processor.Track
+	for i := range 16384 + 1000 { // more than one chunk
+		t := processor.Track{PatientID: fmt.Sprintf("p-%d-%s", i, str(30)), District: str(20), Zone: str(12), PassID: str(40),
+			DeviceID: []byte(str(45)), Source: []byte(str(6)), InBreach: r.IntN(2) == 0, Mock: r.IntN(3) == 0, Flag: processor.Flag(r.IntN(3))}
+		t.TS = dataStart.Add(time.Duration(i) * time.Second).UnixMilli() + int64(r.IntN(1000))
+		t.Lat, t.Lon, t.Accuracy, t.Distance, t.State = 55+r.Float64(), 37+r.Float64(), float32(r.IntN(100)), float32(r.IntN(5000)), processor.PingState(1+r.IntN(3))
+		verified := "NULL"
+		if k := r.IntN(4); k > 0 {
+			t.Checkin = processor.Checkin{Present: true, Verified: k == 1, Method: []byte(str(8)), HasRequestID: k < 3}
+			for j := range t.Checkin.RequestID {
+				t.Checkin.RequestID[j] = byte(r.Uint32())
+			}
+			verified = fmt.Sprint(b2u(t.Checkin.Verified))
+		}
+		req := ""
+		if t.Checkin.HasRequestID {
+			req = fmt.Sprintf("%x", t.Checkin.RequestID)
+		}
+		want[t.PatientID] = fmt.Sprintf("%d %.6f %.6f %g %g %d %s|%s|%s|%s|%s %d %d %d|%s|%s|%s", t.TS, t.Lat, t.Lon, t.Accuracy, t.Distance, t.State,
+			t.District, t.Zone, t.PassID, t.DeviceID, t.Source, b2u(t.InBreach), t.Flag, b2u(t.Mock), req, verified, t.Checkin.Method)
+		tracks = append(tracks, t)
+	}
+	chtest.Write(t, c, tracks, nil)
+	conn := chtest.Conn(t, chtest.Addr)
+	ms := "toUInt64(toUnixTimestamp(ts)) * 1000 + ts_ms"
+	if v, err := conn.ServerVersion(); err == nil && qch.FeaturesOf(qch.Version{Major: int(v.Version.Major), Minor: int(v.Version.Minor)}).DateTime64 {
+		ms = "toUInt64(toUnixTimestamp64Milli(ts))"
+	}
+	rows, err := conn.Query(context.Background(), "SELECT patient_id, concat(toString("+ms+"), ' ', toString(lat), ' ', toString(lon), ' ', toString(accuracy_m), ' ', "+
+		"toString(distance_m), ' ', toString(CAST(state AS Int8)), ' ', district, '|', zone, '|', pass_id, '|', device_id, '|', source, ' ', "+
+		"toString(in_breach), ' ', toString(CAST(flag AS Int8)), ' ', toString(mock), '|', checkin_request_id, '|', "+
+		"ifNull(toString(checkin_verified), 'NULL'), '|', checkin_method), lat, lon FROM "+cfg.Database+".pings")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		var id, got string
+		var lat, lon float64
+		if err := rows.Scan(&id, &got, &lat, &lon); err != nil {
+			t.Fatal(err)
+		}
+		n++
+		// ClickHouse prints floats its own way: compare them as numbers.
+		f := strings.SplitN(got, " ", 4)
+		got = fmt.Sprintf("%s %.6f %.6f %s", f[0], lat, lon, f[3])
+		if got != want[id] {
+			t.Errorf("row of %q:\n got %s\nwant %s", id, got, want[id])
+			if n > 5 {
+				t.FailNow()
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n != len(want) {
+		t.Errorf("%d rows read back, want %d", n, len(want))
+	}
+}
+
+func b2u(b bool) uint8 {
+	if b {
+		return 1
+	}
+	return 0
+}
