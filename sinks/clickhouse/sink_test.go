@@ -409,7 +409,7 @@ func TestEveryPingColumnReadsBackAsWritten(t *testing.T) {
 	for i := range 16384 + 1000 { // more than one chunk
 		t := processor.Track{PatientID: fmt.Sprintf("p-%d-%s", i, str(30)), District: str(20), Zone: str(12), PassID: str(40),
 			DeviceID: []byte(str(45)), Source: []byte(str(6)), InBreach: r.IntN(2) == 0, Mock: r.IntN(3) == 0, Flag: processor.Flag(r.IntN(3))}
-		t.TS = dataStart.Add(time.Duration(i) * time.Second).UnixMilli() + int64(r.IntN(1000))
+		t.TS = dataStart.Add(time.Duration(i)*time.Second).UnixMilli() + int64(r.IntN(1000))
 		t.Lat, t.Lon, t.Accuracy, t.Distance, t.State = 55+r.Float64(), 37+r.Float64(), float32(r.IntN(100)), float32(r.IntN(5000)), processor.PingState(1+r.IntN(3))
 		verified := "NULL"
 		if k := r.IntN(4); k > 0 {
