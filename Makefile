@@ -30,7 +30,7 @@ soak: clickhouse ## A day of load, compressed: qfence at half its capacity for S
 BENCHSTAT := golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da
 
 bench: clickhouse ## Benchmarks (6 runs of the hot paths, 3 of the big ones) and their medians: the table of BENCHMARKS.md.
-	$(GO) test -run '^$$' -bench 'DecodeDecide|Decode$$|DecodeOrder|Lookup|Distance' -benchmem -count 6 ./geo/ ./processor/ | tee bench.txt
+	$(GO) test -run '^$$' -bench 'DecodeDecide|Decode$$|DecodeOrder|Lookup|Distance|EventJSON|FormatTS' -benchmem -count 6 ./geo/ ./processor/ | tee bench.txt
 	$(GO) test -run '^$$' -bench HeapPerPatient -benchtime 1x -count 3 ./processor/ | tee -a bench.txt
 	$(GO) test -run '^$$' -bench Replay -benchtime 3x -count 3 ./cmd/qfence/ | tee -a bench.txt
 	$(GO) test -run '^$$' -bench SinkThroughput -benchtime 1x -count 3 -timeout 30m ./sinks/clickhouse/ | tee -a bench.txt
