@@ -2,6 +2,7 @@ package processor_test
 
 import (
 	"math"
+	"strings"
 	"testing"
 
 	"github.com/qfence/qfence/processor"
@@ -70,5 +71,67 @@ func TestAPingFromTheFutureDoesNotMoveTheCappedWatermark(t *testing.T) {
 		if got := eng.Watermark(); got != want {
 			t.Errorf("capped %v: watermark %s, want %s", capped, processor.FormatTS(got), processor.FormatTS(want))
 		}
+	}
+}
+
+// TakeDirty's records stay as they were taken, whatever the engine does
+// next: they wait in memory until their batch is checkpointed while the
+// engine goes on deciding (and taking) later batches. A dropped patient's
+// record is a tombstone; the others restore to the state taken.
+func TestTakenStatesOutliveTheNextTake(t *testing.T) {
+	book := processor.NewOrderBook()
+	for _, id := range []string{"p1", "p2", "p3"} {
+		book.Put(&processor.Order{PatientID: id, Home: home, RadiusM: 50, StartsAt: t0 - 3600_000, EndsAt: math.MaxInt64})
+	}
+	eng := processor.NewEngine(processor.DefaultRules(), book)
+	step := func(tps ...tping) {
+		for _, tp := range tps {
+			p := ping(tp)
+			eng.Process(&p, testZones(), nil)
+		}
+	}
+	step(of("p2", in(0)), of("p1", out(0)), of("p3", in(0)), of("p1", out(1)))
+	first := eng.TakeDirty(nil)
+	kept := map[string]string{}
+	var order []string
+	for _, r := range first {
+		kept[r.Key], order = string(r.Value), append(order, r.Key)
+	}
+	if got := strings.Join(order, " "); got != "p2 p1 p3" {
+		t.Fatalf("taken in order %q, want the order of first change, p2 p1 p3", got)
+	}
+	// Every patient changes again, one of them grows an episode, and one is
+	// dropped (its order revoked, noticed by the sweep).
+	step(of("p1", out(2)), of("p2", out(2)), of("p3", in(2)), of("p2", out(3)), of("p1", in(3)))
+	book.Revoke([]byte("p3"))
+	eng.Advance(t0+3*3600_000, nil)
+	second := eng.TakeDirty(nil)
+	for _, r := range first {
+		if string(r.Value) != kept[r.Key] {
+			t.Errorf("%s's first record changed after the second take", r.Key)
+		}
+	}
+	restored := processor.NewEngine(processor.DefaultRules(), book)
+	tombstones := 0
+	for _, r := range second {
+		if r.Value == nil {
+			tombstones++
+			if r.Key != "p3" {
+				t.Errorf("a tombstone for %s, which still has an order", r.Key)
+			}
+			continue
+		}
+		if string(r.Value) == kept[r.Key] {
+			t.Errorf("%s's second record equals its first", r.Key)
+		}
+		if err := restored.Restore(r.Key, r.Value); err != nil {
+			t.Errorf("%s's second record does not restore: %v", r.Key, err)
+		}
+	}
+	if tombstones != 1 || len(second) != 3 {
+		t.Errorf("second take: %d records, %d tombstones; want 3 and p3's", len(second), tombstones)
+	}
+	if again := eng.TakeDirty(nil); len(again) != 0 {
+		t.Errorf("a take with nothing changed gave %d records", len(again))
 	}
 }
