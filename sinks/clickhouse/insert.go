@@ -14,15 +14,6 @@ import (
 	"github.com/qfence/qfence/processor/pipeline"
 )
 
-// send checks that the batch holds every row before sending it.
-func send(b driver.Batch, want int, table string) error {
-	if got := b.Rows(); got != want {
-		_ = b.Abort()
-		return fmt.Errorf("BUG: %s batch holds %d rows, want %d", table, got, want)
-	}
-	return b.Send()
-}
-
 func (c *Sink) id(patient string) string {
 	if c.pseudo == nil {
 		return patient
@@ -87,16 +78,28 @@ func (c *Sink) insertPings(ctx context.Context, chunks []*pingColumns) error {
 				return fmt.Errorf("append pings column %s: %w", c.schema.Columns("pings")[i], err)
 			}
 		}
-		if got := b.Rows(); got != n {
-			_ = b.Abort()
-			return fmt.Errorf("BUG: pings block holds %d rows, want %d", got, n)
-		}
-		if err := b.Flush(); err != nil {
-			_ = b.Abort()
+		if err := flushBlock(b, n, "pings"); err != nil {
 			return err
 		}
 	}
 	return b.Send()
+}
+
+// flushBlock sends the rows appended to b so far as one native block,
+// checking that it holds want rows. Every insert sends blocks of at most
+// chunkRows rows: clickhouse-go encodes a block into its connection's
+// buffer, which keeps the largest size it ever held (one block of the 100k
+// orders read at start-up kept two of them at 6 MB).
+func flushBlock(b driver.Batch, want int, table string) error {
+	if got := b.Rows(); got != want {
+		_ = b.Abort()
+		return fmt.Errorf("BUG: %s block holds %d rows, want %d", table, got, want)
+	}
+	if err := b.Flush(); err != nil {
+		_ = b.Abort()
+		return err
+	}
+	return nil
 }
 
 // insertRows sends n rows as one batch: row(i) gives the values of row i,
@@ -113,8 +116,13 @@ func (c *Sink) insertRows(ctx context.Context, table string, n int, row func(i i
 			_ = b.Abort()
 			return fmt.Errorf("append a row to %s: %w", table, err)
 		}
+		if (i+1)%chunkRows == 0 || i+1 == n {
+			if err := flushBlock(b, i%chunkRows+1, table); err != nil {
+				return err
+			}
+		}
 	}
-	return send(b, n, table)
+	return b.Send()
 }
 
 // optTime is a nullable DateTime: nil for 0.

@@ -99,7 +99,9 @@ func migrateServer(ctx context.Context, cfg config.ClickHouse, log *slog.Logger)
 		b, err := conn.PrepareBatch(ctx, fmt.Sprintf("INSERT INTO %s.schema_migrations (version, applied_at)", cfg.Database))
 		if err == nil {
 			if err = b.Append(ver, time.Now().UTC()); err == nil {
-				err = send(b, 1, "schema_migrations")
+				if err = flushBlock(b, 1, "schema_migrations"); err == nil {
+					err = b.Send()
+				}
 			}
 		}
 		if err != nil {

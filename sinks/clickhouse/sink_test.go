@@ -473,3 +473,29 @@ func b2u(b bool) uint8 {
 	}
 	return 0
 }
+
+// Every table's insert goes in blocks of at most a chunk: more rows than a
+// chunk holds, of pings, events and orders in one flush, all arrive.
+func TestAFlushLargerThanABlock(t *testing.T) {
+	cfg := chtest.DB(t, chtest.Addr)
+	c := chtest.OpenSink(t, cfg, "")
+	const n = 16384*2 + 7
+	var orders []pipeline.OrderRow
+	var events []processor.Event
+	var tracks []processor.Track
+	for i := range n {
+		id := fmt.Sprintf("p-%d", i)
+		orders = append(orders, pipeline.OrderRow{Order: &processor.Order{PatientID: id, Home: orb.Point{37.6, 55.7}, RadiusM: 50,
+			StartsAt: dataStart.UnixMilli(), EndsAt: math.MaxInt64}, Received: dataStart})
+		events = append(events, processor.Event{Type: processor.SignalLost, PatientID: id, At: dataStart.UnixMilli(), StartedAt: dataStart.UnixMilli()})
+		tracks = append(tracks, processor.Track{PatientID: id, Evidence: processor.Evidence{TS: dataStart.UnixMilli(), State: processor.Inside}})
+	}
+	c.WriteOrders(orders)
+	chtest.Write(t, c, tracks, events)
+	conn := chtest.Conn(t, chtest.Addr)
+	for _, table := range []string{"orders", "events", "pings"} {
+		if got := chtest.Count(t, conn, "SELECT count() FROM "+cfg.Database+"."+table); got != n {
+			t.Errorf("%s holds %d rows, want %d", table, got, n)
+		}
+	}
+}

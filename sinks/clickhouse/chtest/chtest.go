@@ -114,10 +114,22 @@ func OpenSink(t testing.TB, cfg config.ClickHouse, key config.Secret, set ...fun
 	for _, f := range set {
 		f(c)
 	}
+	// Stopped as the daemon stops it: the last flush gets a few seconds
+	// (shutdown_timeout), then gives up, so a test whose inserts fail ends.
 	runCtx, stop := context.WithCancel(ctx)
+	flushCtx, giveUp := context.WithCancel(ctx)
 	done := make(chan struct{})
-	go func() { _ = c.Run(runCtx, ctx); close(done) }()
-	t.Cleanup(func() { stop(); <-done })
+	go func() { _ = c.Run(runCtx, flushCtx); close(done) }()
+	t.Cleanup(func() {
+		stop()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			giveUp()
+			<-done
+		}
+		giveUp()
+	})
 	return c
 }
 
