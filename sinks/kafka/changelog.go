@@ -24,7 +24,7 @@ type Changelog struct {
 func (k *Client) NewChangelog() *Changelog {
 	return &Changelog{k: k, topic: k.cfg.Topics.State, w: &kafka.Writer{
 		Addr: kafka.TCP(k.brokers...), Topic: k.cfg.Topics.State, Transport: k.transport, Balancer: samePartition{},
-		RequiredAcks: kafka.RequireAll, BatchTimeout: 2 * time.Millisecond, BatchSize: 10000, BatchBytes: 8 << 20,
+		RequiredAcks: kafka.RequireAll, BatchTimeout: 2 * time.Millisecond, BatchSize: checkpointChunk, BatchBytes: 8 << 20,
 		MaxAttempts: 3, WriteTimeout: 10 * time.Second,
 	}}
 }
@@ -34,25 +34,40 @@ type samePartition struct{}
 
 func (samePartition) Balance(m kafka.Message, _ ...int) int { return m.Partition }
 
+// checkpointChunk is how many records a checkpoint writes at a time (and
+// the writer's batch). A partition's checkpoint can hold every patient of
+// it; written at once, each record was copied into a kafka.Message and
+// again into kafka-go's batches, 30 MB of a drain's peak.
+const checkpointChunk = 10000
+
 // Checkpoint implements pipeline.Checkpointer: it returns once the broker
-// has every record, retrying until ctx ends.
+// has every record, retrying until ctx ends. The records go in order, a
+// chunk at a time; if it fails partway, those written stay written, which
+// is safe: they are states of batches already acknowledged, and the meta
+// record, last, is what a restore resumes after.
 func (c *Changelog) Checkpoint(ctx context.Context, partition int, records []processor.StateRecord) error {
-	msgs := make([]kafka.Message, len(records))
-	for i, r := range records {
-		msgs[i] = kafka.Message{Partition: partition, Key: []byte(r.Key), Value: r.Value}
+	msgs := make([]kafka.Message, 0, min(len(records), checkpointChunk))
+	for done := 0; done < len(records); {
+		n := min(len(records)-done, checkpointChunk)
+		msgs = msgs[:0]
+		for _, r := range records[done : done+n] {
+			msgs = append(msgs, kafka.Message{Partition: partition, Key: []byte(r.Key), Value: r.Value})
+		}
+		for attempt := 0; ; attempt++ {
+			err := c.w.WriteMessages(ctx, msgs...)
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return fmt.Errorf("checkpoint %d states of partition %d: %w", len(records), partition, err)
+			}
+			if err := edge.Sleep(ctx, edge.Backoff(attempt)); err != nil {
+				return fmt.Errorf("checkpoint %d states of partition %d: %w", len(records), partition, err)
+			}
+		}
+		done += n
 	}
-	for attempt := 0; ; attempt++ {
-		err := c.w.WriteMessages(ctx, msgs...)
-		if err == nil {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("checkpoint %d states of partition %d: %w", len(records), partition, err)
-		}
-		if err := edge.Sleep(ctx, edge.Backoff(attempt)); err != nil {
-			return fmt.Errorf("checkpoint %d states of partition %d: %w", len(records), partition, err)
-		}
-	}
+	return nil
 }
 
 // End is the end offset of a state partition: it moves with every

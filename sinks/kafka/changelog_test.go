@@ -2,6 +2,8 @@ package kafka_test
 
 import (
 	"context"
+	"fmt"
+	"strconv"
 	"testing"
 	"time"
 
@@ -43,5 +45,34 @@ func TestRestoreReadsToTheEndAndSurvivesAnEmptiedPartition(t *testing.T) {
 	defer cancel()
 	if n, err := log.Restore(ctx, 2, func(string, []byte) error { return nil }); err != nil || n != 0 {
 		t.Fatalf("an emptied partition restored %d records, err %v; want 0 at once", n, err)
+	}
+}
+
+// A checkpoint larger than a chunk (a sweep can make every patient of a
+// partition dirty) arrives whole and in order, the meta record last.
+func TestACheckpointOfManyChunksKeepsItsOrder(t *testing.T) {
+	addr := kafkatest.StartBroker(t)
+	_, k := kafkatest.KafkaAt(t, addr)
+	log := k.NewChangelog()
+	defer log.Close()
+	const n = 25_001
+	recs := make([]processor.StateRecord, 0, n+1)
+	for i := range n {
+		recs = append(recs, processor.StateRecord{Key: fmt.Sprintf("p-%d", i), Value: []byte(strconv.Itoa(i))})
+	}
+	recs = append(recs, processor.StateRecord{Key: processor.MetaKey, Value: []byte("meta")})
+	if err := log.Checkpoint(t.Context(), 1, recs); err != nil {
+		t.Fatal(err)
+	}
+	i := 0
+	got, err := log.Restore(t.Context(), 1, func(key string, value []byte) error {
+		if i < len(recs) && (key != recs[i].Key || string(value) != string(recs[i].Value)) {
+			return fmt.Errorf("record %d is %s=%s, want %s=%s", i, key, value, recs[i].Key, recs[i].Value)
+		}
+		i++
+		return nil
+	})
+	if err != nil || got != len(recs) {
+		t.Fatalf("restored %d records (%v), want %d in the order written", got, err, len(recs))
 	}
 }
