@@ -86,15 +86,18 @@ func (t EventType) IsCheckin() bool {
 // notifications, its row), so it hashes from a buffer on the stack.
 func (e *Event) ID() [16]byte {
 	var buf [128]byte
-	b := append(buf[:0], e.PatientID...)
-	b = append(b, 0)
-	b = append(b, e.Type.String()...)
-	b = append(b, 0)
-	return idOf(AppendTS(b, e.episodeStart()))
+	return idOf(AppendTS(idPrefix(buf[:0], e.PatientID, e.Type.String()), e.episodeStart()))
+}
+
+// idPrefix appends what every id of qfence's outputs starts with: the
+// patient and the kind, each followed by a zero byte.
+func idPrefix(b []byte, patient, kind string) []byte {
+	b = append(append(b, patient...), 0)
+	return append(append(b, kind...), 0)
 }
 
 // idOf is an id of qfence's outputs: the first 16 bytes of the SHA-256 of
-// what identifies it.
+// what identifies it (idPrefix and the rest).
 func idOf(b []byte) [16]byte {
 	sum := sha256.Sum256(b)
 	return [16]byte(sum[:16])

@@ -45,11 +45,7 @@ type Notification struct {
 // the causing event's id), so a gateway can drop repeats.
 func (n *Notification) ID() [16]byte {
 	var buf [128]byte
-	b := append(buf[:0], n.PatientID...)
-	b = append(b, 0)
-	b = append(b, n.Kind.String()...)
-	b = append(b, 0)
-	return idOf(hex.AppendEncode(b, n.EventID[:]))
+	return idOf(hex.AppendEncode(idPrefix(buf[:0], n.PatientID, n.Kind.String()), n.EventID[:]))
 }
 
 // AppendJSON appends the notification as one JSON object in the contract's

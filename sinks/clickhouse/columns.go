@@ -113,18 +113,17 @@ func (p *pingColumns) add(r *processor.Track, datetime64 bool) {
 	p.state, p.flag = append(p.state, int8(r.State)), append(p.flag, int8(r.Flag)) // the Enum8 values are the Go constants
 	p.inBreach, p.mock = append(p.inBreach, b2u(r.InBreach)), append(p.mock, b2u(r.Mock))
 	c := &r.Checkin
-	switch {
-	case !c.Present:
-		p.verified = append(p.verified, noCheckin)
-	default:
-		p.verified = append(p.verified, int8(b2u(c.Verified)))
+	verdict, requestID := int8(noCheckin), []byte(nil)
+	if c.Present {
+		verdict = int8(b2u(c.Verified))
 	}
 	if c.Present && c.HasRequestID {
-		p.strs = hex.AppendEncode(p.strs, c.RequestID[:])
-		p.ends[strCheckinID] = append(p.ends[strCheckinID], uint32(len(p.strs)))
-	} else {
-		addStr(p, strCheckinID, "")
+		var hexID [32]byte
+		hex.Encode(hexID[:], c.RequestID[:])
+		requestID = hexID[:]
 	}
+	p.verified = append(p.verified, verdict)
+	addStr(p, strCheckinID, requestID)
 	addStr(p, strCheckinMethod, c.Method) // empty without a check-in
 }
 

@@ -102,8 +102,9 @@ func flushBlock(b driver.Batch, want int, table string) error {
 	return nil
 }
 
-// insertRows sends n rows as one batch: row(i) gives the values of row i,
-// in the order of Schema.Columns(table).
+// insertRows sends n rows as one INSERT, in blocks of at most chunkRows
+// (flushBlock): row(i) gives the values of row i, in the order of
+// Schema.Columns(table).
 func (c *Sink) insertRows(ctx context.Context, table string, n int, row func(i int, vals []any) []any) error {
 	b, err := c.conn.PrepareBatch(ctx, c.schema.Insert(table))
 	if err != nil {

@@ -3,6 +3,7 @@ package kafka
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -47,27 +48,29 @@ const checkpointChunk = 10000
 // record, last, is what a restore resumes after.
 func (c *Changelog) Checkpoint(ctx context.Context, partition int, records []processor.StateRecord) error {
 	msgs := make([]kafka.Message, 0, min(len(records), checkpointChunk))
-	for done := 0; done < len(records); {
-		n := min(len(records)-done, checkpointChunk)
+	for chunk := range slices.Chunk(records, checkpointChunk) {
 		msgs = msgs[:0]
-		for _, r := range records[done : done+n] {
+		for _, r := range chunk {
 			msgs = append(msgs, kafka.Message{Partition: partition, Key: []byte(r.Key), Value: r.Value})
 		}
-		for attempt := 0; ; attempt++ {
-			err := c.w.WriteMessages(ctx, msgs...)
-			if err == nil {
-				break
-			}
-			if ctx.Err() != nil {
-				return fmt.Errorf("checkpoint %d states of partition %d: %w", len(records), partition, err)
-			}
-			if err := edge.Sleep(ctx, edge.Backoff(attempt)); err != nil {
-				return fmt.Errorf("checkpoint %d states of partition %d: %w", len(records), partition, err)
-			}
+		if err := c.write(ctx, msgs); err != nil {
+			return fmt.Errorf("checkpoint %d states of partition %d: %w", len(records), partition, err)
 		}
-		done += n
 	}
 	return nil
+}
+
+// write writes msgs, retrying with backoff until ctx ends.
+func (c *Changelog) write(ctx context.Context, msgs []kafka.Message) error {
+	for attempt := 0; ; attempt++ {
+		err := c.w.WriteMessages(ctx, msgs...)
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		if err := edge.Sleep(ctx, edge.Backoff(attempt)); err != nil {
+			return err
+		}
+	}
 }
 
 // End is the end offset of a state partition: it moves with every

@@ -121,6 +121,7 @@ func OpenSink(t testing.TB, cfg config.ClickHouse, key config.Secret, set ...fun
 	done := make(chan struct{})
 	go func() { _ = c.Run(runCtx, flushCtx); close(done) }()
 	t.Cleanup(func() {
+		defer giveUp()
 		stop()
 		select {
 		case <-done:
@@ -128,7 +129,6 @@ func OpenSink(t testing.TB, cfg config.ClickHouse, key config.Secret, set ...fun
 			giveUp()
 			<-done
 		}
-		giveUp()
 	})
 	return c
 }
