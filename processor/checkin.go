@@ -13,13 +13,18 @@ import (
 // Checkin is a ping's answer to a check-in request (contract 1.1 and 2.2):
 // the app did the photo and the face match; qfence sees only the verdict.
 //
-// Aliasing: Method points into the ping's message, like Ping.PatientID.
+// Aliasing: Method and Attestation point into the ping's message, like
+// Ping.PatientID.
 type Checkin struct {
 	Present      bool // the ping carried a checkin object
 	Verified     bool
 	HasRequestID bool
-	RequestID    [16]byte
-	Method       []byte
+	// Counted says the check-in counted (contract 2.3): set by the engine
+	// on the stored row, never by the decoder.
+	Counted     bool
+	RequestID   [16]byte
+	Method      []byte
+	Attestation []byte
 }
 
 // Checkins are the rules of contract 2.2: check-in requests at random and
@@ -36,6 +41,50 @@ type Checkins struct {
 	Location *time.Location
 	// ResponseWindow is how long a request stays open.
 	ResponseWindow time.Duration
+	// Attest judges attestations (contract 2.3); nil: every check-in
+	// counts on the phone's word.
+	Attest *Attestation
+}
+
+// judge says whether the check-in of p counts.
+func (c *Checkins) judge(p *Ping) CheckinReason {
+	if c.Attest == nil {
+		return CheckinCounted
+	}
+	return c.Attest.Verify(p)
+}
+
+// rejectCheckin emits checkin_rejected for a check-in that does not
+// count: the ping, the reason, and the request it tried to answer (the one
+// it named, or the oldest it could have answered; none: null).
+func (st *State) rejectCheckin(o *Order, p *Ping, why CheckinReason, cur Evidence, ev []Event) []Event {
+	e := newEvent(CheckinRejected, o, cur.TS, cur.TS, cur)
+	e.Reason = why.String()
+	e.Evidence = []Evidence{cur}
+	if i, ok := st.answerable(&p.Checkin, cur.TS); ok {
+		q := st.ep.Requests[i]
+		e.RequestID, e.ExpiresAt = q.ID, q.Expires
+	} else if p.Checkin.HasRequestID {
+		e.RequestID = p.Checkin.RequestID
+	}
+	return append(ev, e)
+}
+
+// answerable is the open request a check-in at ts answers: the one it
+// names, or else the oldest, and only one asked by ts (contract 2.2).
+func (st *State) answerable(c *Checkin, ts int64) (int, bool) {
+	if st.ep == nil {
+		return -1, false
+	}
+	for i, open := range st.ep.Requests {
+		if open.At > ts {
+			break // ordered by at: none later can be answered either
+		}
+		if !c.HasRequestID || open.ID == c.RequestID {
+			return i, true
+		}
+	}
+	return -1, false
 }
 
 func (c *Checkins) location() *time.Location {
@@ -91,15 +140,10 @@ func (st *State) ask(o *Order, at int64, trigger string, loc Evidence, r *Rules,
 // checkin_failed. The ping itself is judged by the caller like any other.
 func (st *State) answer(o *Order, c *Checkin, cur Evidence, r *Rules, ev []Event) (request, bool, []Event) {
 	var q request
-	found := false
-	if ep := st.ep; ep != nil {
-		for i, open := range ep.Requests {
-			if !c.HasRequestID || open.ID == c.RequestID {
-				q, found = open, true
-				ep.Requests = slices.Delete(ep.Requests, i, i+1)
-				break
-			}
-		}
+	i, found := st.answerable(c, cur.TS)
+	if found {
+		q = st.ep.Requests[i]
+		st.ep.Requests = slices.Delete(st.ep.Requests, i, i+1)
 	}
 	if !c.Verified {
 		// A failed face match says someone else may hold the phone, asked

@@ -70,8 +70,35 @@ func randomPings(r *rand.Rand, n, count int) []processor.Ping {
 		}
 		ping := processor.Ping{PatientID: []byte(fmt.Sprintf("p%d", i)), TS: ts, Lat: p[1], Lon: p[0],
 			Accuracy: math.Abs(r.NormFloat64()*30) + 3, Mock: r.IntN(300) == 0}
+		if i%5 == 0 { // an enrolled phone, sometimes with a second phone beside it
+			ping.DeviceID = []byte(fmt.Sprintf("phone-%d", i))
+			switch r.IntN(30) {
+			case 0, 1:
+				ping.DeviceID = []byte(fmt.Sprintf("spare-%d", i))
+			case 2:
+				ping.DeviceID = nil
+			}
+		}
+		if r.IntN(3) == 0 {
+			ping.Source = []byte([]string{"gps", "wifi", "fused"}[r.IntN(3)])
+		}
 		if r.IntN(25) == 0 { // a check-in: mostly verified, some failing the face match
 			ping.Checkin = processor.Checkin{Present: true, Verified: r.IntN(5) != 0, Method: []byte("selfie")}
+			// Most attested as they are; some forged.
+			st := processor.StatementOf(&ping, "qfence", processor.IntegrityDevice)
+			switch r.IntN(6) {
+			case 0:
+				st.Fix.Lat += 0.01 // the fix the service saw is not this one
+			case 1:
+				st = processor.Statement{} // no attestation at all
+			}
+			if st.Sub != "" {
+				jws, err := st.Sign(attestKey, "k1")
+				if err != nil {
+					panic(err)
+				}
+				ping.Checkin.Attestation = []byte(jws)
+			}
 		}
 		out = append(out, ping)
 		if r.IntN(50) == 0 {
@@ -87,6 +114,9 @@ func equivalenceBook(n int) *processor.OrderBook {
 		o := &processor.Order{PatientID: fmt.Sprintf("p%d", i), Home: home, RadiusM: 50, StartsAt: t0, EndsAt: math.MaxInt64, District: "district-a"}
 		if i%7 == 0 {
 			o.EndsAt = t0 + 6*3600_000 // some orders end mid-day
+		}
+		if i%5 == 0 {
+			o.EnrolDevice(fmt.Sprintf("phone-%d", i))
 		}
 		book.Put(o)
 	}
@@ -112,6 +142,7 @@ func TestBatchingAndRestartsDoNotChangeEvents(t *testing.T) {
 	pings := randomPings(r, patients, 20000)
 	rules := processor.DefaultRules()
 	rules.Checkins.RandomPerDay = 3
+	rules.Checkins.Attest = processor.NewAttestation(attestKeys(t), "qfence", processor.IntegrityDevice)
 	zones := testZones()
 
 	whole := processor.NewEngine(rules, equivalenceBook(patients))

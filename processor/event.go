@@ -22,14 +22,16 @@ const (
 	CheckinRequested
 	CheckinMissed
 	CheckinFailed
+	CheckinRejected
+	DeviceMismatch
 )
 
 var eventNames = [...]string{"", "breach_started", "breach_ended", "signal_lost", "signal_restored", "implausible_location", "breach_escalated",
-	"checkin_requested", "checkin_missed", "checkin_failed"}
+	"checkin_requested", "checkin_missed", "checkin_failed", "checkin_rejected", "device_mismatch"}
 
 // EventTypes lists every type, for metrics and tests.
 var EventTypes = []EventType{BreachStarted, BreachEnded, SignalLost, SignalRestored, ImplausibleLocation, BreachEscalated,
-	CheckinRequested, CheckinMissed, CheckinFailed}
+	CheckinRequested, CheckinMissed, CheckinFailed, CheckinRejected, DeviceMismatch}
 
 func (t EventType) String() string {
 	if int(t) < len(eventNames) {
@@ -65,6 +67,16 @@ type Event struct {
 	// failed check-in that answered no request).
 	RequestID [16]byte
 	ExpiresAt int64
+	// Device is what device_mismatch carries (nil for the other types).
+	Device *DeviceSeen
+}
+
+// DeviceSeen is the order's enrolled device and the one a ping came from
+// (contract 3.1, device_mismatch).
+type DeviceSeen struct {
+	Enrolled string
+	Seen     string
+	SeenSet  bool // false: the ping had no device_id (null)
 }
 
 // IsBreach reports whether the type is one of the breach events, which
@@ -76,7 +88,7 @@ func (t EventType) IsBreach() bool {
 // IsCheckin reports whether the type is one of the check-in events, which
 // carry "request_id" and "expires_at".
 func (t EventType) IsCheckin() bool {
-	return t == CheckinRequested || t == CheckinMissed || t == CheckinFailed
+	return t == CheckinRequested || t == CheckinMissed || t == CheckinFailed || t == CheckinRejected
 }
 
 // ID is the event's deterministic id: a hash of (patient_id, type, the
@@ -200,6 +212,17 @@ func (e *Event) AppendJSON(b []byte, r *Rules) []byte {
 		} else {
 			b = appendTSJSON(b, e.ExpiresAt)
 		}
+	}
+	if d := e.Device; d != nil {
+		b = append(b, `,"device":{"enrolled":`...)
+		b = appendJSONString(b, d.Enrolled)
+		b = append(b, `,"seen":`...)
+		if d.SeenSet {
+			b = appendJSONString(b, d.Seen)
+		} else {
+			b = append(b, "null"...)
+		}
+		b = append(b, '}')
 	}
 	b = append(b, `,"rule":{"margin_m":`...)
 	b = appendFloat(b, r.MarginM)

@@ -9,6 +9,7 @@ import (
 	"math"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/paulmach/orb"
 
@@ -30,9 +31,41 @@ type Order struct {
 	// order its patient's state points to while it is not stale, sparing
 	// the book's look-up and its lock on every ping.
 	stale int32
+	// devLen is the length of the enrolled device id (contract 2.3; 0:
+	// none), whose bytes follow PatientID's in the same allocation: a
+	// million orders with a 36-byte device id cost 40 bytes each, not 64,
+	// and this byte sits in what was padding (BENCHMARKS.md, heap per
+	// patient).
+	devLen uint8
 	// passes are the patient's passes, kept here by the pass book so that
 	// a ping away from home finds them without a look-up of its own.
 	passes atomic.Pointer[[]*Pass]
+}
+
+// DeviceID is the phone enrolled for the patient ("" when the order names
+// none).
+func (o *Order) DeviceID() string {
+	if o.devLen == 0 {
+		return ""
+	}
+	return unsafe.String((*byte)(unsafe.Add(unsafe.Pointer(unsafe.StringData(o.PatientID)), len(o.PatientID))), int(o.devLen))
+}
+
+// EnrolDevice makes device (at most 128 bytes) the order's enrolled phone.
+// It is for orders built in code (tests, the simulator), before the order
+// goes into a book; DecodeOrder reads device_id itself.
+func (o *Order) EnrolDevice(device string) {
+	if len(device) > maxDeviceBytes {
+		panic("BUG: a device id longer than 128 bytes")
+	}
+	both := o.PatientID + device
+	o.PatientID, o.devLen = both[:len(o.PatientID)], uint8(len(device))
+}
+
+// Enrolled reports whether device may decide for the patient: the order
+// names no device, or names this one.
+func (o *Order) Enrolled(device []byte) bool {
+	return o.devLen == 0 || string(device) == o.DeviceID()
 }
 
 // Passes are the patient's QR passes (nil for most patients).
@@ -66,6 +99,7 @@ type orderWire struct {
 	StartsAt json.RawMessage `json:"starts_at"`
 	EndsAt   json.RawMessage `json:"ends_at"`
 	District *string         `json:"district"`
+	DeviceID *string         `json:"device_id"`
 }
 
 // DecodeOrder decodes one order. key is the Kafka key, or nil for a line of
@@ -110,6 +144,12 @@ func DecodeOrder(key, value []byte, maxBytes int, zones *geo.Zones) (*Order, err
 		return nil, reject(BadRadius, "radius_m %v must be between 10 and 10000", r)
 	}
 	o := &Order{PatientID: *w.PatientID, Home: orb.Point{lon, lat}, RadiusM: *w.RadiusM, EndsAt: math.MaxInt64}
+	if d := w.DeviceID; d != nil && *d != "" {
+		if len(*d) > maxDeviceBytes {
+			return nil, reject(MalformedJSON, "device_id is %d bytes, at most %d", len(*d), maxDeviceBytes)
+		}
+		o.EnrolDevice(*d)
+	}
 	var ok bool
 	if o.StartsAt, ok = orderTime(w.StartsAt); !ok {
 		return nil, reject(BadTimestamp, "starts_at %s is not an RFC 3339 time with a zone from %s", truncate(w.StartsAt), tsRange)
@@ -239,8 +279,9 @@ func (b *OrderBook) Put(o *Order) (old *Order) {
 	s := &b.shards[maphash.String(b.seed, o.PatientID)%orderShards]
 	s.mu.Lock()
 	old = s.m[o.PatientID]
-	if old != nil {
-		// Keep the key string already in the map: states share it.
+	if old != nil && old.DeviceID() == o.DeviceID() {
+		// Keep the key string already in the map: states share it. (Its
+		// device bytes follow it, so only when the device is the same.)
 		o.PatientID = old.PatientID
 	}
 	s.m[o.PatientID] = o

@@ -2,6 +2,7 @@ package processor
 
 import (
 	"encoding/json"
+	"fmt"
 	"math"
 	"strconv"
 	"time"
@@ -56,6 +57,12 @@ func ValidPatientID(id []byte) bool {
 	}
 	return true
 }
+
+// The bounds of contract 1.1 on the fields stored as sent.
+const (
+	maxDeviceBytes = 128
+	maxSourceBytes = 32
+)
 
 const (
 	seenPatient = 1 << iota
@@ -183,7 +190,7 @@ func (d *PingDecoder) Decode(data []byte, now int64, p *Ping) error {
 						if !s.skip(0) {
 							return malformed(&s)
 						}
-						fieldErr(BadCheckin, "checkin must be an object {\"verified\": bool, \"request_id\": \"32 hex\", \"method\": string}")
+						fieldErr(BadCheckin, "checkin must be an object {\"verified\": bool, \"request_id\": \"32 hex\", \"method\": string, \"attestation\": string}")
 						break
 					}
 					msg, ok := s.checkin(&p.Checkin)
@@ -198,8 +205,15 @@ func (d *PingDecoder) Decode(data []byte, now int64, p *Ping) error {
 					if !ok {
 						return malformed(&s)
 					}
-					if v == nil {
+					max := maxDeviceBytes
+					if key[0] == 's' {
+						max = maxSourceBytes
+					}
+					switch {
+					case v == nil:
 						fieldErr(MalformedJSON, "%s must be a string", key)
+					case len(v) > max:
+						fieldErr(MalformedJSON, "%s is %d bytes, at most %d", key, len(v), max)
 					}
 					if key[0] == 'd' {
 						p.DeviceID = v
@@ -293,6 +307,18 @@ func (s *scanner) checkin(c *Checkin) (msg string, ok bool) {
 				msg = "checkin.request_id must be 32 hex digits"
 			}
 			c.RequestID, c.HasRequestID = id, good
+		case string(key) == "attestation":
+			raw, ok := s.strValue(v)
+			if !ok {
+				return "", false
+			}
+			switch {
+			case raw == nil && msg == "":
+				msg = "checkin.attestation must be a string"
+			case len(raw) > MaxAttestationBytes && msg == "":
+				msg = fmt.Sprintf("checkin.attestation is %d bytes, at most %d", len(raw), MaxAttestationBytes)
+			}
+			c.Attestation = raw
 		case string(key) == "method":
 			raw, ok := s.strValue(v)
 			if !ok {

@@ -44,6 +44,8 @@ type tping struct {
 	mock    bool
 	checkin byte    // 'v' verified, 'f' failed, 0 none
 	request float64 // the minute of the request the check-in names (0: none)
+	device  string  // the ping's device_id ("": none)
+	attest  byte    // the check-in's attestation: 's' signed as it is, 'x' signed for another fix, 0 none
 }
 
 func in(min float64) tping         { return tping{min: min, east: 5, acc: 10} }
@@ -66,6 +68,20 @@ func ping(t tping) processor.Ping {
 		if t.request != 0 {
 			png.Checkin.RequestID, png.Checkin.HasRequestID = requestID(id, t.request), true
 		}
+	}
+	if t.device != "" {
+		png.DeviceID = []byte(t.device)
+	}
+	if t.attest != 0 {
+		st := processor.StatementOf(&png, "qfence", processor.IntegrityStrong)
+		if t.attest == 'x' {
+			st.Fix.Lat, st.Fix.Lon = home[1], home[0] // a forger's claim to be at home
+		}
+		jws, err := st.Sign(attestKey, "k1")
+		if err != nil {
+			panic(err)
+		}
+		png.Checkin.Attestation = []byte(jws)
 	}
 	return png
 }

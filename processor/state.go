@@ -62,6 +62,7 @@ const (
 	flagRefAside                // the speed reference is ep.Ref, not Last
 	flagDirty                   // changed since the last checkpoint (not serialised)
 	flagDropped                 // removed from the engine: a tombstone is due (not serialised)
+	flagForeign                 // device_mismatch emitted; the enrolled phone has not pinged since
 
 	transient = flagDirty | flagDropped // the engine's bookkeeping, never serialised
 )

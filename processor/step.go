@@ -22,7 +22,8 @@ var outcomeNames = [...]string{"", "accepted", "no_order", "late", "duplicate"}
 
 func (o Outcome) String() string { return outcomeNames[o] }
 
-// Flag marks a stored ping that did not move the breach state.
+// Flag marks a stored ping that did not move the breach state: the one
+// reason of the pings table's `flag` column.
 type Flag uint8
 
 // Flags of a stored ping.
@@ -31,11 +32,51 @@ const (
 	FlagLate
 	FlagSpeed
 	FlagMock
+	// FlagForeign: the ping came from a phone other than the enrolled one
+	// (contract 2.3). It has no value in the older `flag` column.
+	FlagForeign
 )
 
-var flagNames = [...]string{"", "late", "speed", "mock_provider"}
+var flagNames = [...]string{"", "late", "speed", "mock_provider", "foreign_device"}
 
 func (f Flag) String() string { return flagNames[f] }
+
+// SourceClass is what a fix's reported source says of it (contract 2.3).
+type SourceClass uint8
+
+// The source classes. The Enum8 values of the pings table are these.
+const (
+	SourceUnknown SourceClass = iota
+	SourceGNSS
+	SourceNetwork
+)
+
+var sourceNames = [...]string{"unknown", "gnss", "network"}
+
+func (c SourceClass) String() string { return sourceNames[c] }
+
+// ClassOf reads a ping's source case-insensitively: gps, gnss and
+// fused-gps are GNSS fixes; network, wifi, cell, ip and fused-network are
+// network fixes; anything else, or none, is unknown.
+func ClassOf(source []byte) SourceClass {
+	if len(source) == 0 || len(source) > len("fused-network") {
+		return SourceUnknown
+	}
+	var buf [len("fused-network")]byte
+	for i, c := range source {
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		buf[i] = c
+	}
+	switch string(buf[:len(source)]) {
+	case "gps", "gnss", "fused-gps":
+		return SourceGNSS
+	case "network", "wifi", "cell", "ip", "fused-network":
+		return SourceNetwork
+	}
+	return SourceUnknown
+}
 
 // Track is one stored ping: the row for the pings table. DeviceID and Source
 // alias the ping's message (see Ping).
@@ -47,6 +88,7 @@ type Track struct {
 	InBreach         bool
 	Mock             bool
 	Flag             Flag
+	SourceClass      SourceClass
 	// PassID is the pass that excused the ping ("" when none did).
 	PassID string
 	// Checkin is the ping's check-in, its RequestID the request it
@@ -69,7 +111,12 @@ func Step(st *State, p *Ping, o *Order, zones *geo.Zones, passes *PassBook, r *R
 	d := geo.Distance(o.Home, pt)
 	cur := Evidence{TS: p.TS, Lat: p.Lat, Lon: p.Lon, Accuracy: float32(p.Accuracy), Distance: float32(d),
 		State: classify(d, p.Accuracy, o, r)}
-	t := Track{PatientID: o.PatientID, DeviceID: p.DeviceID, Source: p.Source, District: o.District, Mock: p.Mock, Checkin: p.Checkin}
+	t := Track{PatientID: o.PatientID, DeviceID: p.DeviceID, Source: p.Source, District: o.District, Mock: p.Mock, Checkin: p.Checkin,
+		SourceClass: ClassOf(p.Source)}
+	t.Checkin.Counted = false
+	if !o.Enrolled(p.DeviceID) {
+		return foreign(st, p, o, cur, t, ev)
+	}
 	// A ping at home is in the home's district and needs no allowed zone, so
 	// the common case never queries the zones (BENCHMARKS.md: the lookup is
 	// most of a ping's cost at 5k zones).
@@ -107,6 +154,7 @@ func Step(st *State, p *Ping, o *Order, zones *geo.Zones, passes *PassBook, r *R
 		return ev, Late, t
 	}
 	st.order = o
+	st.flags &^= flagForeign // the enrolled phone is back: the episode ends silently
 
 	// Signal: a gap longer than the timeout is a loss, whether or not a
 	// sweep noticed it first; the ping that ends it restores the signal.
@@ -133,13 +181,20 @@ func Step(st *State, p *Ping, o *Order, zones *geo.Zones, passes *PassBook, r *R
 		if !p.Checkin.Present {
 			return
 		}
+		if why := r.Checkins.judge(p); why != CheckinCounted {
+			ev = st.rejectCheckin(o, p, why, cur, ev)
+			return
+		}
+		t.Checkin.Counted = true
 		var q request
 		var found bool
 		q, found, ev = st.answer(o, &p.Checkin, cur, r, ev)
 		if found {
 			t.Checkin.RequestID, t.Checkin.HasRequestID = q.ID, true
 		}
-		checkedIn = p.Checkin.Verified && cur.State == Inside
+		// A check-in naming a request that is not open answers nothing and
+		// ends nothing (contract 2.2).
+		checkedIn = p.Checkin.Verified && cur.State == Inside && (found || !p.Checkin.HasRequestID)
 	}
 
 	// Implausible: stored, but not a reference and no move of the breach.
@@ -206,6 +261,24 @@ func Step(st *State, p *Ping, o *Order, zones *geo.Zones, passes *PassBook, r *R
 	}
 	st.tidy()
 	t.Evidence, t.InBreach = cur, st.InBreach()
+	return ev, Accepted, t
+}
+
+// foreign is the whole decision on a ping of a phone that is not the
+// enrolled one (contract 2.3): stored as uncertain, flagged, deciding
+// nothing; the first of an episode gives device_mismatch. It moves no
+// reference (Last stays the enrolled phone's), so it restores no signal
+// either.
+func foreign(st *State, p *Ping, o *Order, cur Evidence, t Track, ev []Event) ([]Event, Outcome, Track) {
+	cur.State = Uncertain
+	t.Evidence, t.InBreach, t.Flag = cur, st.InBreach(), FlagForeign
+	if st.flags&flagForeign == 0 && p.TS >= st.Last.TS {
+		st.flags |= flagForeign
+		e := newEvent(DeviceMismatch, o, p.TS, p.TS, cur)
+		e.Device = &DeviceSeen{Enrolled: o.DeviceID(), Seen: string(p.DeviceID), SeenSet: p.DeviceID != nil}
+		e.Evidence = []Evidence{cur}
+		ev = append(ev, e)
+	}
 	return ev, Accepted, t
 }
 
