@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -141,5 +142,33 @@ func TestTestdataMatchesTheSchemas(t *testing.T) {
 	}
 	if n < 4 {
 		t.Errorf("only %d golden notifications checked", n)
+	}
+}
+
+// The events of contract 2.3 (checkin_rejected, device_mismatch) are valid
+// events of the schema, as every other type.
+func TestAttestationEventsFollowTheSchema(t *testing.T) {
+	s := schema(t, contract.Event)
+	r := rand.New(rand.NewPCG(seed(t), 3))
+	rules := processor.DefaultRules()
+	rules.Checkins.Attest = processor.NewAttestation(attestKeys(t), "qfence", processor.IntegrityDevice)
+	eng := processor.NewEngine(rules, equivalenceBook(30))
+	var ev []processor.Event
+	pings := randomPings(r, 30, 6000)
+	for i := range pings {
+		ev, _, _ = eng.Process(&pings[i], testZones(), ev)
+	}
+	seen := map[processor.EventType]int{}
+	for i := range ev {
+		if ev[i].Type != processor.CheckinRejected && ev[i].Type != processor.DeviceMismatch {
+			continue
+		}
+		seen[ev[i].Type]++
+		if err := contract.Validate(s, ev[i].AppendJSON(nil, &rules)); err != nil {
+			t.Fatalf("%s: %v", ev[i].AppendJSON(nil, &rules), err)
+		}
+	}
+	if seen[processor.CheckinRejected] == 0 || seen[processor.DeviceMismatch] == 0 {
+		t.Fatalf("the generator made %v", seen)
 	}
 }
