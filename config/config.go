@@ -432,6 +432,13 @@ func (c *Config) validate() []error {
 	}
 	errs = append(errs, c.Rules.validate()...)
 	errs = append(errs, c.Checkins.validate()...)
+	if err := c.Checkins.loadKeys(); err != nil {
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			errs = append(errs, j.Unwrap()...)
+		} else {
+			errs = append(errs, err)
+		}
+	}
 	for _, t := range []struct {
 		kind processor.NotificationKind
 		text string

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 	_ "time/tzdata" // IANA zones for checkins.timezone on a machine without zoneinfo
@@ -50,16 +51,77 @@ type Checkins struct {
 	QuietHours     string        `koanf:"quiet_hours"`
 	Timezone       string        `koanf:"timezone"`
 	ResponseWindow time.Duration `koanf:"response_window"`
+	// VerifyKeysFile is the verification service's JWKS (contract 2.3);
+	// "": check-ins count on the phone's word (a warning at start-up).
+	VerifyKeysFile string `koanf:"verify_keys_file"`
+	Audience       string `koanf:"audience"`
+	MinIntegrity   string `koanf:"min_integrity"`
+	// attest is what Load made of the three keys above: shared by every
+	// engine, so that ReloadCheckinKeys reaches them all.
+	attest *processor.Attestation
 }
 
 func checkinsOf(c processor.Checkins) Checkins {
 	return Checkins{RandomPerDay: c.RandomPerDay, Timezone: c.Location.String(), ResponseWindow: c.ResponseWindow,
-		QuietHours: fmt.Sprintf("%02d:%02d-%02d:%02d", c.QuietStart/60, c.QuietStart%60, c.QuietEnd/60, c.QuietEnd%60)}
+		QuietHours: fmt.Sprintf("%02d:%02d-%02d:%02d", c.QuietStart/60, c.QuietStart%60, c.QuietEnd/60, c.QuietEnd%60),
+		Audience:   "qfence", MinIntegrity: processor.IntegrityNone.String()}
+}
+
+// loadKeys reads checkins.verify_keys_file into the attestation rules.
+func (c *Checkins) loadKeys() error {
+	var errs []error
+	min, ok := processor.ParseIntegrity(c.MinIntegrity)
+	if !ok {
+		errs = append(errs, fmt.Errorf("checkins.min_integrity: must be none, basic, device or strong, got %q", c.MinIntegrity))
+	}
+	if c.Audience == "" {
+		errs = append(errs, errors.New("checkins.audience: must not be empty (the aud the verification service signs for qfence)"))
+	}
+	if errs != nil || c.VerifyKeysFile == "" {
+		return errors.Join(errs...)
+	}
+	keys, err := readKeySet(c.VerifyKeysFile)
+	if err != nil {
+		return err
+	}
+	c.attest = processor.NewAttestation(keys, c.Audience, min)
+	return nil
+}
+
+func readKeySet(path string) (*processor.KeySet, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("checkins.verify_keys_file: %w", err)
+	}
+	keys, err := processor.ParseKeySet(b)
+	if err != nil {
+		return nil, fmt.Errorf("checkins.verify_keys_file: %s: %w", path, err)
+	}
+	return keys, nil
+}
+
+// Attested reports whether check-ins are verified (checkins.verify_keys_file
+// is set); otherwise they count on the phone's word.
+func (c *Config) Attested() bool { return c.Checkins.attest != nil }
+
+// ReloadCheckinKeys reads checkins.verify_keys_file again (on SIGHUP) and
+// returns how many keys are now in force. A file that cannot be read or
+// parsed leaves the old keys in force and says why.
+func (c *Config) ReloadCheckinKeys() (int, error) {
+	if c.Checkins.attest == nil {
+		return 0, nil
+	}
+	keys, err := readKeySet(c.Checkins.VerifyKeysFile)
+	if err != nil {
+		return c.Checkins.attest.Keys().Len(), err
+	}
+	c.Checkins.attest.SetKeys(keys)
+	return keys.Len(), nil
 }
 
 // engine parses the section; the error names the key.
 func (c Checkins) engine() (processor.Checkins, error) {
-	out := processor.Checkins{RandomPerDay: c.RandomPerDay, ResponseWindow: c.ResponseWindow}
+	out := processor.Checkins{RandomPerDay: c.RandomPerDay, ResponseWindow: c.ResponseWindow, Attest: c.attest}
 	// time/tzdata (imported by this package) holds every IANA zone, so a
 	// bare machine without /usr/share/zoneinfo knows them too.
 	var errs []error

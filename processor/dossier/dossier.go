@@ -26,12 +26,16 @@ type Ping struct {
 	AccuracyM float64
 	DistanceM float64
 	State     string // inside, outside, excused, uncertain
-	Flag      string // "", late, speed, mock_provider
+	Flag      string // "", late, speed, mock_provider, foreign_device
+	Source    string // the fix's source class: gnss, network, unknown (contract 2.3)
 	PassID    string
 	Zone      string
 	// Checkin is the ping's check-in: "" none, "verified" or "failed";
 	// CheckinRequest the request it answered.
 	Checkin, CheckinRequest string
+	// Rejected is why the check-in did not count (the reason of its
+	// checkin_rejected; "" when it counted or there was none).
+	Rejected string
 }
 
 // Checkin is a check-in request around the event and what came of it.
@@ -275,6 +279,9 @@ func flagText(p Ping) string {
 	}
 	if p.Checkin != "" {
 		s += ", check-in " + p.Checkin
+		if p.Rejected != "" {
+			s += ", not counted: " + p.Rejected
+		}
 	}
 	return s
 }
@@ -288,6 +295,7 @@ type Row struct {
 	Distance, Accuracy  string
 	Margin              string // d - a - (r + m)
 	State, Flag, Detail string
+	Source              string
 	Evidence            bool
 }
 
@@ -330,7 +338,8 @@ func Render(c *Case, zones *geo.Zones) ([]byte, error) {
 	limit := c.RadiusM + c.Rules.MarginM
 	for i, q := range c.Pings {
 		p.Rows = append(p.Rows, Row{N: i + 1, Time: tsText(q.TS), Distance: f1(q.DistanceM), Accuracy: f1(q.AccuracyM),
-			Margin: f1(q.DistanceM - q.AccuracyM - limit), State: q.State, Flag: q.Flag, Detail: strings.TrimPrefix(flagText(Ping{PassID: q.PassID, Zone: q.Zone, Checkin: q.Checkin}), ", "),
+			Margin: f1(q.DistanceM - q.AccuracyM - limit), State: q.State, Flag: q.Flag, Source: q.Source,
+			Detail:   strings.TrimPrefix(flagText(Ping{PassID: q.PassID, Zone: q.Zone, Checkin: q.Checkin, Rejected: q.Rejected}), ", "),
 			Evidence: c.Evidence[q.TS]})
 	}
 	for _, ps := range c.Passes {
@@ -414,8 +423,8 @@ pre{background:#f4f4f4;padding:8px;white-space:pre-wrap;font-size:12px}
 {{.Map}}
 <p class="legend"><span><i class="sw" style="background:#2b6cb0"></i>inside</span><span><i class="sw" style="background:#c53030"></i>outside</span><span><i class="sw" style="background:#38a169"></i>excused</span><span><i class="sw" style="background:#d69e2e"></i>uncertain</span><span>dashed ring: late, speed or mock</span><span>bold ring: quoted as evidence</span><span>faint disc: reported accuracy, to scale</span><span>blue: home radius, dashed: radius + margin</span><span>purple dotted: a pass's distance limit</span><span>green: allowed zones, grey dashed: districts</span></p>
 <h2>The pings, in time order</h2>
-<table><tr><th>#</th><th>time (UTC)</th><th>distance m</th><th>accuracy m</th><th>d − a − (r + m)</th><th class="l">state</th><th class="l">flag</th><th class="l">detail</th></tr>
-{{range .Rows}}<tr{{if .Evidence}} class="evidence"{{end}}><td>{{.N}}</td><td>{{.Time}}</td><td>{{.Distance}}</td><td>{{.Accuracy}}</td><td>{{.Margin}}</td><td class="l">{{.State}}</td><td class="l">{{.Flag}}</td><td class="l">{{.Detail}}</td></tr>
+<table><tr><th>#</th><th>time (UTC)</th><th>distance m</th><th>accuracy m</th><th>d − a − (r + m)</th><th class="l">state</th><th class="l">source</th><th class="l">flag</th><th class="l">detail</th></tr>
+{{range .Rows}}<tr{{if .Evidence}} class="evidence"{{end}}><td>{{.N}}</td><td>{{.Time}}</td><td>{{.Distance}}</td><td>{{.Accuracy}}</td><td>{{.Margin}}</td><td class="l">{{.State}}</td><td class="l">{{.Source}}</td><td class="l">{{.Flag}}</td><td class="l">{{.Detail}}</td></tr>
 {{end}}</table>
 <h2>Passes in force</h2>
 {{if .Passes}}<table><tr><th class="l">pass</th><th class="l">purpose</th><th>valid from</th><th>valid to</th><th>revoked at</th><th>distance</th></tr>

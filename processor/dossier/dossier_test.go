@@ -92,7 +92,7 @@ func overrunCase(t *testing.T) (*dossier.Case, *geo.Zones) {
 	for _, tr := range tracks {
 		if tr.TS >= c.WindowFrom && tr.TS <= c.WindowTo {
 			c.Pings = append(c.Pings, dossier.Ping{TS: tr.TS, Lat: tr.Lat, Lon: tr.Lon, AccuracyM: float64(tr.Accuracy), DistanceM: float64(tr.Distance),
-				State: tr.State.String(), Flag: tr.Flag.String(), PassID: tr.PassID, Zone: tr.Zone})
+				State: tr.State.String(), Flag: tr.Flag.String(), Source: tr.SourceClass.String(), PassID: tr.PassID, Zone: tr.Zone})
 		}
 	}
 	notifier, err := processor.NewNotifier("", "", nil)
@@ -237,5 +237,23 @@ func TestDossierWithoutPings(t *testing.T) {
 	page, err := dossier.Render(c, nil)
 	if err != nil || !strings.Contains(string(page), "nothing to map but the home") {
 		t.Errorf("got %v, a page without the sentence", err)
+	}
+}
+
+// Each ping shows its source class and flag, and a check-in that did not
+// count says why.
+func TestDossierShowsWhoseWordCounted(t *testing.T) {
+	c, zones := overrunCase(t)
+	c.Pings = append(c.Pings[:0:0], c.Pings...)
+	c.Pings[0].Source, c.Pings[0].Flag = "network", "foreign_device"
+	c.Pings[1].Checkin, c.Pings[1].Rejected = "verified", "mismatch"
+	page, err := dossier.Render(c, zones)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`<td class="l">network</td><td class="l">foreign_device</td>`, "check-in verified, not counted: mismatch"} {
+		if !strings.Contains(string(page), want) {
+			t.Errorf("the page lacks %q", want)
+		}
 	}
 }

@@ -22,6 +22,19 @@ type Metrics struct {
 	Passes             *prometheus.CounterVec
 	ActivePasses       prometheus.Gauge
 	Notifications      *prometheus.CounterVec
+	// Checkins are check-ins by outcome (counted, rejected, unattested)
+	// and, for rejected ones, reason (contract 2.3).
+	Checkins *prometheus.CounterVec
+}
+
+// countedCheckin counts a check-in that counted: attested, or taken on
+// the phone's word when no keys are configured.
+func (m *Metrics) countedCheckin(r *processor.Rules) {
+	if r.Checkins.Attest == nil {
+		m.Checkins.WithLabelValues("unattested", "").Inc()
+	} else {
+		m.Checkins.WithLabelValues("counted", "").Inc()
+	}
 }
 
 // NewMetrics registers the processor's metrics with reg and initialises
@@ -53,8 +66,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "QR passes held (of patients under an order, not yet a day past their end)."}),
 		Notifications: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "qfence_notifications_total",
 			Help: "Notifications to patients produced, by kind: warning, checkin_request."}, []string{"kind"}),
+		Checkins: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "qfence_checkins_total",
+			Help: "Check-ins by outcome: counted (attested), rejected (by reason), unattested (no keys configured: the phone's word)."},
+			[]string{"outcome", "reason"}),
 	}
-	reg.MustRegister(m.Pings, m.Rejected, m.Events, m.OpenBreaches, m.ActiveOrders, m.EventLatency, m.OrdersApplied, m.StateRestoreErrors, m.Passes, m.ActivePasses, m.Notifications)
+	reg.MustRegister(m.Pings, m.Rejected, m.Events, m.OpenBreaches, m.ActiveOrders, m.EventLatency, m.OrdersApplied, m.StateRestoreErrors, m.Passes, m.ActivePasses, m.Notifications, m.Checkins)
 	for _, o := range []string{"accepted", "rejected", "no_order", "late", "duplicate"} {
 		m.Pings.WithLabelValues(o)
 	}
@@ -66,6 +82,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	for _, k := range processor.NotificationKinds {
 		m.Notifications.WithLabelValues(k.String())
+	}
+	m.Checkins.WithLabelValues("counted", "")
+	m.Checkins.WithLabelValues("unattested", "")
+	for _, r := range processor.CheckinReasons {
+		m.Checkins.WithLabelValues("rejected", r.String())
 	}
 	for _, o := range []string{"applied", "revoked", "rejected"} {
 		m.OrdersApplied.WithLabelValues(o)

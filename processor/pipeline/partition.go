@@ -271,6 +271,9 @@ func (s *loopState) process(ctx context.Context, batch []Message) error {
 		if outcome == processor.Accepted || outcome == processor.Late {
 			s.out.Rows = append(s.out.Rows, t)
 		}
+		if t.Checkin.Counted {
+			p.Metrics.countedCheckin(p.Engine.Rules())
+		}
 		records, sources = s.emit(records, sources, m.Time)
 	}
 	s.reportOpen()
@@ -361,6 +364,9 @@ func (s *loopState) emit(records []Record, sources []time.Time, source time.Time
 	for j := range s.events {
 		e := &s.events[j]
 		p.Metrics.Events.WithLabelValues(e.Type.String()).Inc()
+		if e.Type == processor.CheckinRejected {
+			p.Metrics.Checkins.WithLabelValues("rejected", e.Reason).Inc()
+		}
 		records = append(records, Record{Topic: p.Topics.Violations, Key: []byte(e.PatientID), Value: e.AppendJSON(nil, p.Engine.Rules())})
 		sources = append(sources, source)
 		if p.Notifier == nil {

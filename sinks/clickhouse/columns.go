@@ -41,8 +41,11 @@ type pingColumns struct {
 	flag     []int8
 	inBreach []uint8
 	mock     []uint8
-	// verified is the check-in's verdict: 0 or 1, or noCheckin (NULL).
+	// verified is the check-in's verdict: 0 or 1, or noCheckin (NULL);
+	// counted whether it counted (contract 2.3), likewise.
 	verified []int8
+	counted  []int8
+	source   []int8 // the source class (the Enum8 values are the Go constants)
 }
 
 // The string columns of a chunk. The check-in columns are the request
@@ -62,6 +65,18 @@ const (
 // noCheckin is a verdict of NULL: the ping carried no check-in.
 const noCheckin = -1
 
+// flagArrays are the flags column's value for each Flag: one shared
+// slice a flag, so a block's arrays allocate nothing per row.
+var flagArrays = func() (a [processor.FlagForeign + 1][]string) {
+	for f := range a {
+		a[f] = []string{}
+		if f != int(processor.FlagNone) {
+			a[f] = []string{processor.Flag(f).String()}
+		}
+	}
+	return a
+}()
+
 // verdicts are what a block's verdicts point at: no allocation per row.
 var verdicts = [2]uint8{0, 1}
 
@@ -71,6 +86,7 @@ func newPingColumns(n int) *pingColumns {
 		ts:   make([]int64, 0, n), ms: make([]uint16, 0, n), lat: make([]float64, 0, n), lon: make([]float64, 0, n),
 		acc: make([]float32, 0, n), dist: make([]float32, 0, n), state: make([]int8, 0, n), flag: make([]int8, 0, n),
 		inBreach: make([]uint8, 0, n), mock: make([]uint8, 0, n), verified: make([]int8, 0, n),
+		counted: make([]int8, 0, n), source: make([]int8, 0, n),
 	}
 	for i := range p.ends {
 		p.ends[i] = make([]uint32, 0, n)
@@ -88,6 +104,7 @@ func (p *pingColumns) reset() {
 	}
 	p.ts, p.ms, p.lat, p.lon, p.acc, p.dist = p.ts[:0], p.ms[:0], p.lat[:0], p.lon[:0], p.acc[:0], p.dist[:0]
 	p.state, p.flag, p.inBreach, p.mock, p.verified = p.state[:0], p.flag[:0], p.inBreach[:0], p.mock[:0], p.verified[:0]
+	p.counted, p.source = p.counted[:0], p.source[:0]
 }
 
 // addStr appends one row's value of a string column.
@@ -113,16 +130,17 @@ func (p *pingColumns) add(r *processor.Track, datetime64 bool) {
 	p.state, p.flag = append(p.state, int8(r.State)), append(p.flag, int8(r.Flag)) // the Enum8 values are the Go constants
 	p.inBreach, p.mock = append(p.inBreach, b2u(r.InBreach)), append(p.mock, b2u(r.Mock))
 	c := &r.Checkin
-	verdict, requestID := int8(noCheckin), []byte(nil)
+	verdict, counted, requestID := int8(noCheckin), int8(noCheckin), []byte(nil)
 	if c.Present {
-		verdict = int8(b2u(c.Verified))
+		verdict, counted = int8(b2u(c.Verified)), int8(b2u(c.Counted))
 	}
 	if c.Present && c.HasRequestID {
 		var hexID [32]byte
 		hex.Encode(hexID[:], c.RequestID[:])
 		requestID = hexID[:]
 	}
-	p.verified = append(p.verified, verdict)
+	p.verified, p.counted = append(p.verified, verdict), append(p.counted, counted)
+	p.source = append(p.source, int8(r.SourceClass))
 	addStr(p, strCheckinID, requestID)
 	addStr(p, strCheckinMethod, c.Method) // empty without a check-in
 }

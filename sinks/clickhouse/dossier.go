@@ -116,7 +116,7 @@ FROM %s.events FINAL WHERE event_id = ? LIMIT 1`, r.ms("at"), r.ms("started_at")
 func (r *Reader) checkins(ctx context.Context, c *dossier.Case) error {
 	from, to := c.WindowFrom/1000, c.WindowTo/1000+1
 	q := fmt.Sprintf(`SELECT toString(type), request_id, %s, expires_at, reason
-FROM %s.events FINAL WHERE patient_id = ? AND type IN ('checkin_requested', 'checkin_missed', 'checkin_failed')
+FROM %s.events FINAL WHERE patient_id = ? AND type IN ('checkin_requested', 'checkin_missed', 'checkin_failed', 'checkin_rejected')
   AND at >= toDateTime(?) AND at <= toDateTime(?) ORDER BY at`, r.ms("at"), r.db)
 	rows, err := r.conn.Query(ctx, q, c.PatientID, from, to)
 	if err != nil {
@@ -124,6 +124,7 @@ FROM %s.events FINAL WHERE patient_id = ? AND type IN ('checkin_requested', 'che
 	}
 	defer rows.Close()
 	byID := map[string]int{}
+	rejected := map[int64]string{} // by the ping's ts: why its check-in did not count
 	outcome := map[string]string{}
 	answered := map[string]int64{}
 	for rows.Next() {
@@ -145,12 +146,21 @@ FROM %s.events FINAL WHERE patient_id = ? AND type IN ('checkin_requested', 'che
 			outcome[id] = "missed"
 		case "checkin_failed":
 			outcome[id], answered[id] = "failed (face match)", int64(at)
+		case "checkin_rejected":
+			rejected[int64(at)] = reason
 		}
 	}
 	if err := rows.Err(); err != nil {
 		return err
 	}
-	for _, p := range c.Pings {
+	for i := range c.Pings {
+		p := &c.Pings[i]
+		if p.Checkin != "" && p.Rejected != "" {
+			if why := rejected[p.TS]; why != "" {
+				p.Rejected = why
+			}
+			continue // it answered nothing
+		}
 		if p.Checkin == "verified" && p.CheckinRequest != "" && outcome[p.CheckinRequest] == "" {
 			outcome[p.CheckinRequest], answered[p.CheckinRequest] = "verified", p.TS
 		}
@@ -183,7 +193,7 @@ func (r *Reader) pings(ctx context.Context, c *dossier.Case) error {
 		order = "ts, ts_ms"
 	}
 	q := fmt.Sprintf(`SELECT %s, lat, lon, accuracy_m, distance_m, toString(state), toString(flag), pass_id, zone,
-  checkin_request_id, checkin_verified
+  checkin_request_id, checkin_verified, toString(source_class), checkin_counted
 FROM %s.pings FINAL WHERE patient_id = ? AND ts >= toDateTime(?) AND ts <= toDateTime(?) ORDER BY %s LIMIT %d`,
 		r.ms("ts"), r.db, order, maxDossierPings)
 	rows, err := r.conn.Query(ctx, q, c.PatientID, c.WindowFrom/1000, c.WindowTo/1000+1)
@@ -195,8 +205,9 @@ FROM %s.pings FINAL WHERE patient_id = ? AND ts >= toDateTime(?) AND ts <= toDat
 		var p dossier.Ping
 		var ts uint64
 		var acc, dist float32
-		var verified *uint8
-		if err := rows.Scan(&ts, &p.Lat, &p.Lon, &acc, &dist, &p.State, &p.Flag, &p.PassID, &p.Zone, &p.CheckinRequest, &verified); err != nil {
+		var verified, counted *uint8
+		if err := rows.Scan(&ts, &p.Lat, &p.Lon, &acc, &dist, &p.State, &p.Flag, &p.PassID, &p.Zone, &p.CheckinRequest, &verified,
+			&p.Source, &counted); err != nil {
 			return fmt.Errorf("read a ping: %w", err)
 		}
 		switch {
@@ -205,6 +216,9 @@ FROM %s.pings FINAL WHERE patient_id = ? AND ts >= toDateTime(?) AND ts <= toDat
 			p.Checkin = "verified"
 		default:
 			p.Checkin = "failed"
+		}
+		if counted != nil && *counted == 0 {
+			p.Rejected = "rejected" // the reason is the checkin_rejected's, read with the check-ins
 		}
 		p.TS, p.AccuracyM, p.DistanceM = int64(ts), float64(acc), float64(dist)
 		if p.TS >= c.WindowFrom && p.TS <= c.WindowTo {

@@ -58,20 +58,18 @@ func (c *Sink) insertPings(ctx context.Context, chunks []*pingColumns) error {
 				ids[i] = c.pseudo.of(id)
 			}
 		}
-		v.verified = v.verified[:0]
-		for _, x := range p.verified {
-			var verdict *uint8
-			if x != noCheckin {
-				verdict = &verdicts[x]
-			}
-			v.verified = append(v.verified, verdict)
+		v.verified, v.counted = nullable(v.verified, p.verified), nullable(v.counted, p.counted)
+		v.flags = v.flags[:0]
+		for _, f := range p.flag {
+			v.flags = append(v.flags, flagArrays[f])
 		}
 		cols = append(cols[:0], ids, p.ts)
 		if !c.schema.F.DateTime64 {
 			cols = append(cols, p.ms)
 		}
 		cols = append(cols, p.lat, p.lon, p.acc, p.state, p.dist, v.strs[strDistrict], v.strs[strZone], p.inBreach, p.flag, p.mock,
-			v.strs[strDevice], v.strs[strSource], inserted[:n], v.strs[strPass], v.strs[strCheckinID], v.verified, v.strs[strCheckinMethod])
+			v.strs[strDevice], v.strs[strSource], inserted[:n], v.strs[strPass], v.strs[strCheckinID], v.verified, v.strs[strCheckinMethod],
+			p.source, v.flags, v.counted)
 		for i, col := range cols {
 			if err := b.Column(i).Append(col); err != nil {
 				_ = b.Abort()
@@ -83,6 +81,20 @@ func (c *Sink) insertPings(ctx context.Context, chunks []*pingColumns) error {
 		}
 	}
 	return b.Send()
+}
+
+// nullable turns a chunk's 0, 1 or noCheckin into the nullable column
+// clickhouse-go takes, pointing at verdicts: no allocation per row.
+func nullable(dst []*uint8, xs []int8) []*uint8 {
+	dst = dst[:0]
+	for _, x := range xs {
+		var v *uint8
+		if x != noCheckin {
+			v = &verdicts[x]
+		}
+		dst = append(dst, v)
+	}
+	return dst
 }
 
 // flushBlock sends the rows appended to b so far as one native block,

@@ -268,6 +268,16 @@ PARTITION BY toYYYYMMDD(at)
 ORDER BY (patient_id, notification_id)%s`, db, s.timeCol("at", false), s.timeCol("expires_at", true), s.ttl("at")),
 		fmt.Sprintf("DROP TABLE IF EXISTS %s.district_daily", db),
 		s.districtDaily(",\n  countIf(type = 'breach_escalated') AS escalations,\n  countIf(type = 'checkin_missed') AS missed_checkins"),
+	}, {
+		// 4: whose word counts (contract 2.3): the fix's source class, the
+		// flags as an array, whether a check-in counted; the new events.
+		s.addColumn("pings", "source_class Enum8('unknown' = 0, 'gnss' = 1, 'network' = 2) DEFAULT 'unknown'"),
+		s.addColumn("pings", "flags Array("+s.lowCard()+")"),
+		s.addColumn("pings", "checkin_counted Nullable(UInt8)"),
+		fmt.Sprintf("ALTER TABLE %s.pings MODIFY COLUMN flag Enum8('' = 0, 'late' = 1, 'speed' = 2, 'mock_provider' = 3, 'foreign_device' = 4)", db),
+		fmt.Sprintf("ALTER TABLE %s.events MODIFY COLUMN type Enum8('breach_started' = 1, 'breach_ended' = 2, 'signal_lost' = 3, 'signal_restored' = 4, "+
+			"'implausible_location' = 5, 'breach_escalated' = 6, 'checkin_requested' = 7, 'checkin_missed' = 8, 'checkin_failed' = 9, "+
+			"'checkin_rejected' = 10, 'device_mismatch' = 11, 'mislocation_learned' = 12)", db),
 	}}
 }
 
@@ -314,7 +324,7 @@ func (s Schema) Columns(table string) []string {
 	case "pings":
 		return concat([]string{"patient_id"}, t("ts"), []string{"lat", "lon", "accuracy_m", "state", "distance_m", "district", "zone",
 			"in_breach", "flag", "mock", "device_id", "source", "inserted_at", "pass_id",
-			"checkin_request_id", "checkin_verified", "checkin_method"})
+			"checkin_request_id", "checkin_verified", "checkin_method", "source_class", "flags", "checkin_counted"})
 	case "events":
 		return concat([]string{"event_id", "type", "patient_id"}, t("at"), t("started_at"), []string{"ended_at", "duration_s", "reason",
 			"location_lat", "location_lon", "location_accuracy_m", "distance_m", "max_distance_m", "home_lat", "home_lon", "home_radius_m",

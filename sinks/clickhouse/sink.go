@@ -61,6 +61,8 @@ type Sink struct {
 type chunkViews struct {
 	strs     [nStrCols][]string
 	verified []*uint8
+	counted  []*uint8
+	flags    [][]string
 }
 
 // dropViews forgets the last chunk's views once its insert is over, so

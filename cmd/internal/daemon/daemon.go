@@ -87,6 +87,9 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *Hooks
 		log.Info("orders file loaded", "file", cfg.Orders.File, "orders", n)
 	}
 	pm.ActiveOrders.Set(float64(book.Len()))
+	if !cfg.Attested() {
+		log.Warn("checkins.verify_keys_file is not set: check-ins count on the phone's word, and a modified app can end any breach")
+	}
 	passes, keys, err := loadPasses(cfg, log)
 	if err != nil {
 		return err
@@ -174,7 +177,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *Hooks
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	bgGroup.Go(func() error {
-		reloadZones(bg, hup, cfg.Zones, &zones, zonesReloadErrors, zonesInForce, log)
+		reload(bg, hup, cfg, &zones, zonesReloadErrors, zonesInForce, log)
 		return nil
 	})
 
@@ -349,17 +352,28 @@ func loopback(host string) bool {
 	return host == "localhost" || (ip != nil && ip.IsLoopback())
 }
 
-// reloadZones swaps in a new zones snapshot on SIGHUP; a bad file is refused
-// and the old zones stay in force.
-func reloadZones(ctx context.Context, hup <-chan os.Signal, zc config.Zones, zones *atomic.Pointer[geo.Zones], errs prometheus.Counter, inForce prometheus.Gauge, log *slog.Logger) {
+// reload re-reads on SIGHUP what may change without a restart: the zones
+// (a new snapshot swapped in) and the check-in verification keys. A bad
+// file is refused and what was in force stays.
+func reload(ctx context.Context, hup <-chan os.Signal, cfg *config.Config, zones *atomic.Pointer[geo.Zones], errs prometheus.Counter, inForce prometheus.Gauge, log *slog.Logger) {
+	zc := cfg.Zones
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-hup:
 		}
+		if cfg.Attested() {
+			if n, err := cfg.ReloadCheckinKeys(); err != nil {
+				log.Error("check-in keys reload refused; the old keys stay in force", "keys", n, "err", err)
+			} else {
+				log.Info("check-in keys reloaded", "file", cfg.Checkins.VerifyKeysFile, "keys", n)
+			}
+		}
 		if zc.File == "" {
-			log.Warn("SIGHUP: no zones.file configured; nothing to reload")
+			if !cfg.Attested() {
+				log.Warn("SIGHUP: neither zones.file nor checkins.verify_keys_file is configured; nothing to reload")
+			}
 			continue
 		}
 		z, err := load.Zones(zc.File, zc.AllowEmpty)
