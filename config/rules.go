@@ -100,6 +100,13 @@ func readKeySet(path string) (*processor.KeySet, error) {
 	return keys, nil
 }
 
+// UseCheckinKeys sets checkins.verify_keys_file and reads it, as Load
+// does: for configurations built in code (the demo, the tests).
+func (c *Config) UseCheckinKeys(path string) error {
+	c.Checkins.VerifyKeysFile = path
+	return c.Checkins.loadKeys()
+}
+
 // Attested reports whether check-ins are verified (checkins.verify_keys_file
 // is set); otherwise they count on the phone's word.
 func (c *Config) Attested() bool { return c.Checkins.attest != nil }

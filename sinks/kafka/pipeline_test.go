@@ -1,7 +1,10 @@
 package kafka_test
 
 import (
+	"crypto/ed25519"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -76,4 +79,48 @@ func TestRunMatchesReplay(t *testing.T) {
 	}
 	t.Logf("%d pings in %s (%.0f/s); %d events (%d records), %d notifications, %d rows (%d stored twice); %v",
 		len(d.Pings), elapsed.Round(time.Millisecond), float64(len(d.Pings))/elapsed.Seconds(), len(want), total, len(notes), unique, stored-unique, byType)
+}
+
+// TestRunMatchesReplayAttested is the differential test of contract 2.3:
+// with check-in keys configured, enrolled phones, second phones at home,
+// signed and forged check-ins, run and replay give the same events.
+func TestRunMatchesReplayAttested(t *testing.T) {
+	addr := kafkatest.StartBroker(t)
+	cfg, k := kafkatest.KafkaAt(t, addr)
+	cfg.Checkins.RandomPerDay = 4
+	d := kafkatest.GenData(2, 2_000, 40_000, 0)
+	jwks := kafkatest.Attest(t, &d, ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize)), "k1")
+	keys := filepath.Join(t.TempDir(), "keys.jwks")
+	if err := os.WriteFile(keys, jwks, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.UseCheckinKeys(keys); err != nil {
+		t.Fatal(err)
+	}
+	kafkatest.Produce(t, addr, cfg.Kafka.Topics.Orders, d.Orders)
+	kafkatest.Produce(t, addr, cfg.Kafka.Topics.Pings, d.Pings)
+	now := func() time.Time { return d.End }
+	sink := kafkatest.NewRecorder()
+	svc := kafkatest.RunService(t, cfg, processor.NewOrderBook(), sink, now)
+	kafkatest.WaitFor(t, 3*time.Minute, "the group to commit every ping", func() bool { return kafkatest.CaughtUp(t, k, cfg.Kafka.Topics.Pings) })
+	svc.Stop(t)
+
+	replayed := kafkatest.ReplayAll(t, cfg, d.Orders, kafkatest.ReadAll(t, k, cfg.Kafka.Topics.Pings), d.End)
+	got, _ := kafkatest.EventsByID(t, k, cfg.Kafka.Topics.Violations)
+	kafkatest.SameEvents(t, got, replayed.Events)
+	byType := map[string]int{}
+	for _, e := range replayed.Events {
+		var v struct{ Type, Reason string }
+		_ = json.Unmarshal([]byte(e), &v)
+		byType[v.Type+"/"+v.Reason]++
+	}
+	for _, typ := range []string{"checkin_rejected/mismatch", "device_mismatch/", "breach_ended/checkin"} {
+		if byType[typ] == 0 {
+			t.Errorf("no %s event: the data no longer exercises contract 2.3 (%v)", typ, byType)
+		}
+	}
+	if unique, _ := sink.Count(); unique != d.Valid {
+		t.Errorf("sink holds %d distinct pings, want %d", unique, d.Valid)
+	}
+	t.Logf("%d events by type %v", len(got), byType)
 }

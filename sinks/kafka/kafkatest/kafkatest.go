@@ -6,6 +6,7 @@ package kafkatest
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -14,12 +15,14 @@ import (
 	"maps"
 	"math/rand/v2"
 	"net"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/go-jose/go-jose/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -584,4 +587,65 @@ func BeforeEnd(t testing.TB, events map[string]string, end time.Time) map[string
 		}
 	}
 	return out
+}
+
+// Attest makes d a stream for contract 2.3: every ninth patient's order
+// enrols a phone, whose pings carry its device_id and which has a second
+// phone at home pinging beside it for a while; every check-in carries an
+// attestation signed by key under kid, every third one for a fix other
+// than the ping's (a forger's). It returns the JWKS document of the key.
+func Attest(t testing.TB, d *Dataset, key ed25519.PrivateKey, kid string) []byte {
+	t.Helper()
+	enrolled := map[string]bool{}
+	for i := range d.Orders {
+		if i%9 == 0 {
+			id := string(d.Orders[i].Key)
+			enrolled[id] = true
+			d.Orders[i].Value = bytes.Replace(d.Orders[i].Value, []byte(`"radius_m"`), fmt.Appendf(nil, `"device_id":"phone-%s","radius_m"`, id), 1)
+		}
+	}
+	dec := processor.PingDecoder{DefaultAccuracy: 50}
+	var out []kafka.Message
+	forged := 0
+	for n, m := range d.Pings {
+		var p processor.Ping
+		if dec.Decode(m.Value, 0, &p) != nil {
+			out = append(out, m)
+			continue
+		}
+		id := string(m.Key)
+		v := m.Value
+		if enrolled[id] {
+			v = bytes.Replace(v, []byte(`{"patient_id"`), fmt.Appendf(nil, `{"device_id":"phone-%s","patient_id"`, id), 1)
+			p.DeviceID = fmt.Appendf(nil, "phone-%s", id)
+		}
+		if p.Checkin.Present {
+			st := processor.StatementOf(&p, "qfence", processor.IntegrityDevice)
+			if forged++; forged%3 == 0 {
+				st.Fix.Lat += 0.001
+			}
+			jws, err := st.Sign(key, kid)
+			if err != nil {
+				t.Fatal(err)
+			}
+			v = bytes.Replace(v, []byte(`"method":"selfie"}`), fmt.Appendf(nil, `"method":"selfie","attestation":%q}`, jws), 1)
+		}
+		out = append(out, kafka.Message{Key: m.Key, Value: v})
+		if enrolled[id] && n%7 == 0 {
+			// The second phone, at home, a second after the enrolled one.
+			spare := bytes.Replace(m.Value, []byte(`{"patient_id"`), []byte(`{"device_id":"spare","patient_id"`), 1)
+			ts := time.UnixMilli(p.TS + 1000).UTC().Format(time.RFC3339Nano)
+			spare = regexp.MustCompile(`"ts":"[^"]*"`).ReplaceAll(spare, fmt.Appendf(nil, `"ts":%q`, ts))
+			spare = regexp.MustCompile(`,"checkin":\{[^}]*\}`).ReplaceAll(spare, nil)
+			out = append(out, kafka.Message{Key: m.Key, Value: spare})
+			d.Valid++
+		}
+	}
+	d.Pings = out
+	set := jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: key.Public(), KeyID: kid}}}
+	b, err := json.Marshal(set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
