@@ -17,6 +17,7 @@ import (
 	"github.com/qfence/qfence/processor/pipeline"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/qfence/qfence/config"
 	"github.com/qfence/qfence/geo/synth"
@@ -69,18 +70,7 @@ func TestMigrateUpgradesInPlace(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	insert := func(query string, vals ...any) {
-		t.Helper()
-		b, err := conn.PrepareBatch(ctx, query)
-		if err == nil {
-			if err = b.Append(vals...); err == nil {
-				err = b.Send()
-			}
-		}
-		if err != nil {
-			t.Fatalf("%s: %v", query, err)
-		}
-	}
+	insert := func(query string, vals ...any) { t.Helper(); insertRow(t, conn, query, vals...) }
 	insert("INSERT INTO "+cfg.Database+".schema_migrations (version, applied_at)", uint32(1), time.Now().UTC())
 	insert("INSERT INTO "+cfg.Database+".pings (patient_id, ts, lat)", "old-row", time.Now().UTC(), 55.75)
 	if err := conn.Exec(ctx, s.Migrations()[1][0]); err != nil { // the upgrade's first ALTER alone: interrupted
@@ -98,6 +88,72 @@ func TestMigrateUpgradesInPlace(t *testing.T) {
 	}
 	for _, table := range []string{"passes", "api_audit"} {
 		chtest.Count(t, conn, "SELECT count() FROM "+cfg.Database+"."+table)
+	}
+}
+
+// Migration 4 upgrades a database at migration 3 that holds rows: the old
+// rows read as unknown source, no flags and no counted check-in; the new
+// event types and the foreign_device flag can be written beside them.
+func TestMigrationFourUpgradesRowsOfThree(t *testing.T) {
+	cfg := chtest.DB(t, chtest.Addr)
+	conn := chtest.Conn(t, chtest.Addr)
+	ctx := context.Background()
+	s := qch.Schema{DB: cfg.Database, F: qch.FeaturesOf(qch.Version{Major: 18, Minor: 16})}
+	if v, err := conn.ServerVersion(); err == nil {
+		s.F = qch.FeaturesOf(qch.Version{Major: int(v.Version.Major), Minor: int(v.Version.Minor)})
+	}
+	for _, m := range s.Migrations()[:3] {
+		for _, stmt := range m {
+			if err := conn.Exec(ctx, stmt); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	insert := func(query string, vals ...any) { t.Helper(); insertRow(t, conn, query, vals...) }
+	for v := uint32(1); v <= 3; v++ {
+		insert("INSERT INTO "+cfg.Database+".schema_migrations (version, applied_at)", v, time.Now().UTC())
+	}
+	one := uint8(1)
+	insert("INSERT INTO "+cfg.Database+".pings (patient_id, ts, lat, flag, checkin_verified)", "old-row", time.Now().UTC(), 55.75, int8(1), &one)
+	if err := qch.Migrate(ctx, cfg, local.TestLog()); err != nil {
+		t.Fatal(err)
+	}
+	if n := chtest.Count(t, conn, "SELECT count() FROM "+cfg.Database+".pings WHERE patient_id = 'old-row' AND source_class = 'unknown' "+
+		"AND empty(flags) AND isNull(checkin_counted) AND flag = 'late'"); n != 1 {
+		t.Fatalf("the old row reads as %d rows of unknown source, no flags, no counted check-in", n)
+	}
+	tr := processor.Track{PatientID: "new-row", Flag: processor.FlagForeign, SourceClass: processor.SourceNetwork,
+		Checkin: processor.Checkin{Present: true, Verified: true}}
+	tr.TS, tr.State = dataStart.UnixMilli(), processor.Uncertain
+	book := processor.NewOrderBook()
+	o := &processor.Order{PatientID: "new-row", Home: [2]float64{37.6, 55.7}, RadiusM: 50, StartsAt: 0, EndsAt: math.MaxInt64}
+	o.EnrolDevice("phone")
+	book.Put(o)
+	ev := processor.Event{Type: processor.CheckinRejected, PatientID: "new-row", At: tr.TS, StartedAt: tr.TS, Reason: "mismatch",
+		Evidence: []processor.Evidence{tr.Evidence}}
+	mismatch := processor.Event{Type: processor.DeviceMismatch, PatientID: "new-row", At: tr.TS + 1, StartedAt: tr.TS + 1,
+		Device: &processor.DeviceSeen{Enrolled: "phone"}, Evidence: []processor.Evidence{}}
+	chtest.Write(t, chtest.OpenSink(t, cfg, ""), []processor.Track{tr}, []processor.Event{ev, mismatch})
+	if n := chtest.Count(t, conn, "SELECT count() FROM "+cfg.Database+".pings WHERE patient_id = 'new-row' AND source_class = 'network' "+
+		"AND flags = ['foreign_device'] AND checkin_counted = 0 AND flag = 'foreign_device'"); n != 1 {
+		t.Errorf("the new row reads as %d rows with its source, flags and uncounted check-in", n)
+	}
+	if n := chtest.Count(t, conn, "SELECT count() FROM "+cfg.Database+".events WHERE type IN ('checkin_rejected', 'device_mismatch')"); n != 2 {
+		t.Errorf("%d of the new events stored, want 2", n)
+	}
+}
+
+// insertRow inserts one row by hand, as an older qfence would have.
+func insertRow(t *testing.T, conn driver.Conn, query string, vals ...any) {
+	t.Helper()
+	b, err := conn.PrepareBatch(context.Background(), query)
+	if err == nil {
+		if err = b.Append(vals...); err == nil {
+			err = b.Send()
+		}
+	}
+	if err != nil {
+		t.Fatalf("%s: %v", query, err)
 	}
 }
 
@@ -408,12 +464,14 @@ func TestEveryPingColumnReadsBackAsWritten(t *testing.T) {
 	var tracks []processor.Track
 	for i := range 16384 + 1000 { // more than one chunk
 		t := processor.Track{PatientID: fmt.Sprintf("p-%d-%s", i, str(30)), District: str(20), Zone: str(12), PassID: str(40),
-			DeviceID: []byte(str(45)), Source: []byte(str(6)), InBreach: r.IntN(2) == 0, Mock: r.IntN(3) == 0, Flag: processor.Flag(r.IntN(3))}
+			DeviceID: []byte(str(45)), Source: []byte(str(6)), InBreach: r.IntN(2) == 0, Mock: r.IntN(3) == 0, Flag: processor.Flag(r.IntN(int(processor.FlagForeign) + 1)),
+			SourceClass: processor.SourceClass(r.IntN(3))}
 		t.TS = dataStart.Add(time.Duration(i)*time.Second).UnixMilli() + int64(r.IntN(1000))
 		t.Lat, t.Lon, t.Accuracy, t.Distance, t.State = 55+r.Float64(), 37+r.Float64(), float32(r.IntN(100)), float32(r.IntN(5000)), processor.PingState(1+r.IntN(3))
-		verified := "NULL"
+		verified, counted := "NULL", "NULL"
 		if k := r.IntN(4); k > 0 {
-			t.Checkin = processor.Checkin{Present: true, Verified: k == 1, Method: []byte(str(8)), HasRequestID: k < 3}
+			t.Checkin = processor.Checkin{Present: true, Verified: k == 1, Method: []byte(str(8)), HasRequestID: k < 3, Counted: r.IntN(2) == 0}
+			counted = fmt.Sprint(b2u(t.Checkin.Counted))
 			for j := range t.Checkin.RequestID {
 				t.Checkin.RequestID[j] = byte(r.Uint32())
 			}
@@ -423,8 +481,13 @@ func TestEveryPingColumnReadsBackAsWritten(t *testing.T) {
 		if t.Checkin.HasRequestID {
 			req = fmt.Sprintf("%x", t.Checkin.RequestID)
 		}
-		want[t.PatientID] = fmt.Sprintf("%d %.6f %.6f %g %g %d %s|%s|%s|%s|%s %d %d %d|%s|%s|%s", t.TS, t.Lat, t.Lon, t.Accuracy, t.Distance, t.State,
-			t.District, t.Zone, t.PassID, t.DeviceID, t.Source, b2u(t.InBreach), t.Flag, b2u(t.Mock), req, verified, t.Checkin.Method)
+		flags := "[]"
+		if t.Flag != processor.FlagNone {
+			flags = "['" + t.Flag.String() + "']"
+		}
+		want[t.PatientID] = fmt.Sprintf("%d %.6f %.6f %g %g %d %s|%s|%s|%s|%s %d %d %d|%s|%s|%s|%s|%s|%s", t.TS, t.Lat, t.Lon, t.Accuracy, t.Distance, t.State,
+			t.District, t.Zone, t.PassID, t.DeviceID, t.Source, b2u(t.InBreach), t.Flag, b2u(t.Mock), req, verified, t.Checkin.Method,
+			t.SourceClass, flags, counted)
 		tracks = append(tracks, t)
 	}
 	chtest.Write(t, c, tracks, nil)
@@ -436,7 +499,8 @@ func TestEveryPingColumnReadsBackAsWritten(t *testing.T) {
 	rows, err := conn.Query(context.Background(), "SELECT patient_id, concat(toString("+ms+"), ' ', toString(lat), ' ', toString(lon), ' ', toString(accuracy_m), ' ', "+
 		"toString(distance_m), ' ', toString(CAST(state AS Int8)), ' ', district, '|', zone, '|', pass_id, '|', device_id, '|', source, ' ', "+
 		"toString(in_breach), ' ', toString(CAST(flag AS Int8)), ' ', toString(mock), '|', checkin_request_id, '|', "+
-		"ifNull(toString(checkin_verified), 'NULL'), '|', checkin_method), lat, lon FROM "+cfg.Database+".pings")
+		"ifNull(toString(checkin_verified), 'NULL'), '|', checkin_method, '|', toString(source_class), '|', toString(flags), '|', "+
+		"ifNull(toString(checkin_counted), 'NULL')), lat, lon FROM "+cfg.Database+".pings")
 	if err != nil {
 		t.Fatal(err)
 	}
