@@ -174,11 +174,10 @@ type claims struct {
 // Verify judges the check-in of ping p (which must carry one): CheckinCounted, or
 // why it does not count. Every claim is checked here and nowhere else.
 func (a *Attestation) Verify(p *Ping) CheckinReason {
-	c := &p.Checkin
-	if len(c.Attestation) == 0 {
+	if len(p.Attestation) == 0 {
 		return CheckinNoAttestation
 	}
-	jws, err := jose.ParseSignedCompact(string(c.Attestation), attestationAlgs)
+	jws, err := jose.ParseSignedCompact(string(p.Attestation), attestationAlgs)
 	if err != nil || len(jws.Signatures) != 1 {
 		return CheckinMalformedAttestation
 	}

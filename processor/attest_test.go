@@ -208,9 +208,9 @@ func TestAttestationClaims(t *testing.T) {
 				tt.edit(&p, &st)
 			}
 			if tt.token != nil {
-				p.Checkin.Attestation = tt.token(t, &p)
+				p.Attestation = tt.token(t, &p)
 			} else {
-				p.Checkin.Attestation = sign(t, st, attestKey, "k1")
+				p.Attestation = sign(t, st, attestKey, "k1")
 			}
 			got := att.Verify(&p)
 			if got != tt.want {
@@ -252,9 +252,9 @@ func hexOf(b []byte) []byte {
 func TestAttestationKeyRotation(t *testing.T) {
 	att := processor.NewAttestation(attestKeys(t), "qfence", processor.IntegrityNone)
 	p1, st := attested()
-	p1.Checkin.Attestation = sign(t, st, attestKey, "k1")
+	p1.Attestation = sign(t, st, attestKey, "k1")
 	p2, st2 := attested()
-	p2.Checkin.Attestation = sign(t, st2, attestKeyEC, "k2")
+	p2.Attestation = sign(t, st2, attestKeyEC, "k2")
 	if a, b := att.Verify(&p1), att.Verify(&p2); a != processor.CheckinCounted || b != processor.CheckinCounted {
 		t.Fatalf("before the reload: k1 %q, k2 %q; want both to count", a, b)
 	}
@@ -318,8 +318,8 @@ func TestOversizedAttestationIsBadCheckin(t *testing.T) {
 		t.Fatalf("got %v, want bad_checkin", err)
 	}
 	msg = strings.Replace(msg, big, big[1:], 1)
-	if err := (&processor.PingDecoder{MaxBytes: 8192}).Decode([]byte(msg), 0, &p); err != nil || len(p.Checkin.Attestation) != processor.MaxAttestationBytes {
-		t.Fatalf("2048 bytes: %v, %d bytes kept", err, len(p.Checkin.Attestation))
+	if err := (&processor.PingDecoder{MaxBytes: 8192}).Decode([]byte(msg), 0, &p); err != nil || len(p.Attestation) != processor.MaxAttestationBytes {
+		t.Fatalf("2048 bytes: %v, %d bytes kept", err, len(p.Attestation))
 	}
 }
 
@@ -402,7 +402,7 @@ func FuzzAttestation(f *testing.F) {
 	att := processor.NewAttestation(attestKeys(f), "qfence", processor.IntegrityDevice)
 	f.Fuzz(func(t *testing.T, token string) {
 		q := p
-		q.Checkin.Attestation = []byte(token)
+		q.Attestation = []byte(token)
 		got := att.Verify(&q)
 		if got == processor.CheckinCounted {
 			// Only a real signature over this ping's statement counts: check it

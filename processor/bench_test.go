@@ -211,21 +211,34 @@ func BenchmarkDecode(b *testing.B) {
 // patient's state after one ping. Run it with -benchtime 1x.
 func BenchmarkHeapPerPatient(b *testing.B) {
 	for _, n := range []int{100_000, 1_000_000} {
-		b.Run("patients="+strconv.Itoa(n/1000)+"k", func(b *testing.B) {
-			for b.Loop() {
-				b.ReportMetric(heapPerPatient(b, n), "bytes/patient")
+		for _, device := range []bool{false, true} {
+			name := "patients=" + strconv.Itoa(n/1000) + "k"
+			if device {
+				name += "/device_id=36B"
 			}
-		})
+			b.Run(name, func(b *testing.B) {
+				for b.Loop() {
+					b.ReportMetric(heapPerPatientOf(b, n, device), "bytes/patient")
+				}
+			})
+		}
 	}
 }
 
-func heapPerPatient(tb testing.TB, n int) float64 {
+func heapPerPatient(tb testing.TB, n int) float64 { return heapPerPatientOf(tb, n, false) }
+
+// heapPerPatientOf is heapPerPatient with, when device, a 36-byte
+// device_id (a UUID) enrolled on every order and sent with every ping.
+func heapPerPatientOf(tb testing.TB, n int, device bool) float64 {
 	r := rand.New(rand.NewPCG(3, uint64(n)))
 	lines := make([][]byte, n)
 	for i := range lines {
 		h := synth.Point(r, synth.Moscow)
 		lines[i] = fmt.Appendf(nil, `{"patient_id":"p-%07d","home":{"lat":%.6f,"lon":%.6f},"radius_m":50,"starts_at":"2026-04-01T00:00:00Z","ends_at":"2026-04-15T00:00:00Z","district":"district-%03d"}`,
 			i, h[1], h[0], r.IntN(125))
+		if device {
+			lines[i] = fmt.Appendf(lines[i][:len(lines[i])-1], `,"device_id":"%08x-0000-4000-8000-%012x"}`, i, i)
+		}
 	}
 	var before, after runtime.MemStats
 	runtime.GC()
@@ -238,8 +251,11 @@ func heapPerPatient(tb testing.TB, n int) float64 {
 			tb.Fatal(err)
 		}
 		book.Put(o)
-		p := processor.Ping{PatientID: []byte(o.PatientID), TS: t0, Lat: o.Home[1], Lon: o.Home[0], Accuracy: 10}
+		p := processor.Ping{PatientID: []byte(o.PatientID), TS: t0, Lat: o.Home[1], Lon: o.Home[0], Accuracy: 10, DeviceID: []byte(o.DeviceID())}
 		_, _, _ = eng.Process(&p, nil, nil)
+		if device && len(o.DeviceID()) != 36 {
+			tb.Fatalf("order enrols %q", o.DeviceID())
+		}
 	}
 	eng.TakeDirty(nil)
 	runtime.GC()
@@ -260,6 +276,16 @@ func TestHeapPerPatientBudget(t *testing.T) {
 		t.Errorf("a patient costs %.0f bytes of heap, the budget is 300", got)
 	} else {
 		t.Logf("%.0f bytes per patient", got)
+	}
+}
+
+// TestHeapPerPatientWithDeviceBudget: a 36-byte device_id on every order
+// (and every ping) keeps a patient within 340 bytes of heap.
+func TestHeapPerPatientWithDeviceBudget(t *testing.T) {
+	if got := heapPerPatientOf(t, 100_000, true); got > 340 {
+		t.Errorf("a patient with a device_id costs %.0f bytes of heap, the budget is 340", got)
+	} else {
+		t.Logf("%.0f bytes per patient with a 36-byte device_id", got)
 	}
 }
 
@@ -329,6 +355,29 @@ func BenchmarkSweep(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/n, "ns/patient")
 			b.ReportMetric(float64(events)/float64(b.N), "events/sweep")
+		})
+	}
+}
+
+// BenchmarkVerifyAttestation is the cost of judging one attested check-in
+// (contract 2.3): parsing the JWS, the signature, every claim.
+// benchstat: go test -run '^$' -bench VerifyAttestation -count 6 ./processor/ | benchstat -
+func BenchmarkVerifyAttestation(b *testing.B) {
+	for _, k := range []struct {
+		alg string
+		key any
+		kid string
+	}{{"EdDSA", attestKey, "k1"}, {"ES256", attestKeyEC, "k2"}} {
+		b.Run("alg="+k.alg, func(b *testing.B) {
+			p, st := attested()
+			p.Attestation = sign(b, st, k.key, k.kid)
+			att := processor.NewAttestation(attestKeys(b), "qfence", processor.IntegrityDevice)
+			b.ReportAllocs()
+			for b.Loop() {
+				if got := att.Verify(&p); got != processor.CheckinCounted {
+					b.Fatal(got)
+				}
+			}
 		})
 	}
 }

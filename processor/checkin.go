@@ -13,18 +13,16 @@ import (
 // Checkin is a ping's answer to a check-in request (contract 1.1 and 2.2):
 // the app did the photo and the face match; qfence sees only the verdict.
 //
-// Aliasing: Method and Attestation point into the ping's message, like
-// Ping.PatientID.
+// Aliasing: Method points into the ping's message, like Ping.PatientID.
 type Checkin struct {
 	Present      bool // the ping carried a checkin object
 	Verified     bool
 	HasRequestID bool
 	// Counted says the check-in counted (contract 2.3): set by the engine
 	// on the stored row, never by the decoder.
-	Counted     bool
-	RequestID   [16]byte
-	Method      []byte
-	Attestation []byte
+	Counted   bool
+	RequestID [16]byte
+	Method    []byte
 }
 
 // Checkins are the rules of contract 2.2: check-in requests at random and

@@ -97,7 +97,7 @@ func randomPings(r *rand.Rand, n, count int) []processor.Ping {
 				if err != nil {
 					panic(err)
 				}
-				ping.Checkin.Attestation = []byte(jws)
+				ping.Attestation = []byte(jws)
 			}
 		}
 		out = append(out, ping)

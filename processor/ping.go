@@ -23,6 +23,9 @@ type Ping struct {
 	DeviceID  []byte
 	Source    []byte
 	Checkin   Checkin
+	// Attestation is checkin.attestation (contract 2.3). It is the ping's,
+	// not Checkin's, so that the stored row (Track) does not carry it.
+	Attestation []byte
 }
 
 // PingDecoder decodes and validates pings. It holds no per-message state,
@@ -193,7 +196,7 @@ func (d *PingDecoder) Decode(data []byte, now int64, p *Ping) error {
 						fieldErr(BadCheckin, "checkin must be an object {\"verified\": bool, \"request_id\": \"32 hex\", \"method\": string, \"attestation\": string}")
 						break
 					}
-					msg, ok := s.checkin(&p.Checkin)
+					msg, ok := s.checkin(&p.Checkin, &p.Attestation)
 					if !ok {
 						return malformed(&s)
 					}
@@ -267,7 +270,7 @@ func (d *PingDecoder) Decode(data []byte, now int64, p *Ping) error {
 
 // checkin reads the checkin object whose '{' is next into c. ok false:
 // the JSON is malformed; msg: what breaks the contract's rule for it.
-func (s *scanner) checkin(c *Checkin) (msg string, ok bool) {
+func (s *scanner) checkin(c *Checkin, attestation *[]byte) (msg string, ok bool) {
 	*c = Checkin{Present: true}
 	s.eat('{')
 	seenVerified := false
@@ -318,7 +321,7 @@ func (s *scanner) checkin(c *Checkin) (msg string, ok bool) {
 			case len(raw) > MaxAttestationBytes && msg == "":
 				msg = fmt.Sprintf("checkin.attestation is %d bytes, at most %d", len(raw), MaxAttestationBytes)
 			}
-			c.Attestation = raw
+			*attestation = raw
 		case string(key) == "method":
 			raw, ok := s.strValue(v)
 			if !ok {

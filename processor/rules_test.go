@@ -81,7 +81,7 @@ func ping(t tping) processor.Ping {
 		if err != nil {
 			panic(err)
 		}
-		png.Checkin.Attestation = []byte(jws)
+		png.Attestation = []byte(jws)
 	}
 	return png
 }

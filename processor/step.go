@@ -88,7 +88,6 @@ type Track struct {
 	InBreach         bool
 	Mock             bool
 	Flag             Flag
-	SourceClass      SourceClass
 	// PassID is the pass that excused the ping ("" when none did).
 	PassID string
 	// Checkin is the ping's check-in, its RequestID the request it
@@ -111,9 +110,7 @@ func Step(st *State, p *Ping, o *Order, zones *geo.Zones, passes *PassBook, r *R
 	d := geo.Distance(o.Home, pt)
 	cur := Evidence{TS: p.TS, Lat: p.Lat, Lon: p.Lon, Accuracy: float32(p.Accuracy), Distance: float32(d),
 		State: classify(d, p.Accuracy, o, r)}
-	t := Track{PatientID: o.PatientID, DeviceID: p.DeviceID, Source: p.Source, District: o.District, Mock: p.Mock, Checkin: p.Checkin,
-		SourceClass: ClassOf(p.Source)}
-	t.Checkin.Counted = false
+	t := Track{PatientID: o.PatientID, DeviceID: p.DeviceID, Source: p.Source, District: o.District, Mock: p.Mock, Checkin: p.Checkin}
 	if !o.Enrolled(p.DeviceID) {
 		return foreign(st, p, o, cur, t, ev)
 	}
@@ -268,7 +265,9 @@ func Step(st *State, p *Ping, o *Order, zones *geo.Zones, passes *PassBook, r *R
 // enrolled one (contract 2.3): stored as uncertain, flagged, deciding
 // nothing; the first of an episode gives device_mismatch. It moves no
 // reference (Last stays the enrolled phone's), so it restores no signal
-// either.
+// either. Not inlined: the common path should not pay for its frame.
+//
+//go:noinline
 func foreign(st *State, p *Ping, o *Order, cur Evidence, t Track, ev []Event) ([]Event, Outcome, Track) {
 	cur.State = Uncertain
 	t.Evidence, t.InBreach, t.Flag = cur, st.InBreach(), FlagForeign

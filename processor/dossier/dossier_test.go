@@ -92,7 +92,7 @@ func overrunCase(t *testing.T) (*dossier.Case, *geo.Zones) {
 	for _, tr := range tracks {
 		if tr.TS >= c.WindowFrom && tr.TS <= c.WindowTo {
 			c.Pings = append(c.Pings, dossier.Ping{TS: tr.TS, Lat: tr.Lat, Lon: tr.Lon, AccuracyM: float64(tr.Accuracy), DistanceM: float64(tr.Distance),
-				State: tr.State.String(), Flag: tr.Flag.String(), Source: tr.SourceClass.String(), PassID: tr.PassID, Zone: tr.Zone})
+				State: tr.State.String(), Flag: tr.Flag.String(), Source: processor.ClassOf(tr.Source).String(), PassID: tr.PassID, Zone: tr.Zone})
 		}
 	}
 	notifier, err := processor.NewNotifier("", "", nil)

@@ -140,7 +140,7 @@ func (p *pingColumns) add(r *processor.Track, datetime64 bool) {
 		requestID = hexID[:]
 	}
 	p.verified, p.counted = append(p.verified, verdict), append(p.counted, counted)
-	p.source = append(p.source, int8(r.SourceClass))
+	p.source = append(p.source, int8(processor.ClassOf(r.Source))) // here, off the partitions' hot path
 	addStr(p, strCheckinID, requestID)
 	addStr(p, strCheckinMethod, c.Method) // empty without a check-in
 }

@@ -122,7 +122,7 @@ func TestMigrationFourUpgradesRowsOfThree(t *testing.T) {
 		"AND empty(flags) AND isNull(checkin_counted) AND flag = 'late'"); n != 1 {
 		t.Fatalf("the old row reads as %d rows of unknown source, no flags, no counted check-in", n)
 	}
-	tr := processor.Track{PatientID: "new-row", Flag: processor.FlagForeign, SourceClass: processor.SourceNetwork,
+	tr := processor.Track{PatientID: "new-row", Flag: processor.FlagForeign, Source: []byte("WiFi"),
 		Checkin: processor.Checkin{Present: true, Verified: true}}
 	tr.TS, tr.State = dataStart.UnixMilli(), processor.Uncertain
 	book := processor.NewOrderBook()
@@ -465,7 +465,10 @@ func TestEveryPingColumnReadsBackAsWritten(t *testing.T) {
 	for i := range 16384 + 1000 { // more than one chunk
 		t := processor.Track{PatientID: fmt.Sprintf("p-%d-%s", i, str(30)), District: str(20), Zone: str(12), PassID: str(40),
 			DeviceID: []byte(str(45)), Source: []byte(str(6)), InBreach: r.IntN(2) == 0, Mock: r.IntN(3) == 0, Flag: processor.Flag(r.IntN(int(processor.FlagForeign) + 1)),
-			SourceClass: processor.SourceClass(r.IntN(3))}
+		}
+		if r.IntN(2) == 0 {
+			t.Source = []byte([]string{"gps", "Fused-Network", "cell"}[r.IntN(3)])
+		}
 		t.TS = dataStart.Add(time.Duration(i)*time.Second).UnixMilli() + int64(r.IntN(1000))
 		t.Lat, t.Lon, t.Accuracy, t.Distance, t.State = 55+r.Float64(), 37+r.Float64(), float32(r.IntN(100)), float32(r.IntN(5000)), processor.PingState(1+r.IntN(3))
 		verified, counted := "NULL", "NULL"
@@ -487,7 +490,7 @@ func TestEveryPingColumnReadsBackAsWritten(t *testing.T) {
 		}
 		want[t.PatientID] = fmt.Sprintf("%d %.6f %.6f %g %g %d %s|%s|%s|%s|%s %d %d %d|%s|%s|%s|%s|%s|%s", t.TS, t.Lat, t.Lon, t.Accuracy, t.Distance, t.State,
 			t.District, t.Zone, t.PassID, t.DeviceID, t.Source, b2u(t.InBreach), t.Flag, b2u(t.Mock), req, verified, t.Checkin.Method,
-			t.SourceClass, flags, counted)
+			processor.ClassOf(t.Source), flags, counted)
 		tracks = append(tracks, t)
 	}
 	chtest.Write(t, c, tracks, nil)
