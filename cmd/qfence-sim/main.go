@@ -50,7 +50,7 @@ func newGenerate() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "generate --out DIR",
-		Short: "Write orders.ndjson, zones.geojson, passes.ndjson (with pass-keys.txt), pings.ndjson and truth.ndjson for N patients",
+		Short: "Write orders.ndjson, zones.geojson, passes.ndjson (with pass-keys.txt), checkin-keys.json, pings.ndjson and truth.ndjson for N patients",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			p.Duration = time.Duration(minutes) * time.Minute
@@ -119,6 +119,9 @@ func writeScenario(dir string, s *sim.Scenario) error {
 			_, err := w.WriteString(base64.StdEncoding.EncodeToString(s.Key.Seed()) + "\n")
 			return err
 		}),
+		// The check-in verification service's public key (a JWKS):
+		// checkins.verify_keys_file; the app's answers carry its statements.
+		write("checkin-keys.json", func(w *bufio.Writer) error { _, err := w.Write(s.CheckinKeys()); return err }),
 		write("pings.ndjson", func(w *bufio.Writer) error {
 			for _, p := range s.Pings {
 				w.Write(p.Value)

@@ -110,6 +110,18 @@ func demo(ctx context.Context, o demoOptions, out io.Writer) error {
 	if err := os.WriteFile(cfg.Passes.VerifyKeysFile, []byte(s.PublicKey()+"\n"), 0o644); err != nil {
 		return err
 	}
+	// The check-in verification service's key: a check-in counts only with
+	// its signed statement, from a phone the platform vouches for.
+	cfg.Checkins.MinIntegrity = "device"
+	if err := os.WriteFile(filepath.Join(dir, "checkin-keys.json"), s.CheckinKeys(), 0o644); err != nil {
+		return err
+	}
+	if err := cfg.UseCheckinKeys(filepath.Join(dir, "checkin-keys.json")); err != nil {
+		return err
+	}
+	rules = cfg.EngineRules()
+	say("• check-ins count only when the verification service signed them (%s, min_integrity %s); %d forgers try every kind of forgery, %d patients leave a second phone at home",
+		sim.VerifierKID, cfg.Checkins.MinIntegrity, s.Counts[sim.Forger], s.Counts[sim.SecondPhone])
 	apiAddr, _, err := twoFreeAddrs()
 	if err != nil {
 		return err
@@ -251,6 +263,19 @@ func demo(ctx context.Context, o demoOptions, out io.Writer) error {
 	say("  %-45s %8d %8d", "false breach_started (mislocated Wi-Fi)", card.Count(sim.RowWifiBreaches), wcard.Count(sim.RowWifiBreaches))
 	say("  %-45s %8d %8d", "false breach_escalated", card.Count(sim.RowEscalationsFalse), wcard.Count(sim.RowEscalationsFalse))
 	say("  %-45s %8d %8d", "real breaches escalated (of those due)", card.Kind("breach_escalated").TruePos, wcard.Kind("breach_escalated").TruePos)
+	// The same pings and answers on the phone's word: what the keys are worth.
+	word := rules
+	word.Checkins.Attest = nil
+	onWord, err := s.Decide(word, true)
+	if err != nil {
+		return err
+	}
+	ocard := sim.Score(s.Truth, simEvents(onWord), &word.Checkins)
+	say("\nwhat the verification service's signatures are worth (the same pings and answers on the phone's word, offline):")
+	say("  %-45s %8s %8s", "", "signed", "word")
+	say("  %-45s %8d %8d", "breaches a forged check-in ended", card.Count(sim.RowForgedEnded), ocard.Count(sim.RowForgedEnded))
+	fe, oe := card.Row(sim.RowForgersEscalated), ocard.Row(sim.RowForgersEscalated)
+	say("  %-45s %8s %8s", "forgers' breaches escalated", fmt.Sprintf("%d/%d", fe.Right, fe.Of), fmt.Sprintf("%d/%d", oe.Right, oe.Of))
 	cleared := func(p string, v []sim.Event) bool {
 		return s.Behaviour(p) == sim.WifiDrift && has(v, "breach_ended", "checkin") && !has(v, "breach_escalated", "")
 	}
@@ -270,6 +295,23 @@ func demo(ctx context.Context, o demoOptions, out io.Writer) error {
 		return (b == sim.Walk || b == sim.Drive) && has(v, "breach_escalated", "") && has(v, "checkin_missed", "")
 	}); id != "" {
 		say("\na real breach that escalated: warned, asked, no answer (%s; times UTC, texts in %s):", id, cfg.Checkins.Timezone)
+		printStory(out, byPatient[id])
+	}
+
+	// A real selfie from a rooted phone with a spoofed fix is the subtle
+	// forgery: the service signed it, and only its integrity verdict tells.
+	forged := func(reason string) func(string, []sim.Event) bool {
+		return func(p string, v []sim.Event) bool {
+			return s.Behaviour(p) == sim.Forger && has(v, "checkin_rejected", reason) && has(v, "breach_escalated", "")
+		}
+	}
+	id = story(byPatient, s, forged(processor.CheckinWeakIntegrity.String()))
+	if id == "" {
+		id = story(byPatient, s, forged(""))
+	}
+	if id != "" {
+		say("\na forged check-in that did not count: out, asked, answered by a modified app (%s, whose forgery is rejected as %s; times UTC):",
+			id, s.Forgery(id))
 		printStory(out, byPatient[id])
 	}
 

@@ -2,11 +2,15 @@ package sim
 
 import (
 	"container/heap"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"math"
 	"slices"
 	"time"
+
+	"github.com/paulmach/orb"
 
 	"github.com/qfence/qfence/geo"
 	"github.com/qfence/qfence/geo/synth"
@@ -18,16 +22,19 @@ import (
 // GPS fix (not the Wi-Fi position that may have raised the alarm) after
 // 45 s to 3 min; a few answer too late, a few fail the face match. A
 // patient who is out does not answer; a phone that is off answers once it
-// is back on, if the request is still open.
+// is back on, if the request is still open. Every honest answer carries
+// the verification service's signed statement (contract 2.3); a forger's
+// app, asked while its patient is out, sends a forgery instead.
 type App struct {
 	s      *Scenario
 	window time.Duration
 	fixes  map[string][]int64 // each phone's own pings' ts, in order
+	forger ed25519.PrivateKey // the key a forger's modified app signs with
 }
 
 // App returns the scenario's app; window is checkins.response_window.
 func (s *Scenario) App(window time.Duration) *App {
-	a := &App{s: s, window: window, fixes: map[string][]int64{}}
+	a := &App{s: s, window: window, fixes: map[string][]int64{}, forger: seedKey(s.Params.Seed, "qfence-sim-forger-key-0")}
 	for _, p := range s.Pings {
 		a.fixes[string(p.Key)] = append(a.fixes[string(p.Key)], p.TS)
 	}
@@ -80,6 +87,9 @@ func (a *App) Answer(patient, reqID string, at int64) (Ping, bool) {
 		ts = at + a.window.Milliseconds() + 60_000 + int64(v*120_000)
 	}
 	ts = a.apart(pt.id, ts)
+	if pt.b == Forger && pt.inBehaviour(at) && ts < at+a.window.Milliseconds() {
+		return a.forge(pt, reqID, ts), true
+	}
 	if ts >= at+a.window.Milliseconds() && u >= appFailShare+appLateShare {
 		return Ping{}, false // the phone came back too late to answer
 	}
@@ -87,11 +97,84 @@ func (a *App) Answer(patient, reqID string, at int64) (Ping, bool) {
 		return Ping{}, false // out: the patient does not answer
 	}
 	pos := synth.Offset(pt.home, float64(h[16]%7)-3, float64(h[17]%7)-3)
-	v2 := fmt.Sprintf(`{"patient_id":%q,"ts":%q,"lat":%.6f,"lon":%.6f,"accuracy_m":5,"device_id":"dev-%s","source":"gps",`+
-		`"checkin":{"request_id":%q,"verified":%t,"method":"selfie"}}`,
-		pt.id, time.UnixMilli(ts).UTC().Format("2006-01-02T15:04:05.000Z"), pos[1], pos[0], pt.id[2:], reqID, verified)
-	return Ping{Key: []byte(pt.id), Value: []byte(v2), TS: ts}, true
+	st := a.statement(pt, reqID, ts, pos, verified)
+	st.Integrity = []string{"strong", "device"}[h[18]%2]
+	return a.checkin(pt, st, a.sign(st, a.s.Verifier, VerifierKID)), true
 }
+
+// Forgery is the kind of forged check-in a forger's modified app sends,
+// chosen by a hash of the patient id: each is named by the reason it must
+// be rejected with (contract 2.3).
+func (s *Scenario) Forgery(patient string) processor.CheckinReason {
+	h := sha256.Sum256([]byte("qfence-sim-forgery|" + patient))
+	return processor.CheckinReasons[int(h[0])%len(processor.CheckinReasons)]
+}
+
+// forge is a forger's answer while out: a verified selfie at home, as a
+// modified app makes one up.
+func (a *App) forge(pt *patient, reqID string, ts int64) Ping {
+	home := synth.Offset(pt.home, 2, -2)
+	st := a.statement(pt, reqID, ts, home, true)
+	var att string
+	switch a.s.Forgery(pt.id) {
+	case processor.CheckinNoAttestation: // "verified": true, on the app's word
+	case processor.CheckinMalformedAttestation:
+		att = "eyJhbGciOiJub25lIn0.eyJ2ZXJpZmllZCI6dHJ1ZX0."
+	case processor.CheckinUnknownKey: // signed with a key of its own
+		att = a.sign(st, a.forger, "forger-1")
+	case processor.CheckinBadSignature: // the same, under the service's kid
+		att = a.sign(st, a.forger, VerifierKID)
+	case processor.CheckinWrongAudience: // a statement the service made for another relying party
+		st.Aud = "another-app"
+		att = a.sign(st, a.s.Verifier, VerifierKID)
+	case processor.CheckinMismatch: // the service signed the true fix; the app sends home instead
+		real := st
+		real.Fix.Lat, real.Fix.Lon = round6(along(pt, ts)[1]), round6(along(pt, ts)[0])
+		att = a.sign(real, a.s.Verifier, VerifierKID)
+	case processor.CheckinExpired: // a fix dated ahead, signed at home 20 minutes before
+		st.RequestID = ""
+		st.Iat = ts/1000 - 1200
+		st.Exp = st.Iat + 600
+		att = a.sign(st, a.s.Verifier, VerifierKID)
+	case processor.CheckinWeakIntegrity: // a real selfie, a spoofed fix, a rooted phone
+		st.Integrity = "basic"
+		att = a.sign(st, a.s.Verifier, VerifierKID)
+	}
+	return a.checkin(pt, st, att)
+}
+
+// statement is what the verification service signs for a check-in at ts
+// from pos: the fix rounded as the ping carries it.
+func (a *App) statement(pt *patient, reqID string, ts int64, pos orb.Point, verified bool) processor.Statement {
+	return processor.Statement{Aud: "qfence", Iss: "sim-verification", Sub: pt.id, Verified: verified, Method: "selfie",
+		RequestID: reqID, Iat: ts / 1000, Exp: ts/1000 + 600,
+		Fix: processor.Fix{TS: ts, Lat: round6(pos[1]), Lon: round6(pos[0]), Accuracy: 5, Source: "gps"}}
+}
+
+func (a *App) sign(st processor.Statement, key ed25519.PrivateKey, kid string) string {
+	jws, err := st.Sign(key, kid)
+	if err != nil {
+		panic("BUG: an Ed25519 statement does not sign: " + err.Error())
+	}
+	return jws
+}
+
+// checkin is the check-in ping of st's fix (request id, verdict and method
+// from st too), with attestation att ("" for none).
+func (a *App) checkin(pt *patient, st processor.Statement, att string) Ping {
+	c := fmt.Sprintf(`"verified":%t,"method":%q`, st.Verified, st.Method)
+	if st.RequestID != "" {
+		c = fmt.Sprintf(`"request_id":%q,`, st.RequestID) + c
+	}
+	if att != "" {
+		c += fmt.Sprintf(`,"attestation":%q`, att)
+	}
+	v := fmt.Sprintf(`{"patient_id":%q,"ts":%q,"lat":%.6f,"lon":%.6f,"accuracy_m":5,"device_id":%q,"source":"gps","checkin":{%s}}`,
+		pt.id, time.UnixMilli(st.Fix.TS).UTC().Format("2006-01-02T15:04:05.000Z"), st.Fix.Lat, st.Fix.Lon, pt.device(), c)
+	return Ping{Key: []byte(pt.id), Value: []byte(v), TS: st.Fix.TS}
+}
+
+func round6(x float64) float64 { return math.Round(x*1e6) / 1e6 }
 
 func (pt *patient) inBehaviour(ts int64) bool {
 	return ts >= pt.start && ts < pt.start+pt.dur.Milliseconds()
@@ -101,7 +184,7 @@ func (pt *patient) inBehaviour(ts int64) bool {
 // phone says).
 func (pt *patient) atHome(ts int64) bool {
 	switch pt.b {
-	case ShortTrip, Walk, Drive, Clinic, PassTrip, PassOverrun, PassFar, PassRevoked, PassForged:
+	case ShortTrip, Walk, Drive, Clinic, Forger, SecondPhone, PassTrip, PassOverrun, PassFar, PassRevoked, PassForged:
 		return !pt.inBehaviour(ts)
 	}
 	return true

@@ -41,6 +41,10 @@ type Card struct {
 	Passes []PassRow
 	// Checkins are the check-in rows: counts of what the requests came to.
 	Checkins []Count
+	// Trust are the rows of whose word counts: forgers and second phones.
+	Trust []PassRow
+	// TrustCounts are the counted rows beside them.
+	TrustCounts []Count
 }
 
 // Count is one counted row of the scorecard.
@@ -51,7 +55,7 @@ type Count struct {
 
 // Count returns the row named what (0 when absent).
 func (c Card) Count(what string) int {
-	for _, r := range c.Checkins {
+	for _, r := range slices.Concat(c.Checkins, c.TrustCounts) {
 		if r.What == what {
 			return r.N
 		}
@@ -117,7 +121,84 @@ func Score(truth []Truth, events []Event, checkins *processor.Checkins) Card {
 	}
 	card.Passes = scorePasses(truth, events)
 	card.Checkins = scoreCheckins(truth, events, checkins)
+	card.Trust, card.TrustCounts = scoreTrust(truth, events)
 	return card
+}
+
+// The rows of whose word counts.
+const (
+	RowForgersEscalated = "forgers' breaches escalated (their forged check-ins did not count)"
+	RowSecondPhone      = "trips behind a second phone at home caught (breach_started)"
+	RowSecondMismatch   = "second phones seen (device_mismatch)"
+	RowForgedEnded      = "breaches a forged check-in ended (must be 0)"
+	RowValidRejected    = "check-ins of honest phones rejected (must be 0)"
+	RowOnePhoneMismatch = "device_mismatch on one-phone patients (must be 0)"
+)
+
+// RowForged is the row of forged check-ins rejected with reason.
+func RowForged(reason string) string { return "forged check-ins rejected: " + reason }
+
+func scoreTrust(truth []Truth, events []Event) ([]PassRow, []Count) {
+	forger, second, due := map[string]bool{}, map[string]bool{}, map[string]bool{}
+	for _, t := range truth {
+		switch t.Type {
+		case string(Forger):
+			forger[t.PatientID] = true
+		case string(SecondPhone):
+			second[t.PatientID] = true
+		case "breach_escalated":
+			due[t.PatientID] = true
+		}
+	}
+	rows := []PassRow{{What: RowForgersEscalated}, {What: RowSecondPhone}, {What: RowSecondMismatch}}
+	for id := range forger {
+		if due[id] {
+			rows[0].Of++
+		}
+	}
+	rows[1].Of, rows[2].Of = len(second), len(second)
+	n := map[string]int{}
+	escalated, caught, seen := map[string]bool{}, map[string]bool{}, map[string]bool{}
+	for _, e := range events {
+		switch e.Type {
+		case "breach_escalated":
+			if forger[e.PatientID] && due[e.PatientID] && !escalated[e.PatientID] {
+				escalated[e.PatientID] = true
+				rows[0].Right++
+			}
+		case "breach_started":
+			if second[e.PatientID] && !caught[e.PatientID] {
+				caught[e.PatientID] = true
+				rows[1].Right++
+			}
+		case "breach_ended":
+			if forger[e.PatientID] && e.Reason == "checkin" {
+				n[RowForgedEnded]++
+			}
+		case "checkin_rejected":
+			if forger[e.PatientID] {
+				n[RowForged(e.Reason)]++
+			} else {
+				n[RowValidRejected]++
+			}
+		case "device_mismatch":
+			switch {
+			case !second[e.PatientID]:
+				n[RowOnePhoneMismatch]++
+			case !seen[e.PatientID]:
+				seen[e.PatientID] = true
+				rows[2].Right++
+			}
+		}
+	}
+	var counts []Count
+	for _, r := range processor.CheckinReasons {
+		counts = append(counts, Count{RowForged(r.String()), n[RowForged(r.String())]})
+	}
+	for _, what := range []string{RowForgedEnded, RowValidRejected, RowOnePhoneMismatch} {
+		counts = append(counts, Count{what, n[what]})
+	}
+	return rows, counts
 }
 
 // The check-in rows of the scorecard.
@@ -248,6 +329,24 @@ func (c Card) Print(w io.Writer) {
 	for _, r := range c.Checkins {
 		fmt.Fprintf(w, "  %-60s %6d\n", r.What, r.N)
 	}
+	for _, r := range c.Trust {
+		if r.Of > 0 {
+			fmt.Fprintf(w, "  %-60s %6d of %d\n", r.What, r.Right, r.Of)
+		}
+	}
+	for _, r := range c.TrustCounts {
+		fmt.Fprintf(w, "  %-60s %6d\n", r.What, r.N)
+	}
+}
+
+// Row returns the Right-of-Of row named what (zero when absent).
+func (c Card) Row(what string) PassRow {
+	for _, r := range slices.Concat(c.Passes, c.Trust) {
+		if r.What == what {
+			return r
+		}
+	}
+	return PassRow{}
 }
 
 // Kind returns the scores of one event type.

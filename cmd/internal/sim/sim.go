@@ -14,6 +14,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/go-jose/go-jose/v4"
 	"github.com/paulmach/orb"
 
 	"github.com/qfence/qfence/geo"
@@ -56,12 +57,20 @@ const (
 	// confident accuracy: no accuracy test can tell it from a walk. Not a
 	// breach; the check-in the breach asks for is what clears it.
 	WifiDrift Behaviour = "wifi_drift"
+	// Forger walks out for long enough to be escalated and answers every
+	// check-in request while out with a forgery from a modified app, one
+	// kind per forger (Forgery): none of them may count.
+	Forger Behaviour = "forger"
+	// SecondPhone walks out with the enrolled phone and leaves a second
+	// one at home, logged in as the patient, pinging between the first's
+	// pings: its inside pings must not hide the trip.
+	SecondPhone Behaviour = "second_phone"
 )
 
 var mix = []struct {
 	b     Behaviour
 	share float64
-}{{Home, 0.52}, {WifiDrift, 0.05}, {ShortTrip, 0.08}, {Walk, 0.07}, {Drive, 0.03}, {Clinic, 0.05}, {PhoneOff, 0.05}, {Teleport, 0.03}, {Mock, 0.03},
+}{{Home, 0.48}, {Forger, 0.02}, {SecondPhone, 0.02}, {WifiDrift, 0.05}, {ShortTrip, 0.08}, {Walk, 0.07}, {Drive, 0.03}, {Clinic, 0.05}, {PhoneOff, 0.05}, {Teleport, 0.03}, {Mock, 0.03},
 	{PassTrip, 0.05}, {PassOverrun, 0.01}, {PassFar, 0.01}, {PassRevoked, 0.01}, {PassForged, 0.01}}
 
 // Truth is one event a correct engine must emit, or (Type "pass_…") a
@@ -81,7 +90,10 @@ type Scenario struct {
 	Orders []string // NDJSON lines
 	Passes []string // NDJSON lines, signed with Key (forged ones not)
 	Key    ed25519.PrivateKey
-	Zones  []byte // GeoJSON
+	// Verifier is the check-in verification service's key (kid
+	// VerifierKID): the honest app's answers carry its statements.
+	Verifier ed25519.PrivateKey
+	Zones    []byte // GeoJSON
 	Pings  []Ping // in delivery order
 	Truth  []Truth
 	Counts map[Behaviour]int
@@ -111,12 +123,15 @@ type patient struct {
 	breachAt int64
 }
 
-// passKey is the simulator's issuer key, made from the seed: the same
-// seed gives the same signatures.
-func passKey(seed uint64) ed25519.PrivateKey {
+// VerifierKID names the verification service's key in CheckinKeys.
+const VerifierKID = "sim-verification-1"
+
+// seedKey is a key made from the seed and a label: the same seed gives
+// the same signatures.
+func seedKey(seed uint64, label string) ed25519.PrivateKey {
 	b := make([]byte, ed25519.SeedSize)
 	binary.BigEndian.PutUint64(b, seed)
-	copy(b[8:], "qfence-sim-issuer-key-00")
+	copy(b[8:], label)
 	return ed25519.NewKeyFromSeed(b)
 }
 
@@ -127,7 +142,8 @@ func Generate(p Params) *Scenario {
 		p.Box = synth.Moscow
 	}
 	zones := synth.Zones(r, p.Box, 36, 60)
-	s := &Scenario{Params: p, Counts: map[Behaviour]int{}, Key: passKey(p.Seed), patients: map[string]*patient{}}
+	s := &Scenario{Params: p, Counts: map[Behaviour]int{}, Key: seedKey(p.Seed, "qfence-sim-issuer-key-00"),
+		Verifier: seedKey(p.Seed, "qfence-sim-verifier-key"), patients: map[string]*patient{}}
 	var clinics []*geo.Zone
 	for _, z := range zones {
 		if z.Kind == geo.Allowed && z.MaxMinutes == 0 {
@@ -158,13 +174,16 @@ func Generate(p Params) *Scenario {
 		case ShortTrip:
 			pt.dur = dwell / 3
 			pt.away = synth.Offset(pt.home, 200+r.Float64()*300, 0)
-		case Walk: // jogging pace, 5 m/s
+		case Walk, Forger, SecondPhone: // jogging pace, 5 m/s
 			d := 300 + r.Float64()*400
 			pt.away, pt.travel = synth.Offset(pt.home, 0, d), int64(d/5*1000)
 			for k := 1; inAllowed(pt.away) && k < 8; k++ {
 				pt.away = synth.Offset(pt.home, d*math.Sin(float64(k)), d*math.Cos(float64(k)))
 			}
 			pt.dur = 2*dwell + time.Duration(r.Float64()*float64(dwell)) + 2*time.Duration(pt.travel)*time.Millisecond
+			if pt.b != Walk { // out until well after the escalation is due
+				pt.dur += p.Rules.EscalateAfter + dwell
+			}
 		case Drive: // city traffic, 15 m/s
 			d := 1500 + r.Float64()*2500
 			pt.away, pt.travel = synth.Offset(pt.home, d, 0), int64(d/15*1000)
@@ -189,8 +208,8 @@ func Generate(p Params) *Scenario {
 		case Mock:
 			pt.dur = 3 * p.Interval
 		}
-		s.Orders = append(s.Orders, fmt.Sprintf(`{"patient_id":%q,"home":{"lat":%.6f,"lon":%.6f},"radius_m":50,"starts_at":%q}`,
-			pt.id, pt.home[1], pt.home[0], p.Start.Add(-24*time.Hour).UTC().Format(time.RFC3339)))
+		s.Orders = append(s.Orders, fmt.Sprintf(`{"patient_id":%q,"home":{"lat":%.6f,"lon":%.6f},"radius_m":50,"starts_at":%q,"device_id":%q}`,
+			pt.id, pt.home[1], pt.home[0], p.Start.Add(-24*time.Hour).UTC().Format(time.RFC3339), pt.device()))
 	}
 	// Pings, phone by phone, then in time order (with some delivered late).
 	for i := range patients {
@@ -257,7 +276,7 @@ func (s *Scenario) pingsOf(r *rand.Rand, pt *patient, p Params) {
 				pos, acc, source = pt.away, 8+r.Float64()*12, "wifi"
 				e, n = r.NormFloat64()*acc/3, r.NormFloat64()*acc/3
 			}
-		case ShortTrip, Walk, Drive, Clinic, PassTrip, PassOverrun, PassFar, PassRevoked, PassForged:
+		case ShortTrip, Walk, Drive, Clinic, Forger, SecondPhone, PassTrip, PassOverrun, PassFar, PassRevoked, PassForged:
 			if in {
 				pos = along(pt, ts)
 				if pt.b == Clinic {
@@ -285,14 +304,24 @@ func (s *Scenario) pingsOf(r *rand.Rand, pt *patient, p Params) {
 			}
 		}
 		pos = synth.Offset(pos, e, n)
-		v := fmt.Sprintf(`{"patient_id":%q,"ts":%q,"lat":%.6f,"lon":%.6f,"accuracy_m":%.0f,"device_id":"dev-%s","source":%q`,
-			pt.id, time.UnixMilli(ts).UTC().Format("2006-01-02T15:04:05.000Z"), pos[1], pos[0], math.Round(acc), pt.id[2:], source)
+		v := fmt.Sprintf(`{"patient_id":%q,"ts":%q,"lat":%.6f,"lon":%.6f,"accuracy_m":%.0f,"device_id":%q,"source":%q`,
+			pt.id, time.UnixMilli(ts).UTC().Format("2006-01-02T15:04:05.000Z"), pos[1], pos[0], math.Round(acc), pt.device(), source)
 		if mock {
 			v += `,"mock":true`
 		}
 		s.Pings = append(s.Pings, Ping{Key: []byte(pt.id), Value: []byte(v + "}"), TS: ts})
+		if pt.b == SecondPhone && in { // the phone left at home, half an interval later
+			at := ts + step/2
+			home := synth.Offset(pt.home, r.NormFloat64()*3, r.NormFloat64()*3)
+			v := fmt.Sprintf(`{"patient_id":%q,"ts":%q,"lat":%.6f,"lon":%.6f,"accuracy_m":8,"device_id":"other-%s","source":"gps"}`,
+				pt.id, time.UnixMilli(at).UTC().Format("2006-01-02T15:04:05.000Z"), home[1], home[0], pt.id[2:])
+			s.Pings = append(s.Pings, Ping{Key: []byte(pt.id), Value: []byte(v), TS: at})
+		}
 	}
 	switch pt.b {
+	case Forger, SecondPhone:
+		s.Truth = append(s.Truth, Truth{pt.id, string(pt.b), pt.start, ""})
+		fallthrough
 	case Walk, Drive:
 		pt.breachAt = pt.start + pt.travel/4
 		s.Truth = append(s.Truth, Truth{pt.id, "breach_started", pt.breachAt, ""})
@@ -380,6 +409,30 @@ func (s *Scenario) passTrip(r *rand.Rand, pt *patient, p Params, inAllowed func(
 	}
 	s.Passes = append(s.Passes, line+fmt.Sprintf(`,"signature":%q}`, base64.StdEncoding.EncodeToString(sig)))
 	pt.pass = pass
+}
+
+// device is the enrolled phone's device_id.
+func (pt *patient) device() string { return "dev-" + pt.id[2:] }
+
+// CheckinKeys is the verification service's public key as a JWKS
+// document: checkins.verify_keys_file.
+func (s *Scenario) CheckinKeys() []byte {
+	set := jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: s.Verifier.Public(), KeyID: VerifierKID, Algorithm: string(jose.EdDSA), Use: "sig"}}}
+	out, err := json.Marshal(set)
+	if err != nil {
+		panic("BUG: a JWKS of one Ed25519 key does not marshal: " + err.Error())
+	}
+	return out
+}
+
+// Attestation is the verifier of check-ins against CheckinKeys, audience
+// qfence, at integrity min: the engine's side of the simulated service.
+func (s *Scenario) Attestation(min processor.Integrity) *processor.Attestation {
+	keys, err := processor.ParseKeySet(s.CheckinKeys())
+	if err != nil {
+		panic("BUG: the simulator's JWKS does not parse: " + err.Error())
+	}
+	return processor.NewAttestation(keys, "qfence", min)
 }
 
 // PublicKey is the simulator issuer's public key, base64, as a line of

@@ -61,6 +61,7 @@ func TestScoreIsOneForThePerfectListAndCatchesAFalseBreach(t *testing.T) {
 func TestEngineMeetsTheBar(t *testing.T) {
 	p := params(3000)
 	s := Generate(p)
+	p.Rules.Checkins.Attest = s.Attestation(processor.IntegrityDevice)
 	loop, err := s.Decide(p.Rules, true)
 	if err != nil {
 		t.Fatal(err)
@@ -89,6 +90,7 @@ func TestEngineMeetsTheBar(t *testing.T) {
 func TestTheAppsAnswersAvoidFalseEscalations(t *testing.T) {
 	p := params(3000)
 	s := Generate(p)
+	p.Rules.Checkins.Attest = s.Attestation(processor.IntegrityDevice)
 	with, err := s.Decide(p.Rules, true)
 	if err != nil {
 		t.Fatal(err)
@@ -110,7 +112,7 @@ func TestTheAppsAnswersAvoidFalseEscalations(t *testing.T) {
 	if cw.Count(RowWifiResolved) == 0 || cw.Count(RowRandomRequests) == 0 || cw.Count(RowRandomQuiet) != 0 {
 		t.Errorf("check-in rows: %+v", cw.Checkins)
 	}
-	if cw.Kind("breach_escalated").TruePos != co.Kind("breach_escalated").TruePos {
+	if cw.Kind("breach_escalated").TruePos != co.Kind("breach_escalated").TruePos || cw.Count(RowValidRejected) != 0 {
 		t.Errorf("the app changed which real breaches escalate: %d with, %d without", cw.Kind("breach_escalated").TruePos, co.Kind("breach_escalated").TruePos)
 	}
 }
@@ -120,12 +122,13 @@ func TestTheAppsAnswersAvoidFalseEscalations(t *testing.T) {
 func TestTheAppAnswersAsTheTruthSays(t *testing.T) {
 	s := Generate(params(2000))
 	app := s.App(5 * time.Minute)
+	verify := s.Attestation(processor.IntegrityDevice)
 	var home, out, answered, failed, late int
 	for id, pt := range s.patients {
 		at := pt.start + 60_000
 		a, ok := app.Answer(id, fmt.Sprintf("%032x", len(id)+int(pt.start)), at)
 		switch {
-		case !pt.atHome(at):
+		case !pt.atHome(at) && pt.b != Forger:
 			out++
 			if ok {
 				t.Errorf("%s (%s) is out at the request but answered", id, pt.b)
@@ -140,6 +143,9 @@ func TestTheAppAnswersAsTheTruthSays(t *testing.T) {
 			if err := (&processor.PingDecoder{MaxBytes: 4096}).Decode(a.Value, 0, &p); err != nil || !p.Checkin.Present {
 				t.Fatalf("answer %s: %v", a.Value, err)
 			}
+			if why := verify.Verify(&p); why != processor.CheckinCounted {
+				t.Fatalf("an honest answer does not count (%s): %s", why, a.Value)
+			}
 			if !p.Checkin.Verified {
 				failed++
 			}
@@ -152,6 +158,53 @@ func TestTheAppAnswersAsTheTruthSays(t *testing.T) {
 	}
 	if out == 0 || home == 0 || answered != home || failed == 0 || late == 0 || failed+late > home/5 {
 		t.Errorf("home %d (answered %d, failed %d, late %d), out %d", home, answered, failed, late, out)
+	}
+}
+
+// TestWhoseWordCounts is contract 2.3 on the simulated world, through the
+// engine with the verification service's keys: every kind of forgery is
+// tried and rejected with its reason, so no forger's breach is ended by
+// one and every forger due to be escalated is; a second phone at home
+// hides no trip; no honest phone's check-in is rejected, and no one-phone
+// patient is told of a second phone. On the phone's word alone (no keys)
+// the same forgeries end breaches: what the keys are for.
+func TestWhoseWordCounts(t *testing.T) {
+	p := params(3000)
+	s := Generate(p)
+	if s.Counts[Forger] < 40 || s.Counts[SecondPhone] < 40 {
+		t.Fatalf("too few to judge: %v", s.Counts)
+	}
+	rules := p.Rules
+	rules.Checkins.Attest = s.Attestation(processor.IntegrityDevice)
+	loop, err := s.Decide(rules, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	card := Score(s.Truth, events(t, loop), &rules.Checkins)
+	var b strings.Builder
+	card.Print(&b)
+	t.Logf("%v\n%s", s.Counts, b.String())
+	for _, r := range card.Trust {
+		if r.Of == 0 || r.Right != r.Of {
+			t.Errorf("%s: %d of %d", r.What, r.Right, r.Of)
+		}
+	}
+	for _, why := range processor.CheckinReasons {
+		if card.Count(RowForged(why.String())) == 0 {
+			t.Errorf("no forgery was rejected as %s", why)
+		}
+	}
+	for _, row := range []string{RowForgedEnded, RowValidRejected, RowOnePhoneMismatch} {
+		if n := card.Count(row); n != 0 {
+			t.Errorf("%s: %d", row, n)
+		}
+	}
+	word, err := s.Decide(p.Rules, true) // no keys: the phone's word
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := Score(s.Truth, events(t, word), &p.Rules.Checkins).Count(RowForgedEnded); n == 0 {
+		t.Error("on the phone's word no forged check-in ended a breach: the forgeries are not forgeries")
 	}
 }
 
