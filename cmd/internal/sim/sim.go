@@ -94,10 +94,10 @@ type Scenario struct {
 	// VerifierKID): the honest app's answers carry its statements.
 	Verifier ed25519.PrivateKey
 	Zones    []byte // GeoJSON
-	Pings  []Ping // in delivery order
-	Truth  []Truth
-	Counts map[Behaviour]int
-	Bad    int // malformed messages among Pings
+	Pings    []Ping // in delivery order
+	Truth    []Truth
+	Counts   map[Behaviour]int
+	Bad      int // malformed messages among Pings
 
 	patients map[string]*patient // for the app: who is where, when
 }
