@@ -130,67 +130,24 @@ func TestAttestationClaims(t *testing.T) {
 			}},
 		{name: "HS256 with the public key's bytes as the secret", want: processor.CheckinMalformedAttestation,
 			token: func(t testing.TB, p *processor.Ping) []byte {
-				signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.HS256,
-					Key: jose.JSONWebKey{Key: []byte(attestKey.Public().(ed25519.PublicKey)), KeyID: "k1"}}, nil)
-				if err != nil {
-					t.Fatal(err)
-				}
-				jws, err := signer.Sign([]byte(payload(t, processor.StatementOf(p, "qfence", processor.IntegrityDevice))))
-				if err != nil {
-					t.Fatal(err)
-				}
-				s, err := jws.CompactSerialize()
-				if err != nil {
-					t.Fatal(err)
-				}
-				return []byte(s)
+				return compact(t, signWith(t, jose.SigningKey{Algorithm: jose.HS256,
+					Key: jose.JSONWebKey{Key: []byte(attestKey.Public().(ed25519.PublicKey)), KeyID: "k1"}}, nil, statement(t, p)))
 			}},
 		{name: "a JWS in JSON serialization", want: processor.CheckinMalformedAttestation,
 			token: func(t testing.TB, p *processor.Ping) []byte {
-				signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.EdDSA, Key: jose.JSONWebKey{Key: attestKey, KeyID: "k1"}}, nil)
-				if err != nil {
-					t.Fatal(err)
-				}
-				jws, err := signer.Sign([]byte(payload(t, processor.StatementOf(p, "qfence", processor.IntegrityDevice))))
-				if err != nil {
-					t.Fatal(err)
-				}
+				jws := signWith(t, jose.SigningKey{Algorithm: jose.EdDSA, Key: jose.JSONWebKey{Key: attestKey, KeyID: "k1"}}, nil, statement(t, p))
 				return []byte(jws.FullSerialize())
 			}},
 		{name: "an embedded jwk of the forger's own key is ignored", want: processor.CheckinBadSignature,
 			token: func(t testing.TB, p *processor.Ping) []byte {
-				signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.EdDSA, Key: other},
-					(&jose.SignerOptions{EmbedJWK: true}).WithHeader("kid", "k1"))
-				if err != nil {
-					t.Fatal(err)
-				}
-				jws, err := signer.Sign([]byte(payload(t, processor.StatementOf(p, "qfence", processor.IntegrityDevice))))
-				if err != nil {
-					t.Fatal(err)
-				}
-				s, err := jws.CompactSerialize()
-				if err != nil {
-					t.Fatal(err)
-				}
-				return []byte(s)
+				return compact(t, signWith(t, jose.SigningKey{Algorithm: jose.EdDSA, Key: other},
+					(&jose.SignerOptions{EmbedJWK: true}).WithHeader("kid", "k1"), statement(t, p)))
 			}},
 		{name: "jku and x5u naming the forger's keys are ignored", want: processor.CheckinBadSignature,
 			token: func(t testing.TB, p *processor.Ping) []byte {
-				signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.EdDSA, Key: other},
+				return compact(t, signWith(t, jose.SigningKey{Algorithm: jose.EdDSA, Key: other},
 					(&jose.SignerOptions{}).WithHeader("kid", "k1").WithHeader("jku", "https://forger.example/keys").
-						WithHeader("x5u", "https://forger.example/cert"))
-				if err != nil {
-					t.Fatal(err)
-				}
-				jws, err := signer.Sign([]byte(payload(t, processor.StatementOf(p, "qfence", processor.IntegrityDevice))))
-				if err != nil {
-					t.Fatal(err)
-				}
-				s, err := jws.CompactSerialize()
-				if err != nil {
-					t.Fatal(err)
-				}
-				return []byte(s)
+						WithHeader("x5u", "https://forger.example/cert"), statement(t, p)))
 			}},
 		{name: "a signature copied from another token", want: processor.CheckinBadSignature,
 			token: func(t testing.TB, p *processor.Ping) []byte {
@@ -223,19 +180,37 @@ func TestAttestationClaims(t *testing.T) {
 // signRaw signs any payload with k1.
 func signRaw(t testing.TB, payload string) []byte {
 	t.Helper()
-	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.EdDSA, Key: jose.JSONWebKey{Key: attestKey, KeyID: "k1"}}, nil)
+	return compact(t, signWith(t, jose.SigningKey{Algorithm: jose.EdDSA, Key: jose.JSONWebKey{Key: attestKey, KeyID: "k1"}}, nil, []byte(payload)))
+}
+
+// signWith signs payload as the caller builds the signer: the tokens no
+// honest service makes (other algorithms, headers, serializations).
+func signWith(t testing.TB, key jose.SigningKey, opts *jose.SignerOptions, payload []byte) *jose.JSONWebSignature {
+	t.Helper()
+	signer, err := jose.NewSigner(key, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	jws, err := signer.Sign([]byte(payload))
+	jws, err := signer.Sign(payload)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return jws
+}
+
+func compact(t testing.TB, jws *jose.JSONWebSignature) []byte {
+	t.Helper()
 	s, err := jws.CompactSerialize()
 	if err != nil {
 		t.Fatal(err)
 	}
 	return []byte(s)
+}
+
+// statement is the honest statement of p's check-in, as JSON.
+func statement(t testing.TB, p *processor.Ping) []byte {
+	t.Helper()
+	return []byte(payload(t, processor.StatementOf(p, "qfence", processor.IntegrityDevice)))
 }
 
 func hexOf(b []byte) []byte {

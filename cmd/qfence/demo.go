@@ -258,11 +258,11 @@ func demo(ctx context.Context, o demoOptions, out io.Writer) error {
 		return err
 	}
 	wcard := sim.Score(s.Truth, simEvents(without), &rules.Checkins)
-	say("\nwhat the app's answers are worth (the same pings without them, through the engine offline):")
-	say("  %-45s %8s %8s", "", "with", "without")
-	say("  %-45s %8d %8d", "false breach_started (mislocated Wi-Fi)", card.Count(sim.RowWifiBreaches), wcard.Count(sim.RowWifiBreaches))
-	say("  %-45s %8d %8d", "false breach_escalated", card.Count(sim.RowEscalationsFalse), wcard.Count(sim.RowEscalationsFalse))
-	say("  %-45s %8d %8d", "real breaches escalated (of those due)", card.Kind("breach_escalated").TruePos, wcard.Kind("breach_escalated").TruePos)
+	n := func(v int) string { return strconv.Itoa(v) }
+	compare(out, "what the app's answers are worth (the same pings without them, through the engine offline)", "with", "without",
+		[3]string{"false breach_started (mislocated Wi-Fi)", n(card.Count(sim.RowWifiBreaches)), n(wcard.Count(sim.RowWifiBreaches))},
+		[3]string{"false breach_escalated", n(card.Count(sim.RowEscalationsFalse)), n(wcard.Count(sim.RowEscalationsFalse))},
+		[3]string{"real breaches escalated (of those due)", n(card.Kind("breach_escalated").TruePos), n(wcard.Kind("breach_escalated").TruePos)})
 	// The same pings and answers on the phone's word: what the keys are worth.
 	word := rules
 	word.Checkins.Attest = nil
@@ -271,11 +271,10 @@ func demo(ctx context.Context, o demoOptions, out io.Writer) error {
 		return err
 	}
 	ocard := sim.Score(s.Truth, simEvents(onWord), &word.Checkins)
-	say("\nwhat the verification service's signatures are worth (the same pings and answers on the phone's word, offline):")
-	say("  %-45s %8s %8s", "", "signed", "word")
-	say("  %-45s %8d %8d", "breaches a forged check-in ended", card.Count(sim.RowForgedEnded), ocard.Count(sim.RowForgedEnded))
 	fe, oe := card.Row(sim.RowForgersEscalated), ocard.Row(sim.RowForgersEscalated)
-	say("  %-45s %8s %8s", "forgers' breaches escalated", fmt.Sprintf("%d/%d", fe.Right, fe.Of), fmt.Sprintf("%d/%d", oe.Right, oe.Of))
+	compare(out, "what the verification service's signatures are worth (the same pings and answers on the phone's word, offline)", "signed", "word",
+		[3]string{"breaches a forged check-in ended", n(card.Count(sim.RowForgedEnded)), n(ocard.Count(sim.RowForgedEnded))},
+		[3]string{"forgers' breaches escalated", fmt.Sprintf("%d/%d", fe.Right, fe.Of), fmt.Sprintf("%d/%d", oe.Right, oe.Of)})
 	cleared := func(p string, v []sim.Event) bool {
 		return s.Behaviour(p) == sim.WifiDrift && has(v, "breach_ended", "checkin") && !has(v, "breach_escalated", "")
 	}
@@ -342,6 +341,15 @@ func demo(ctx context.Context, o demoOptions, out io.Writer) error {
 	}
 	say("demo done: everything it started is stopped and removed")
 	return nil
+}
+
+// compare prints a table of two columns under a title: what a part of
+// the system is worth, with it and without it.
+func compare(out io.Writer, title, a, b string, rows ...[3]string) {
+	fmt.Fprintf(out, "\n%s:\n  %-45s %8s %8s\n", title, "", a, b)
+	for _, r := range rows {
+		fmt.Fprintf(out, "  %-45s %8s %8s\n", r[0], r[1], r[2])
+	}
 }
 
 // simEvents are the engine's events as the scorer reads them.

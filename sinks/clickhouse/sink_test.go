@@ -54,6 +54,16 @@ func TestMigrateTwiceChangesNothing(t *testing.T) {
 	}
 }
 
+// serverSchema is the schema of database db as Migrate writes it for the
+// server behind conn.
+func serverSchema(conn driver.Conn, db string) qch.Schema {
+	s := qch.Schema{DB: db, F: qch.FeaturesOf(qch.Version{Major: 18, Minor: 16})}
+	if v, err := conn.ServerVersion(); err == nil {
+		s.F = qch.FeaturesOf(qch.Version{Major: int(v.Version.Major), Minor: int(v.Version.Minor)})
+	}
+	return s
+}
+
 // A database made by the first release (migration 1 only, with rows in it)
 // is upgraded in place: the pass columns and tables appear, the rows stay,
 // and an interrupted upgrade can run again.
@@ -61,10 +71,7 @@ func TestMigrateUpgradesInPlace(t *testing.T) {
 	cfg := chtest.DB(t, chtest.Addr)
 	conn := chtest.Conn(t, chtest.Addr)
 	ctx := context.Background()
-	s := qch.Schema{DB: cfg.Database, F: qch.FeaturesOf(qch.Version{Major: 18, Minor: 16})}
-	if v, err := conn.ServerVersion(); err == nil {
-		s.F = qch.FeaturesOf(qch.Version{Major: int(v.Version.Major), Minor: int(v.Version.Minor)})
-	}
+	s := serverSchema(conn, cfg.Database)
 	for _, stmt := range s.Migrations()[0] {
 		if err := conn.Exec(ctx, stmt); err != nil {
 			t.Fatal(err)
@@ -98,10 +105,7 @@ func TestMigrationFourUpgradesRowsOfThree(t *testing.T) {
 	cfg := chtest.DB(t, chtest.Addr)
 	conn := chtest.Conn(t, chtest.Addr)
 	ctx := context.Background()
-	s := qch.Schema{DB: cfg.Database, F: qch.FeaturesOf(qch.Version{Major: 18, Minor: 16})}
-	if v, err := conn.ServerVersion(); err == nil {
-		s.F = qch.FeaturesOf(qch.Version{Major: int(v.Version.Major), Minor: int(v.Version.Minor)})
-	}
+	s := serverSchema(conn, cfg.Database)
 	for _, m := range s.Migrations()[:3] {
 		for _, stmt := range m {
 			if err := conn.Exec(ctx, stmt); err != nil {
