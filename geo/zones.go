@@ -91,6 +91,29 @@ func ParseZones(data []byte) (*Zones, error) {
 	return NewZones(zones), nil
 }
 
+// ValidID reports whether id is a valid zone id: 1-128 bytes of
+// [A-Za-z0-9._:-], the rule of patient ids. Zone ids go into events,
+// ClickHouse and the dossier's page; a name is free text.
+func ValidID(id string) bool {
+	if len(id) == 0 || len(id) > 128 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == ':' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+func truncateID(id string) string {
+	if len(id) > 64 {
+		return id[:64] + "…"
+	}
+	return id
+}
+
 func describe(f *geojson.Feature) string {
 	if f == nil {
 		return ""
@@ -109,6 +132,9 @@ func zoneOf(f *geojson.Feature) (*Zone, error) {
 	id, ok := p["id"].(string)
 	if !ok || strings.TrimSpace(id) == "" {
 		return nil, fmt.Errorf("property id is required and must be a non-empty string")
+	}
+	if !ValidID(id) {
+		return nil, fmt.Errorf("property id %q must be 1-128 bytes of [A-Za-z0-9._:-], as a patient id (put free text in name)", truncateID(id))
 	}
 	z := &Zone{ID: id}
 	var mp orb.MultiPolygon

@@ -141,6 +141,11 @@ func TestParseZones(t *testing.T) {
 		{"a ring that touches itself at a vertex", fc(`{"id":"pinch","kind":"district"}`, `{"type":"Polygon","coordinates":[[[0,0],[2,0],[1,1],[2,2],[0,2],[1,1],[0,0]]]}`), "crosses itself"},
 		{"a ring that is not closed", fc(`{"id":"open","kind":"district"}`, `{"type":"Polygon","coordinates":[[[0,0],[1,0],[1,1],[0,1]]]}`), `ring 0 of polygon 0 is not closed`},
 		{"a zone of too many positions", fc(`{"id":"huge","kind":"district"}`, bigRing(geo.MaxZoneVertices+1)), `more than the 100000 a zone may have`},
+		// Zone ids reach events, ClickHouse and the dossier's page: markup in
+		// one drew a fake "cleared" link over the map.
+		{"an id with markup", fc(`{"id":"x\"><script>alert(1)</script>","kind":"district"}`, poly), "must be 1-128 bytes of [A-Za-z0-9._:-]"},
+		{"an id with a space", fc(`{"id":"Central district","kind":"district"}`, poly), "put free text in name"},
+		{"an id of 129 bytes", fc(`{"id":"`+strings.Repeat("z", 129)+`","kind":"district"}`, poly), "must be 1-128 bytes"},
 		{"two zones with one id", `{"type":"FeatureCollection","features":[` + feature(`{"id":"x","kind":"district"}`, poly) + `,` + feature(`{"id":"x","kind":"allowed"}`, poly) + `]}`, `id "x" is already used by feature 0`},
 	}
 	for _, tt := range tests {

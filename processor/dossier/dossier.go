@@ -8,6 +8,8 @@ package dossier
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
 	"fmt"
 	"html/template"
 	"math"
@@ -244,8 +246,11 @@ func svg(c *Case, zones *geo.Zones) template.HTML {
 		if c.Evidence[p.TS] {
 			class += " evidence"
 		}
-		fmt.Fprintf(&b, `<g class="%s" data-n="%d" data-x="%s" data-y="%s"><title>%d. %s, %s m from home, accuracy %s m, %s%s</title>`,
-			class, i+1, fmt.Sprint(x), fmt.Sprint(y), i+1, tsText(p.TS), f1(p.DistanceM), f1(p.AccuracyM), p.State, flagText(p))
+		// Every string drawn is escaped: a zone or pass id comes from a file
+		// or a topic, and the page is also saved where no CSP guards it.
+		fmt.Fprintf(&b, `<g class="%s" data-n="%d" data-x="%s" data-y="%s"><title>%d. %s, %s m from home, accuracy %s m, %s</title>`,
+			template.HTMLEscapeString(class), i+1, fmt.Sprint(x), fmt.Sprint(y), i+1, tsText(p.TS), f1(p.DistanceM), f1(p.AccuracyM),
+			template.HTMLEscapeString(p.State+flagText(p)))
 		fmt.Fprintf(&b, `<circle class="acc" cx="%s" cy="%s" r="%s"/><circle class="dot" cx="%s" cy="%s" r="4"/><text x="%s" y="%s">%d</text></g>`,
 			f1(x), f1(y), f1(p.AccuracyM/f.MPerPx), f1(x), f1(y), f1(x+6), f1(y-6), i+1)
 	}
@@ -302,6 +307,8 @@ type Row struct {
 type page struct {
 	C         *Case
 	Map       template.HTML
+	Style     template.CSS
+	CSP       string
 	Rows      []Row
 	Title     string
 	At        string
@@ -334,7 +341,7 @@ func Render(c *Case, zones *geo.Zones) ([]byte, error) {
 	if c.EndedAt != 0 {
 		p.Ended = tsText(c.EndedAt)
 	}
-	p.Map = svg(c, zones)
+	p.Map, p.Style, p.CSP = svg(c, zones), template.CSS(stylesheet), CSP
 	limit := c.RadiusM + c.Rules.MarginM
 	for i, q := range c.Pings {
 		p.Rows = append(p.Rows, Row{N: i + 1, Time: tsText(q.TS), Distance: f1(q.DistanceM), Accuracy: f1(q.AccuracyM),
@@ -373,10 +380,9 @@ func Render(c *Case, zones *geo.Zones) ([]byte, error) {
 	return out.Bytes(), nil
 }
 
-var pageTmpl = template.Must(template.New("dossier").Parse(`<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<title>qfence dossier: {{.Title}}</title>
-<style>
+// stylesheet is the page's one stylesheet. The page allows it by its hash
+// and nothing else: no script, no other style, nothing fetched.
+const stylesheet = `
 body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1b1b1b;margin:24px;max-width:1100px}
 h1{font-size:20px;margin:0 0 4px}h2{font-size:16px;margin:20px 0 6px;border-bottom:1px solid #ccc}
 .note{color:#555;font-size:12px}.grid{display:flex;gap:24px;flex-wrap:wrap}
@@ -398,9 +404,23 @@ svg .flag-late .dot,svg .flag-speed .dot,svg .flag-mock_provider .dot{stroke:#00
 svg .evidence .dot{r:6;stroke:#000;stroke-width:2}
 svg .bar{fill:#333}svg .north path{fill:#333}
 .legend span{display:inline-block;margin-right:14px}.sw{display:inline-block;width:10px;height:10px;border-radius:50%;margin-right:4px;vertical-align:-1px}
+.sw-inside{background:#2b6cb0}.sw-outside{background:#c53030}.sw-excused{background:#38a169}.sw-uncertain{background:#d69e2e}
 pre{background:#f4f4f4;padding:8px;white-space:pre-wrap;font-size:12px}
 @media print{@page{size:A4;margin:10mm}body{margin:0;max-width:none;font-size:9px}h1{font-size:14px}h2{font-size:11px;margin:8px 0 3px;break-after:avoid}.grid{gap:12px}dl{gap:0 8px}svg#map{width:100%;height:auto;max-height:95mm}.legend{font-size:7.5px;margin:2px 0}table{font-size:7px}th,td{padding:0 3px;line-height:1.15}tr{break-inside:avoid}pre{font-size:7.5px;padding:3px}}
-</style></head><body>
+`
+
+// CSP is the dossier's Content-Security-Policy, in the page's own <meta>
+// (so that a saved file is guarded too) and in the API's header.
+var CSP = func() string {
+	sum := sha256.Sum256([]byte(stylesheet))
+	return "default-src 'none'; style-src 'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'; img-src data:; base-uri 'none'; form-action 'none'"
+}()
+
+var pageTmpl = template.Must(template.New("dossier").Parse(`<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{{.CSP}}">
+<title>qfence dossier: {{.Title}}</title>
+<style>{{.Style}}</style></head><body>
 <h1>{{.C.Type}}: {{.C.PatientID}}</h1>
 <p class="note">event {{.C.EventID}} · made {{.Generated}} from ClickHouse database {{.C.Database}}{{if .C.Pseudonymized}} · the patient id is the stored pseudonym (privacy.pseudonymize_key is on): the real id is not in ClickHouse{{end}}</p>
 <div class="grid"><div>
@@ -421,7 +441,7 @@ pre{background:#f4f4f4;padding:8px;white-space:pre-wrap;font-size:12px}
 <h2>Map</h2>
 {{if .NoPings}}<p><strong>No stored ping of this patient falls in the window ({{len .C.Pings}} pings from 30 minutes before to 30 minutes after the episode): there is nothing to map but the home.</strong></p>{{end}}
 {{.Map}}
-<p class="legend"><span><i class="sw" style="background:#2b6cb0"></i>inside</span><span><i class="sw" style="background:#c53030"></i>outside</span><span><i class="sw" style="background:#38a169"></i>excused</span><span><i class="sw" style="background:#d69e2e"></i>uncertain</span><span>dashed ring: late, speed or mock</span><span>bold ring: quoted as evidence</span><span>faint disc: reported accuracy, to scale</span><span>blue: home radius, dashed: radius + margin</span><span>purple dotted: a pass's distance limit</span><span>green: allowed zones, grey dashed: districts</span></p>
+<p class="legend"><span><i class="sw sw-inside"></i>inside</span><span><i class="sw sw-outside"></i>outside</span><span><i class="sw sw-excused"></i>excused</span><span><i class="sw sw-uncertain"></i>uncertain</span><span>dashed ring: late, speed or mock</span><span>bold ring: quoted as evidence</span><span>faint disc: reported accuracy, to scale</span><span>blue: home radius, dashed: radius + margin</span><span>purple dotted: a pass's distance limit</span><span>green: allowed zones, grey dashed: districts</span></p>
 <h2>The pings, in time order</h2>
 <table><tr><th>#</th><th>time (UTC)</th><th>distance m</th><th>accuracy m</th><th>d − a − (r + m)</th><th class="l">state</th><th class="l">source</th><th class="l">flag</th><th class="l">detail</th></tr>
 {{range .Rows}}<tr{{if .Evidence}} class="evidence"{{end}}><td>{{.N}}</td><td>{{.Time}}</td><td>{{.Distance}}</td><td>{{.Accuracy}}</td><td>{{.Margin}}</td><td class="l">{{.State}}</td><td class="l">{{.Source}}</td><td class="l">{{.Flag}}</td><td class="l">{{.Detail}}</td></tr>

@@ -257,3 +257,40 @@ func TestDossierShowsWhoseWordCounted(t *testing.T) {
 		}
 	}
 }
+
+// hostile is markup in every string a dossier draws that comes from a
+// file or a topic: a zone id, a pass id, a district, a flag.
+const hostile = `"><script>window.pwned=1</script><style>svg{display:none}</style><a href="https://x.example/">CLEARED BY REVIEW</a>`
+
+// Every string drawn is escaped, in the map's titles and in the tables, and
+// the page carries its own CSP (a saved file has no header to fall back
+// on) that allows its one stylesheet by hash and no inline anything.
+func TestDossierEscapesEverythingDrawn(t *testing.T) {
+	c, zones := overrunCase(t)
+	c.Pings = append(c.Pings[:0:0], c.Pings...)
+	for i := range c.Pings {
+		c.Pings[i].Zone, c.Pings[i].PassID, c.Pings[i].Rejected = hostile, hostile, hostile
+		c.Pings[i].Checkin = "verified"
+	}
+	c.PassID, c.District, c.Reason = hostile, hostile, hostile
+	page, err := dossier.Render(c, zones)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(page)
+	if n := strings.Count(s, "<script"); n != 0 {
+		t.Errorf("%d script elements in the page", n)
+	}
+	if n := strings.Count(s, "<style"); n != 1 {
+		t.Errorf("%d style elements, want the page's own one", n)
+	}
+	if strings.Contains(s, "<a ") || strings.Contains(s, "unsafe-inline") || strings.Contains(s, ` style="`) {
+		t.Error("a link, an unsafe-inline policy or an inline style attribute in the page")
+	}
+	if !strings.Contains(s, `<meta http-equiv="Content-Security-Policy" content="default-src &#39;none&#39;; style-src &#39;sha256-`) {
+		t.Error("the page has no CSP of its own allowing its stylesheet by hash")
+	}
+	if !strings.Contains(s, "in zone &#34;&gt;&lt;script&gt;") {
+		t.Error("the hostile zone id is not shown, escaped, in the ping's title")
+	}
+}

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/net/netutil"
 
 	"github.com/qfence/qfence/processor"
+	"github.com/qfence/qfence/processor/dossier"
 	"github.com/qfence/qfence/processor/pipeline"
 	"github.com/qfence/qfence/sinks/edge"
 )
@@ -245,7 +246,7 @@ func (s *Server) dossier(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; img-src data:")
+	w.Header().Set("Content-Security-Policy", dossier.CSP)
 	_, _ = w.Write(page)
 }
 
