@@ -110,10 +110,10 @@ func Step(st *State, p *Ping, o *Order, zones *geo.Zones, passes *PassBook, r *R
 	d := geo.Distance(o.Home, pt)
 	cur := Evidence{TS: p.TS, Lat: p.Lat, Lon: p.Lon, Accuracy: float32(p.Accuracy), Distance: float32(d),
 		State: classify(d, p.Accuracy, o, r)}
-	t := Track{PatientID: o.PatientID, DeviceID: p.DeviceID, Source: p.Source, District: o.District, Mock: p.Mock, Checkin: p.Checkin}
 	if !o.Enrolled(p.DeviceID) {
-		return foreign(st, p, o, cur, t, ev)
+		return foreign(st, p, o, cur, ev)
 	}
+	t := track(p, o)
 	// A ping at home is in the home's district and needs no allowed zone, so
 	// the common case never queries the zones (BENCHMARKS.md: the lookup is
 	// most of a ping's cost at 5k zones).
@@ -171,29 +171,6 @@ func Step(st *State, p *Ping, o *Order, zones *geo.Zones, passes *PassBook, r *R
 		}
 	}
 
-	// A check-in answers the oldest open request (or the one it names);
-	// the ping is judged like any other.
-	checkedIn := false
-	checkin := func() {
-		if !p.Checkin.Present {
-			return
-		}
-		if why := r.Checkins.judge(p); why != CheckinCounted {
-			ev = st.rejectCheckin(o, p, why, cur, ev)
-			return
-		}
-		t.Checkin.Counted = true
-		var q request
-		var found bool
-		q, found, ev = st.answer(o, &p.Checkin, cur, r, ev)
-		if found {
-			t.Checkin.RequestID, t.Checkin.HasRequestID = q.ID, true
-		}
-		// A check-in naming a request that is not open answers nothing and
-		// ends nothing (contract 2.2).
-		checkedIn = p.Checkin.Verified && cur.State == Inside && (found || !p.Checkin.HasRequestID)
-	}
-
 	// Implausible: stored, but not a reference and no move of the breach.
 	ref := st.ref()
 	if flag := implausible(ref, p, pt, r); flag != FlagNone {
@@ -201,7 +178,9 @@ func Step(st *State, p *Ping, o *Order, zones *geo.Zones, passes *PassBook, r *R
 			cur.State = Excused
 		}
 		excuse()
-		checkin() // answers, but an implausible fix proves no presence
+		if p.Checkin.Present { // answers, but an implausible fix proves no presence
+			ev, _, t.Checkin = st.checkin(p, o, cur, r, ev)
+		}
 		if st.flags&flagImplausible == 0 {
 			st.flags |= flagImplausible
 			e := newEvent(ImplausibleLocation, o, p.TS, p.TS, cur)
@@ -249,7 +228,10 @@ func Step(st *State, p *Ping, o *Order, zones *geo.Zones, passes *PassBook, r *R
 		}
 	}
 
-	checkin()
+	checkedIn := false
+	if p.Checkin.Present {
+		ev, checkedIn, t.Checkin = st.checkin(p, o, cur, r, ev)
+	}
 	ev = breach(st, cur, o, r, t.Zone, checkedIn, ev)
 	st.Last = cur
 	st.flags &^= flagRefAside
@@ -261,6 +243,33 @@ func Step(st *State, p *Ping, o *Order, zones *geo.Zones, passes *PassBook, r *R
 	return ev, Accepted, t
 }
 
+// track is ping p's row before it is judged.
+func track(p *Ping, o *Order) Track {
+	return Track{PatientID: o.PatientID, DeviceID: p.DeviceID, Source: p.Source, District: o.District, Mock: p.Mock, Checkin: p.Checkin}
+}
+
+// checkin judges the check-in of ping p: one that does not count gives
+// checkin_rejected; one that counts answers the oldest open request (or
+// the one it names). It reports whether the check-in proves the patient
+// at home, which ends a breach, and returns the check-in as the row
+// stores it; the ping itself is judged like any other. A function that
+// returns the row's part, not a closure in Step that writes the row: a
+// row whose address is taken is built in memory on every ping at home.
+func (st *State) checkin(p *Ping, o *Order, cur Evidence, r *Rules, ev []Event) ([]Event, bool, Checkin) {
+	c := p.Checkin
+	if why := r.Checkins.judge(p); why != CheckinCounted {
+		return st.rejectCheckin(o, p, why, cur, ev), false, c
+	}
+	c.Counted = true
+	q, found, ev := st.answer(o, &p.Checkin, cur, r, ev)
+	if found {
+		c.RequestID, c.HasRequestID = q.ID, true
+	}
+	// A check-in naming a request that is not open answers nothing and
+	// ends nothing (contract 2.2).
+	return ev, p.Checkin.Verified && cur.State == Inside && (found || !p.Checkin.HasRequestID), c
+}
+
 // foreign is the whole decision on a ping of a phone that is not the
 // enrolled one (contract 2.3): stored as uncertain, flagged, deciding
 // nothing; the first of an episode gives device_mismatch. It moves no
@@ -268,8 +277,9 @@ func Step(st *State, p *Ping, o *Order, zones *geo.Zones, passes *PassBook, r *R
 // either. Not inlined: the common path should not pay for its frame.
 //
 //go:noinline
-func foreign(st *State, p *Ping, o *Order, cur Evidence, t Track, ev []Event) ([]Event, Outcome, Track) {
+func foreign(st *State, p *Ping, o *Order, cur Evidence, ev []Event) ([]Event, Outcome, Track) {
 	cur.State = Uncertain
+	t := track(p, o)
 	t.Evidence, t.InBreach, t.Flag = cur, st.InBreach(), FlagForeign
 	if st.flags&flagForeign == 0 && p.TS >= st.Last.TS {
 		st.flags |= flagForeign
