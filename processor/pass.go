@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 )
 
 // Purpose is what a pass is for (config/contract/CONTRACT.md 1.4).
@@ -39,10 +40,13 @@ const (
 	BadPurpose   Reason = "bad_purpose"
 	BadDistance  Reason = "bad_distance"
 	BadSignature Reason = "bad_signature"
+	// Stale: the pass is an older version (issued_at) than the one held,
+	// such as the original re-sent after its revocation (contract 1.4).
+	Stale Reason = "stale"
 )
 
 // PassReasons lists every reason a pass can be rejected with.
-var PassReasons = []Reason{TooLarge, MalformedJSON, MissingField, BadPassID, BadPatientID, BadPurpose, BadPeriod, BadDistance, BadSignature}
+var PassReasons = []Reason{TooLarge, MalformedJSON, MissingField, BadPassID, BadPatientID, BadPurpose, BadPeriod, BadDistance, BadSignature, Stale}
 
 // Pass is one QR pass: a permit for one trip out of the home. It is
 // immutable once decoded; a later version of the same pass_id replaces it.
@@ -59,6 +63,11 @@ type Pass struct {
 	IssuedAt     int64 // Unix ms; 0 when not given
 
 	signature string // as received, for Verify after Parse
+}
+
+// Size is about what the pass holds in memory, in bytes.
+func (p *Pass) Size() int {
+	return int(unsafe.Sizeof(*p)) + len(p.ID) + len(p.PatientID) + len(p.signature)
 }
 
 // End is when the pass stops covering anything: valid_to, or revoked_at
@@ -85,11 +94,14 @@ func (p *Pass) Covers(ts int64, d, a, m float64) bool {
 }
 
 // SigningMessage is what the pass's Ed25519 signature signs (contract 1.4):
-// qfence-pass-v1, then pass_id, patient_id, purpose, valid_from and
-// valid_to as Unix milliseconds, and max_distance_m as an integer (empty
-// when absent), one per line.
+// qfence-pass-v2, then pass_id, patient_id, purpose, valid_from and
+// valid_to as Unix milliseconds, max_distance_m as an integer (empty when
+// absent), revoked_at (empty when absent) and issued_at as Unix
+// milliseconds, one per line. Signing revoked_at and issued_at is what
+// makes a revocation a version no one else can write, and an earlier
+// version one that can be told older.
 func SigningMessage(p *Pass) []byte {
-	b := []byte("qfence-pass-v1\n")
+	b := []byte("qfence-pass-v2\n")
 	b = append(b, p.ID...)
 	b = append(b, '\n')
 	b = append(b, p.PatientID...)
@@ -103,7 +115,12 @@ func SigningMessage(p *Pass) []byte {
 	if p.MaxDistanceM != 0 {
 		b = strconv.AppendInt(b, int64(math.Round(p.MaxDistanceM)), 10)
 	}
-	return b
+	b = append(b, '\n')
+	if p.RevokedAt != 0 {
+		b = strconv.AppendInt(b, p.RevokedAt, 10)
+	}
+	b = append(b, '\n')
+	return strconv.AppendInt(b, p.IssuedAt, 10)
 }
 
 // ParseVerifyKeys reads passes.verify_keys_file's content: one base64
@@ -248,6 +265,14 @@ func (d *PassDecoder) Verify(p *Pass) error {
 	if p.signature == "" {
 		return reject(BadSignature, "the pass has no signature, and passes.verify_keys_file is set")
 	}
+	if p.IssuedAt == 0 {
+		return reject(MissingField, "issued_at is required when signatures are checked (passes.verify_keys_file is set)")
+	}
+	// The length first: a signature is 88 characters, and a megabyte of
+	// base64 is not worth decoding.
+	if len(p.signature) != base64.StdEncoding.EncodedLen(ed25519.SignatureSize) {
+		return reject(BadSignature, "signature is not a base64 %d-byte Ed25519 signature", ed25519.SignatureSize)
+	}
 	sig, err := base64.StdEncoding.DecodeString(p.signature)
 	if err != nil || len(sig) != ed25519.SignatureSize {
 		return reject(BadSignature, "signature is not a base64 %d-byte Ed25519 signature", ed25519.SignatureSize)
@@ -377,6 +402,10 @@ func (b *PassBook) idShard(id string) *passShard { return b.shard("#" + id) }
 func (b *PassBook) Put(p *Pass) (old *Pass) {
 	b.linkMu.Lock()
 	defer b.linkMu.Unlock()
+	return b.put(p)
+}
+
+func (b *PassBook) put(p *Pass) (old *Pass) {
 	old = b.delete(p.ID)
 	is := b.idShard(p.ID)
 	is.mu.Lock()
@@ -393,6 +422,28 @@ func (b *PassBook) Put(p *Pass) (old *Pass) {
 	b.attach(p.PatientID, next)
 	b.n.Add(1)
 	return old
+}
+
+// Apply puts p in the book unless it is stale: an older version
+// (issued_at) than the one held under its pass_id, which it then leaves in
+// force and returns a Reject for (contract 1.4). A version without
+// issued_at, or one replacing a version without it, is not judged older.
+func (b *PassBook) Apply(p *Pass) (old *Pass, err error) {
+	b.linkMu.Lock()
+	defer b.linkMu.Unlock()
+	if err := CheckVersion(p, b.ByID(p.ID)); err != nil {
+		return nil, err
+	}
+	return b.put(p), nil
+}
+
+// CheckVersion is a Reject (stale) when p is an older version than held:
+// both have issued_at and p's is earlier. held may be nil.
+func CheckVersion(p, held *Pass) error {
+	if held != nil && p.IssuedAt != 0 && held.IssuedAt != 0 && p.IssuedAt < held.IssuedAt {
+		return reject(Stale, "issued_at %s is older than the held version's %s", FormatTS(p.IssuedAt), FormatTS(held.IssuedAt))
+	}
+	return nil
 }
 
 // Delete removes the pass with this pass_id (a tombstone) and returns it.
@@ -458,11 +509,28 @@ func (b *PassBook) Expire(cutoff int64) int {
 // PassPatient finds a pass message's patient_id without decoding it: a
 // fiftieth of a full parse, so that reading a city's passes at start
 // spends little on the passes of people under no order. ok is false when
-// it cannot tell for sure (an escape, the key twice, no key): then parse.
+// it cannot tell for sure: then parse. It is sure only of a message with
+// no backslash (an escaped key decodes to the same name) and the key once,
+// in any case (encoding/json matches keys case-insensitively): otherwise
+// the sniff and the parse could name two patients, and a pass be held
+// while running and passed over after a restart.
 func PassPatient(value []byte) (id []byte, ok bool) {
 	const key = `"patient_id"`
-	i := bytes.Index(value, []byte(key))
-	if i < 0 || bytes.Contains(value[i+len(key):], []byte(key)) {
+	if bytes.IndexByte(value, '\\') >= 0 {
+		return nil, false
+	}
+	i, n := -1, 0
+	for j := bytes.IndexByte(value, '"'); j >= 0 && j+len(key) <= len(value); {
+		if bytes.EqualFold(value[j:j+len(key)], []byte(key)) {
+			i, n = j, n+1
+		}
+		k := bytes.IndexByte(value[j+1:], '"')
+		if k < 0 {
+			break
+		}
+		j += 1 + k
+	}
+	if n != 1 {
 		return nil, false
 	}
 	s := scanner{b: value, i: i + len(key)}

@@ -16,8 +16,8 @@ import (
 // against it. The key pair is Ed25519's from the seed 00 01 02 … 1f.
 const (
 	goldenPublicKey = "A6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg="
-	goldenMessage   = "qfence-pass-v1\nPX-20260402-000123-1\np-000123\npharmacy\n1775124000000\n1775127600000\n1500"
-	goldenSignature = "6Wkgh76JcH21Dqd+UuqxhNCV3xssR9vkymu8PUaZybKt2I9yVT/5ZHOl3cuNZ/wCOphzaK5mynR31cxU53cCCQ=="
+	goldenMessage   = "qfence-pass-v2\nPX-20260402-000123-1\np-000123\npharmacy\n1775124000000\n1775127600000\n1500\n\n1775122872000"
+	goldenSignature = "CLD2PrDDOORXl/PdGn/cdrCu+15BmSGNSQVsCF9WGr2ahndQ7j43kzogqQ+0FYEbI1KWXf0ImvZxWkWfQwh/CA=="
 	goldenPass      = `{"pass_id":"PX-20260402-000123-1","patient_id":"p-000123","purpose":"pharmacy",` +
 		`"valid_from":"2026-04-02T10:00:00Z","valid_to":"2026-04-02T11:00:00Z","max_distance_m":1500,` +
 		`"issued_at":"2026-04-02T09:41:12Z","signature":"` + goldenSignature + `"}`
@@ -60,6 +60,8 @@ func TestPassSignatureGolden(t *testing.T) {
 	for _, tamper := range []struct{ from, to string }{
 		{`"pharmacy"`, `"grocery"`}, {`"max_distance_m":1500`, `"max_distance_m":1501`},
 		{`11:00:00Z`, `11:00:01Z`}, {goldenSignature[:10], "A" + goldenSignature[1:10]},
+		// A revocation added by anyone, and a version re-dated to look newer.
+		{`"issued_at"`, `"revoked_at":"2026-04-02T10:30:00Z","issued_at"`}, {`09:41:12Z`, `09:41:13Z`},
 	} {
 		bad := strings.Replace(goldenPass, tamper.from, tamper.to, 1)
 		_, err := dec.Decode(nil, []byte(bad))
@@ -82,9 +84,9 @@ func TestPassKeyRotation(t *testing.T) {
 		key  ed25519.PrivateKey
 		want bool
 	}{"the old key": {old, true}, "the new key": {cur, true}, "a key not in the file": {other, false}} {
-		p := &processor.Pass{ID: "x-1", PatientID: "p-1", Purpose: processor.Trash, ValidFrom: 1775124000000, ValidTo: 1775124600000}
+		p := &processor.Pass{ID: "x-1", PatientID: "p-1", Purpose: processor.Trash, ValidFrom: 1775124000000, ValidTo: 1775124600000, IssuedAt: 1775123000000}
 		sig := base64.StdEncoding.EncodeToString(ed25519.Sign(tc.key, processor.SigningMessage(p)))
-		doc := fmt.Sprintf(`{"pass_id":"x-1","patient_id":"p-1","purpose":"trash","valid_from":1775124000000,"valid_to":1775124600000,"signature":%q}`, sig)
+		doc := fmt.Sprintf(`{"pass_id":"x-1","patient_id":"p-1","purpose":"trash","valid_from":1775124000000,"valid_to":1775124600000,"issued_at":1775123000000,"signature":%q}`, sig)
 		_, err := dec.Decode(nil, []byte(doc))
 		if got := err == nil; got != tc.want {
 			t.Errorf("%s: %v", name, err)
@@ -114,7 +116,9 @@ func TestPassDecodeRejects(t *testing.T) {
 		{"a max_distance_m under 10", "", `{` + ok + `,"max_distance_m":5}`, processor.BadDistance},
 		{"a max_distance_m as a string", "", `{` + ok + `,"max_distance_m":"5"}`, processor.BadDistance},
 		{"no signature with keys set", "", `{` + ok + `}`, processor.BadSignature},
-		{"a signature that is not base64", "", `{` + ok + `,"signature":"%%%"}`, processor.BadSignature},
+		{"a signature that is not base64", "", `{` + ok + `,"issued_at":1775123000000,"signature":"` + strings.Repeat("%", 88) + `"}`, processor.BadSignature},
+		{"a signature of the wrong length", "", `{` + ok + `,"issued_at":1775123000000,"signature":"` + strings.Repeat("A", 3000) + `"}`, processor.BadSignature},
+		{"no issued_at with keys set", "", `{` + ok + `,"signature":"` + goldenSignature + `"}`, processor.MissingField},
 		{"too large", "", `{` + ok + `,"pad":"` + strings.Repeat("x", 5000) + `"}`, processor.TooLarge},
 	}
 	dec := processor.PassDecoder{MaxBytes: 4096, MaxDuration: 12 * time.Hour, Keys: keysOf(t, goldenPublicKey)}
@@ -189,13 +193,20 @@ func TestPassBookByPatientAndID(t *testing.T) {
 }
 
 // FuzzPassDecode: any message is a pass or a rejection with a reason the
-// contract lists; nothing panics.
+// contract lists; nothing panics; when the sniff (PassPatient) is sure of
+// a patient, the parse names the same one.
 func FuzzPassDecode(f *testing.F) {
 	f.Add([]byte("PX-20260402-000123-1"), []byte(goldenPass))
 	f.Add([]byte(nil), []byte(`{"pass_id":"x","patient_id":"p","purpose":"pet","valid_from":1775124000000,"valid_to":1775127600000}`))
 	f.Add([]byte("k"), []byte(`{"pass_id":null}`))
 	keys := []ed25519.PublicKey{seedKey(0).Public().(ed25519.PublicKey)}
+	f.Add([]byte(nil), []byte(`{"patient_id":"p-other","Patient_ID":"p-real","pass_id":"x","purpose":"pet","valid_from":1,"valid_to":2}`))
 	f.Fuzz(func(t *testing.T, key, value []byte) {
+		if id, ok := processor.PassPatient(value); ok {
+			if p, err := (&processor.PassDecoder{}).Parse(nil, value); err == nil && p.PatientID != string(id) {
+				t.Fatalf("the sniff names %q, the parse %q", id, p.PatientID)
+			}
+		}
 		for _, dec := range []processor.PassDecoder{{MaxBytes: 4096, MaxDuration: 12 * time.Hour}, {MaxBytes: 4096, MaxDuration: 12 * time.Hour, Keys: keys}} {
 			p, err := dec.Decode(key, value)
 			if err == nil {
@@ -219,6 +230,8 @@ func FuzzPassDecode(f *testing.F) {
 	})
 }
 
+// The sniff names a patient only when it is sure the parse names the same
+// one; otherwise the pass is parsed.
 func TestPassPatientIsFoundWithoutAParse(t *testing.T) {
 	for _, tc := range []struct {
 		in   string
@@ -231,6 +244,11 @@ func TestPassPatientIsFoundWithoutAParse(t *testing.T) {
 		{`{"patient_id":"p-1","x":{"patient_id":"p-9"}}`, "", false}, // twice: parse
 		{`{"pass_id":"x"}`, "", false},
 		{`{"patient_id":7}`, "", false},
+		// Keys that encoding/json reads as patient_id too: the sniff would
+		// name another patient than the parse.
+		{`{"patient\u005fid":"p-real","patient_id":"p-other"}`, "", false},
+		{`{"patient_id":"p-other","Patient_ID":"p-real"}`, "", false},
+		{`{"patient_id":"p-1","note":"\"patient_id\""}`, "", false},
 	} {
 		id, ok := processor.PassPatient([]byte(tc.in))
 		if ok != tc.ok || string(id) != tc.want {

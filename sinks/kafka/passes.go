@@ -42,13 +42,19 @@ type PassesTable struct {
 	// recent holds the newest passes of people under no order (at most
 	// recentCap, oldest out first), so that an order produced just after
 	// its patient's pass finds it at once instead of at the next rescan.
-	recent  map[string][]*processor.Pass
-	recentQ []string
+	recent      map[string][]*processor.Pass
+	recentQ     []string
+	recentBytes int
 }
 
-// recentCap bounds the passes kept for people under no order: about two
-// minutes of a twelve-million city's passes, some 12 MB.
-const recentCap = 20_000
+// recentCap and recentMaxBytes bound the passes kept for people under no
+// order: about two minutes of a twelve-million city's passes, some 12 MB;
+// by bytes too, since a pass may carry up to limits.max_message_bytes of
+// strings (60,000 unsigned 3 KB passes once cost 170 MB).
+const (
+	recentCap      = 20_000
+	recentMaxBytes = 16 << 20
+)
 
 // passKeep is how long after its end a pass stays in memory.
 const passKeep = 24 * time.Hour
@@ -60,8 +66,7 @@ func (t *PassesTable) Loaded() bool { return t.loaded.Load() }
 // arrived (OrdersTable.NewPatient).
 func (t *PassesTable) Want(patient string) {
 	t.mu.Lock()
-	recent := t.recent[patient]
-	delete(t.recent, patient)
+	recent := t.forgetRecent(patient)
 	if t.loaded.Load() {
 		if t.wanted == nil {
 			t.wanted = make(map[string]bool)
@@ -70,11 +75,14 @@ func (t *PassesTable) Want(patient string) {
 	}
 	t.mu.Unlock()
 	for _, p := range recent {
-		if err := t.Decoder.Verify(p); err != nil {
-			t.Log.Warn("pass rejected", "reason", processor.BadSignature) // its message was read before the order: not dead-lettered
+		err := t.Decoder.Verify(p)
+		if err == nil {
+			_, err = t.Book.Apply(p)
+		}
+		if rj, ok := err.(*processor.Reject); ok {
+			t.Log.Warn("pass rejected", "reason", rj.Reason) // its message was read before the order: not dead-lettered
 			continue
 		}
-		t.Book.Put(p)
 		t.archive(pipeline.PassRow{Pass: *p, Received: t.Now()})
 	}
 	if len(recent) > 0 {
@@ -92,10 +100,29 @@ func (t *PassesTable) keepRecent(p *processor.Pass) {
 	}
 	t.recent[p.PatientID] = append(t.recent[p.PatientID], p)
 	t.recentQ = append(t.recentQ, p.PatientID)
-	for len(t.recentQ) > recentCap {
-		delete(t.recent, t.recentQ[0])
+	t.recentBytes += p.Size()
+	for len(t.recentQ) > recentCap || t.recentBytes > recentMaxBytes {
+		t.forgetRecent(t.recentQ[0])
 		t.recentQ = t.recentQ[1:]
 	}
+}
+
+// forgetRecent drops (and returns) the recent passes of patient; t.mu is
+// held.
+func (t *PassesTable) forgetRecent(patient string) []*processor.Pass {
+	ps := t.recent[patient]
+	for _, p := range ps {
+		t.recentBytes -= p.Size()
+	}
+	delete(t.recent, patient)
+	return ps
+}
+
+// RecentBytes is what the passes of people under no order hold now.
+func (t *PassesTable) RecentBytes() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.recentBytes
 }
 
 // Run reads the topic, then tails it, expires old passes every ten
@@ -117,24 +144,38 @@ func (t *PassesTable) Run(ctx context.Context) error {
 			return
 		}
 		// While loading (and rescanning), a pass of someone under no order is
-		// passed over without a parse: most of a city's passes are.
+		// passed over without a parse: most of a city's passes are. Not one
+		// whose pass_id is held: only a message that passes its check may
+		// touch a held pass.
 		if !t.loaded.Load() || only != nil {
-			if id, ok := processor.PassPatient(m.Value); ok && (t.Orders.Get(id) == nil || (only != nil && !only[string(id)])) {
+			if id, ok := processor.PassPatient(m.Value); ok && (t.Orders.Get(id) == nil || (only != nil && !only[string(id)])) &&
+				t.Book.ByID(string(m.Key)) == nil {
 				if only == nil {
 					notPatient.Inc()
-					if old := t.Book.Delete(string(m.Key)); old != nil {
-						t.archive(pipeline.PassRow{Pass: *old, Deleted: true, Received: m.Time})
-					}
 				}
 				return
 			}
 		}
-		// Parse every other pass, verify only those held: a signature costs
-		// fifty times a parse.
+		// Parse every other pass, verify only those that would touch the
+		// book: a signature costs fifty times a parse.
 		p, err := t.Decoder.Parse(m.Key, m.Value)
-		held := err == nil && t.Orders.Lookup(p.PatientID) != nil
-		if held {
-			err = t.Decoder.Verify(p)
+		var prev *processor.Pass
+		held := false
+		if err == nil {
+			prev, held = t.Book.ByID(p.ID), t.Orders.Lookup(p.PatientID) != nil
+			if held || prev != nil {
+				err = t.Decoder.Verify(p)
+			}
+			if err == nil {
+				err = processor.CheckVersion(p, prev) // Apply checks again, under the book's lock
+			}
+		}
+		if err == nil && held && (only == nil || only[p.PatientID]) && p.End() >= t.Now().Add(-passKeep).UnixMilli() {
+			if _, err = t.Book.Apply(p); err == nil {
+				applied.Inc()
+				t.archive(pipeline.PassRow{Pass: *p, Received: m.Time})
+				return
+			}
 		}
 		if err != nil {
 			if only != nil {
@@ -151,21 +192,16 @@ func (t *PassesTable) Run(ctx context.Context) error {
 			return
 		case !held:
 			notPatient.Inc()
-			if old := t.Book.Delete(p.ID); old != nil { // a new version for someone else
+			if old := t.Book.Delete(p.ID); old != nil { // a new version, verified, for someone else
 				t.archive(pipeline.PassRow{Pass: *old, Deleted: true, Received: m.Time})
 			}
 			if only == nil && p.End() >= t.Now().UnixMilli() {
 				t.keepRecent(p)
 			}
-			return
-		case p.End() < t.Now().Add(-passKeep).UnixMilli():
+		default: // ended more than passKeep ago
 			expired.Inc()
 			t.Book.Delete(p.ID)
-			return
 		}
-		t.Book.Put(p)
-		applied.Inc()
-		t.archive(pipeline.PassRow{Pass: *p, Received: m.Time})
 	}
 	done := make(chan error, 1)
 	go func() {

@@ -2,6 +2,8 @@ package kafka_test
 
 import (
 	"context"
+	"crypto/ed25519"
+	"encoding/base64"
 	"fmt"
 	"strconv"
 	"strings"
@@ -174,4 +176,81 @@ func TestATableWhoseTailIsGoneStillLoads(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("a table whose records are all gone never loaded")
 	}
+}
+
+// signedPass is a pass version signed with key (contract 1.4, v2): issued
+// at issued, revoked at revoked (zero: not revoked); patientKey is the
+// JSON key of patient_id as written.
+func signedPass(t *testing.T, key ed25519.PrivateKey, id, patient, patientKey string, from, to, issued, revoked time.Time) kafka.Message {
+	t.Helper()
+	p := &processor.Pass{ID: id, PatientID: patient, Purpose: processor.Medical, ValidFrom: from.UnixMilli(), ValidTo: to.UnixMilli(), IssuedAt: issued.UnixMilli()}
+	v := fmt.Sprintf(`{"pass_id":%q,"%s":%q,"purpose":"medical","valid_from":%q,"valid_to":%q,"issued_at":%q`,
+		id, patientKey, patient, from.Format(time.RFC3339), to.Format(time.RFC3339), issued.Format(time.RFC3339))
+	if !revoked.IsZero() {
+		p.RevokedAt = revoked.UnixMilli()
+		v += fmt.Sprintf(`,"revoked_at":%q`, revoked.Format(time.RFC3339))
+	}
+	sig := base64.StdEncoding.EncodeToString(ed25519.Sign(key, processor.SigningMessage(p)))
+	return kafka.Message{Key: []byte(id), Value: fmt.Appendf(nil, `%s,"signature":%q}`, v, sig)}
+}
+
+// A revocation cannot be undone by re-sending the original, and a message
+// that fails its check never touches a held pass, whoever it names: the
+// re-sent original is stale, an unsigned version naming someone else and
+// a signed one with an unsigned revoked_at are bad_signature, all three
+// dead-lettered, and the revocation stays in force, after a restart too.
+// A pass whose patient_id key is escaped is judged alike while running and
+// after a restart.
+func TestAPassRevocationHoldsAgainstReplaysAndUnsignedVersions(t *testing.T) {
+	addr, k, d := setup(t)
+	key := ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize))
+	d.PassKeys = []ed25519.PublicKey{key.Public().(ed25519.PublicKey)}
+	now := time.Now().UTC().Truncate(time.Second)
+	from, to, revoked := now.Add(-time.Hour), now.Add(time.Hour), now.Add(-time.Minute)
+	original := signedPass(t, key, "X-1", "p-1", "patient_id", from, to, now.Add(-2*time.Hour), time.Time{})
+	revocation := signedPass(t, key, "X-1", "p-1", "patient_id", from, to, now.Add(-time.Minute), revoked)
+	escaped := signedPass(t, key, "X-2", "p-1", `patient\u005fid`, from, to, now.Add(-time.Hour), time.Time{})
+	kafkatest.Produce(t, addr, d.Config.Kafka.Topics.Orders, []kafka.Message{orderMsg("p-1")})
+	kafkatest.Produce(t, addr, d.Config.Kafka.Topics.Passes, []kafka.Message{original, revocation})
+	run := func() (*kafkatest.Running, *processor.PassBook) {
+		dd := *d
+		dd.Sink, dd.Passes = kafkatest.NewRecorder(), processor.NewPassBook()
+		svc := kafkatest.RunServiceWith(t, dd)
+		kafkatest.WaitFor(t, time.Minute, "ready", func() bool { return svc.Svc.Ready(t.Context()) == "" })
+		return svc, dd.Passes
+	}
+	svc, book := run()
+	if p := book.ByID("X-1"); p == nil || p.RevokedAt != revoked.UnixMilli() {
+		t.Fatalf("after the revocation the book holds %+v", p)
+	}
+	unsigned := passMsg("X-1", "resident-9", from, to)
+	addedRevocation := kafka.Message{Key: original.Key, Value: []byte(strings.Replace(string(original.Value), `"issued_at"`, `"revoked_at":"`+now.Add(time.Hour).Format(time.RFC3339)+`","issued_at"`, 1))}
+	kafkatest.Produce(t, addr, d.Config.Kafka.Topics.Passes, []kafka.Message{original, unsigned, addedRevocation, escaped})
+	kafkatest.WaitFor(t, time.Minute, "three dead letters", func() bool {
+		return len(kafkatest.ReadAll(t, k, d.Config.Kafka.Topics.PassesDLQ)[0]) == 3
+	})
+	headers, err := contract.Schema(contract.DeadLetterHeaders)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reasons []string
+	for _, dl := range kafkatest.ReadAll(t, k, d.Config.Kafka.Topics.PassesDLQ)[0] {
+		reasons = append(reasons, header(dl, "qfence-reason"))
+		if err := contract.Validate(headers, deadLetterHeaders(dl)); err != nil {
+			t.Errorf("dead letter headers %v: %v", dl.Headers, err)
+		}
+	}
+	if strings.Join(reasons, ",") != "stale,bad_signature,bad_signature" {
+		t.Errorf("dead letters %v, want stale, bad_signature, bad_signature", reasons)
+	}
+	kafkatest.WaitFor(t, time.Minute, "the escaped pass held", func() bool { return book.ByID("X-2") != nil })
+	if p := book.ByID("X-1"); p == nil || p.RevokedAt != revoked.UnixMilli() || p.PatientID != "p-1" {
+		t.Errorf("while running the book holds %+v, want the revocation", p)
+	}
+	svc.Stop(t)
+	svc, book = run() // read again from the start, as after a restart
+	if p := book.ByID("X-1"); p == nil || p.RevokedAt != revoked.UnixMilli() || book.ByID("X-2") == nil {
+		t.Errorf("after a restart the book holds %+v and X-2 %v", p, book.ByID("X-2") != nil)
+	}
+	svc.Stop(t)
 }

@@ -147,11 +147,13 @@ func PassesFile(path string, book *processor.PassBook, dec processor.PassDecoder
 			continue
 		}
 		p, err := dec.Decode(nil, line)
+		if err == nil {
+			_, err = book.Apply(p) // an older version than a line before it is stale
+		}
 		if err != nil {
 			log.Warn("pass rejected", "file", path, "line", n, "err", err)
 			continue
 		}
-		book.Put(p)
 		held++
 	}
 	if err := lr.Err(); err != nil {

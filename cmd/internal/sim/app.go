@@ -222,7 +222,7 @@ func (s *Scenario) Decide(rules processor.Rules, app bool) (*Loop, error) {
 	pdec := processor.PassDecoder{MaxDuration: 12 * time.Hour, Keys: keys}
 	for _, l := range s.Passes {
 		if pass, err := pdec.Decode(nil, []byte(l)); err == nil {
-			passes.Put(pass)
+			_, _ = passes.Apply(pass) // a stale version is refused, as qfence run does
 		}
 	}
 	eng := processor.NewEngine(rules, book)

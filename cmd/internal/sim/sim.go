@@ -398,16 +398,15 @@ func (s *Scenario) passTrip(r *rand.Rand, pt *patient, p Params, inAllowed func(
 		pt.breachAt = pt.start + pt.travel/4
 		s.Truth = append(s.Truth, Truth{pt.id, "breach_started", pt.breachAt, ""})
 	}
-	sig := ed25519.Sign(s.Key, processor.SigningMessage(pass))
-	if pt.b == PassForged {
-		sig[len(sig)/2] ^= 0x40
+	pass.IssuedAt = pass.ValidFrom - 30*60_000
+	if pt.b == PassRevoked { // the original, its revocation, then the original re-sent: stale
+		orig := *pass
+		orig.RevokedAt = 0
+		pass.IssuedAt = pass.RevokedAt
+		s.Passes = append(s.Passes, s.passLine(&orig, false), s.passLine(pass, false), s.passLine(&orig, false))
+	} else {
+		s.Passes = append(s.Passes, s.passLine(pass, pt.b == PassForged))
 	}
-	line := fmt.Sprintf(`{"pass_id":%q,"patient_id":%q,"purpose":%q,"valid_from":%q,"valid_to":%q,"max_distance_m":%g`,
-		pass.ID, pass.PatientID, pass.Purpose, processor.FormatTS(pass.ValidFrom), processor.FormatTS(pass.ValidTo), pass.MaxDistanceM)
-	if pass.RevokedAt != 0 {
-		line += fmt.Sprintf(`,"revoked_at":%q`, processor.FormatTS(pass.RevokedAt))
-	}
-	s.Passes = append(s.Passes, line+fmt.Sprintf(`,"signature":%q}`, base64.StdEncoding.EncodeToString(sig)))
 	pt.pass = pass
 }
 
@@ -433,6 +432,21 @@ func (s *Scenario) Attestation(min processor.Integrity) *processor.Attestation {
 		panic("BUG: the simulator's JWKS does not parse: " + err.Error())
 	}
 	return processor.NewAttestation(keys, "qfence", min)
+}
+
+// passLine is the pass as the issuer publishes it, signed (contract 1.4),
+// or with a forged signature.
+func (s *Scenario) passLine(pass *processor.Pass, forged bool) string {
+	sig := ed25519.Sign(s.Key, processor.SigningMessage(pass))
+	if forged {
+		sig[len(sig)/2] ^= 0x40
+	}
+	line := fmt.Sprintf(`{"pass_id":%q,"patient_id":%q,"purpose":%q,"valid_from":%q,"valid_to":%q,"max_distance_m":%g`,
+		pass.ID, pass.PatientID, pass.Purpose, processor.FormatTS(pass.ValidFrom), processor.FormatTS(pass.ValidTo), pass.MaxDistanceM)
+	if pass.RevokedAt != 0 {
+		line += fmt.Sprintf(`,"revoked_at":%q`, processor.FormatTS(pass.RevokedAt))
+	}
+	return line + fmt.Sprintf(`,"issued_at":%q,"signature":%q}`, processor.FormatTS(pass.IssuedAt), base64.StdEncoding.EncodeToString(sig))
 }
 
 // PublicKey is the simulator issuer's public key, base64, as a line of
