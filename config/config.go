@@ -207,7 +207,7 @@ func Default() Config {
 }
 
 // secretKeys may come only from the environment (or their _file key).
-var secretKeys = []string{"kafka.sasl.password", "clickhouse.password", "privacy.pseudonymize_key"}
+var secretKeys = []string{"kafka.sasl.password", "clickhouse.password", "privacy.pseudonymize_key", "checkins.schedule_key"}
 
 func isSecret(key string) bool { return slices.Contains(secretKeys, key) }
 
@@ -370,17 +370,48 @@ func (c *Config) resolveSecrets() error {
 	read(&c.Kafka.SASL.Password, c.Kafka.SASL.PasswordFile, "kafka.sasl.password")
 	read(&c.ClickHouse.Password, c.ClickHouse.PasswordFile, "clickhouse.password")
 	read(&c.Privacy.PseudonymizeKey, c.Privacy.PseudonymizeKeyFile, "privacy.pseudonymize_key")
-	// A short or empty key must not quietly weaken or switch off
-	// pseudonymisation (an empty key file once wrote real ids).
-	if key := c.Privacy.PseudonymizeKey; (key != "" || c.Privacy.PseudonymizeKeyFile != "") && len(key) < MinPseudonymizeKey {
-		where := EnvName("privacy.pseudonymize_key")
-		if c.Privacy.PseudonymizeKeyFile != "" {
-			where = "the file " + c.Privacy.PseudonymizeKeyFile
+	read(&c.Checkins.ScheduleKey, c.Checkins.ScheduleKeyFile, "checkins.schedule_key")
+	// A short, weak or empty key must not quietly weaken or switch off
+	// pseudonymisation (an empty key file once wrote real ids) or the
+	// secrecy of the random schedule.
+	for _, k := range []struct {
+		key  Secret
+		file string
+		name string
+	}{{c.Privacy.PseudonymizeKey, c.Privacy.PseudonymizeKeyFile, "privacy.pseudonymize_key"},
+		{c.Checkins.ScheduleKey, c.Checkins.ScheduleKeyFile, "checkins.schedule_key"}} {
+		if k.key == "" && k.file == "" {
+			continue
 		}
-		errs = append(errs, fmt.Errorf("privacy.pseudonymize_key: %s holds %d bytes, at least %d are needed (make one with: head -c 32 /dev/urandom | base64)",
-			where, len(key), MinPseudonymizeKey))
+		where := EnvName(k.name)
+		if k.file != "" {
+			where = "the file " + k.file
+		}
+		if why := weakKey(string(k.key)); why != "" {
+			errs = append(errs, fmt.Errorf("%s: %s %s (make one with: head -c 32 /dev/urandom | base64)", k.name, where, why))
+		}
 	}
 	return errors.Join(errs...)
+}
+
+// weakKey says why a secret key is too weak to use ("" when it is not):
+// shorter than MinPseudonymizeKey bytes, or of fewer than 8 distinct bytes
+// (a key of one character repeated, a placeholder).
+func weakKey(key string) string {
+	if len(key) < MinPseudonymizeKey {
+		return fmt.Sprintf("holds %d bytes, at least %d are needed", len(key), MinPseudonymizeKey)
+	}
+	var seen [256]bool
+	n := 0
+	for i := 0; i < len(key); i++ {
+		if !seen[key[i]] {
+			seen[key[i]], n = true, n+1
+		}
+	}
+	if n < 8 {
+		return fmt.Sprintf("holds only %d distinct bytes: a placeholder, not a random key", n)
+	}
+	return ""
 }
 
 func (c *Config) validate() []error {

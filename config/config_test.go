@@ -129,6 +129,10 @@ func TestAWeakPseudonymizationKeyIsRefused(t *testing.T) {
 		{"a short key file", "QFENCE_PRIVACY_PSEUDONYMIZE_KEY_FILE=" + short, "holds 5 bytes, at least 32"},
 		{"a missing key file", "QFENCE_PRIVACY_PSEUDONYMIZE_KEY_FILE=" + filepath.Join(dir, "none"), "privacy.pseudonymize_key_file: open"},
 		{"a short key", "QFENCE_PRIVACY_PSEUDONYMIZE_KEY=abc", "QFENCE_PRIVACY_PSEUDONYMIZE_KEY holds 3 bytes"},
+		// The random schedule's key, by the same rule.
+		{"a short schedule key", "QFENCE_CHECKINS_SCHEDULE_KEY=abc", "checkins.schedule_key: QFENCE_CHECKINS_SCHEDULE_KEY holds 3 bytes"},
+		{"a placeholder schedule key", "QFENCE_CHECKINS_SCHEDULE_KEY=" + strings.Repeat("x", 40), "holds only 1 distinct bytes"},
+		{"an empty schedule key file", "QFENCE_CHECKINS_SCHEDULE_KEY_FILE=" + empty, "checkins.schedule_key: the file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Load("", []string{tc.env})
@@ -136,6 +140,34 @@ func TestAWeakPseudonymizationKeyIsRefused(t *testing.T) {
 				t.Fatalf("got %v, want an error with %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// checkins.schedule_key is a secret: refused in the config file, read from
+// the environment or its file, redacted when printed, and handed to the
+// engine.
+func TestTheScheduleKeyIsASecret(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "qfence.yaml")
+	if err := os.WriteFile(file, []byte("checkins:\n  schedule_key: in-the-file-and-long-enough-0123456789\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(file, nil); err == nil || !strings.Contains(err.Error(), "checkins.schedule_key: secrets are not read from the config file") {
+		t.Errorf("a schedule key in the config file: %v", err)
+	}
+	const key = "k3y-of-32-bytes-or-more-0123456789abcdef"
+	keyFile := filepath.Join(dir, "schedule.key")
+	if err := os.WriteFile(keyFile, []byte(key+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, env := range []string{"QFENCE_CHECKINS_SCHEDULE_KEY=" + key, "QFENCE_CHECKINS_SCHEDULE_KEY_FILE=" + keyFile} {
+		c, err := Load("", []string{env})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.EngineRules().Checkins.ScheduleKey; got != key || fmt.Sprint(c.Checkins.ScheduleKey) != "[redacted]" {
+			t.Errorf("%s: the engine has %q, printed %v", env, got, c.Checkins.ScheduleKey)
+		}
 	}
 }
 

@@ -56,6 +56,11 @@ type Checkins struct {
 	VerifyKeysFile string `koanf:"verify_keys_file"`
 	Audience       string `koanf:"audience"`
 	MinIntegrity   string `koanf:"min_integrity"`
+	// ScheduleKey keys the random schedule (contract 2.2): a secret, from
+	// the environment or ScheduleKeyFile only; "": predictable (a warning
+	// at start-up).
+	ScheduleKey     Secret `koanf:"schedule_key"`
+	ScheduleKeyFile string `koanf:"schedule_key_file"`
 	// attest is what Load made of the three keys above: shared by every
 	// engine, so that ReloadCheckinKeys reaches them all.
 	attest *processor.Attestation
@@ -129,6 +134,9 @@ func (c *Config) ReloadCheckinKeys() (int, error) {
 // engine parses the section; the error names the key.
 func (c Checkins) engine() (processor.Checkins, error) {
 	out := processor.Checkins{RandomPerDay: c.RandomPerDay, ResponseWindow: c.ResponseWindow, Attest: c.attest}
+	if c.ScheduleKey != "" {
+		out.ScheduleKey = string(c.ScheduleKey)
+	}
 	// time/tzdata (imported by this package) holds every IANA zone, so a
 	// bare machine without /usr/share/zoneinfo knows them too.
 	var errs []error

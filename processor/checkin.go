@@ -2,6 +2,7 @@ package processor
 
 import (
 	"cmp"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -30,6 +31,9 @@ type Checkin struct {
 type Checkins struct {
 	// RandomPerDay is how many random requests a patient gets per local day.
 	RandomPerDay int
+	// ScheduleKey keys the random schedule (checkins.schedule_key): without
+	// it anyone who knows a patient id can compute when they are asked.
+	ScheduleKey string
 	// QuietStart and QuietEnd bound the quiet hours, in minutes after local
 	// midnight (22:00-08:00 is 1320 and 480); equal values: no quiet hours,
 	// and a day's window is the whole local day.
@@ -233,7 +237,7 @@ func nextRandom(c *Checkins, id string, after int64) uint32 {
 		}
 		best := int64(0)
 		for k := 0; k < c.RandomPerDay; k++ {
-			at := start + int64(randomOffset(id, y, m, dd, k, uint64(length)))
+			at := start + int64(randomOffset(c.ScheduleKey, id, y, m, dd, k, uint64(length)))
 			if at*1000 > after && (best == 0 || at < best) {
 				best = at
 			}
@@ -261,7 +265,10 @@ func window(c *Checkins, y int, m time.Month, d int) (start, length int64) {
 	return s.Unix(), end.Unix() - s.Unix()
 }
 
-func randomOffset(id string, y int, m time.Month, d, k int, length uint64) uint64 {
+// randomOffset is H mod length of contract 2.2: HMAC-SHA256 keyed with
+// checkins.schedule_key (plain SHA-256 without it) over
+// qfence-checkin|P|D|k.
+func randomOffset(key string, id string, y int, m time.Month, d, k int, length uint64) uint64 {
 	b := make([]byte, 0, 64)
 	b = append(b, "qfence-checkin|"...)
 	b = append(b, id...)
@@ -269,6 +276,11 @@ func randomOffset(id string, y int, m time.Month, d, k int, length uint64) uint6
 	b = time.Date(y, m, d, 0, 0, 0, 0, time.UTC).AppendFormat(b, "2006-01-02")
 	b = append(b, '|')
 	b = strconv.AppendInt(b, int64(k), 10)
+	if len(key) > 0 {
+		mac := hmac.New(sha256.New, []byte(key))
+		mac.Write(b)
+		return binary.BigEndian.Uint64(mac.Sum(nil)[:8]) % length
+	}
 	h := sha256.Sum256(b)
 	return binary.BigEndian.Uint64(h[:8]) % length
 }

@@ -1,6 +1,7 @@
 package processor_test
 
 import (
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
@@ -163,23 +164,42 @@ func TestOpenRequestsSurviveARestore(t *testing.T) {
 }
 
 // The random schedule is the contract's formula, computed here again from
-// its text for one patient and day.
+// its text for one patient and day: HMAC-SHA256 keyed with
+// checkins.schedule_key, plain SHA-256 without it. The keyed schedule is
+// not the unkeyed one, so knowing a patient id no longer tells when they
+// will be asked.
 func TestRandomScheduleIsTheContractFormula(t *testing.T) {
-	c := processor.DefaultRules().Checkins
-	c.RandomPerDay = 2
+	const key = "k3y-of-32-bytes-or-more-0123456789abcdef"
 	start := time.Date(2026, 4, 2, 8, 0, 0, 0, time.UTC) // quiet hours end
 	length := uint64(14 * 3600)                          // 08:00 to 22:00
-	var want []int64
-	for k := range 2 {
-		h := sha256.Sum256([]byte(fmt.Sprintf("qfence-checkin|p-000123|2026-04-02|%d", k)))
-		want = append(want, start.Add(time.Duration(binary.BigEndian.Uint64(h[:8])%length)*time.Second).UnixMilli())
+	schedules := map[string]string{}
+	for _, keyed := range []bool{false, true} {
+		c := processor.DefaultRules().Checkins
+		c.RandomPerDay = 2
+		var want []int64
+		for k := range 2 {
+			msg := []byte(fmt.Sprintf("qfence-checkin|p-000123|2026-04-02|%d", k))
+			h := sha256.Sum256(msg)
+			sum := h[:]
+			if keyed {
+				c.ScheduleKey = key
+				mac := hmac.New(sha256.New, []byte(key))
+				mac.Write(msg)
+				sum = mac.Sum(nil)
+			}
+			want = append(want, start.Add(time.Duration(binary.BigEndian.Uint64(sum[:8])%length)*time.Second).UnixMilli())
+		}
+		if want[0] > want[1] {
+			want[0], want[1] = want[1], want[0]
+		}
+		got := processor.RandomCheckins(&c, "p-000123", start.UnixMilli(), start.Add(14*time.Hour).UnixMilli())
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("keyed %v: got %v, want %v", keyed, got, want)
+		}
+		schedules[fmt.Sprint(keyed)] = fmt.Sprint(got)
 	}
-	if want[0] > want[1] {
-		want[0], want[1] = want[1], want[0]
-	}
-	got := processor.RandomCheckins(&c, "p-000123", start.UnixMilli(), start.Add(14*time.Hour).UnixMilli())
-	if fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Errorf("got %v, want %v", got, want)
+	if schedules["true"] == schedules["false"] {
+		t.Error("the keyed schedule is the unkeyed one")
 	}
 }
 

@@ -86,6 +86,9 @@ func demo(ctx context.Context, o demoOptions, out io.Writer) error {
 	// Twenty simulated minutes need shorter rules than a real quarantine.
 	cfg.Rules.BreachAfter, cfg.Rules.SignalTimeout, cfg.Rules.EscalateAfter = 2*time.Minute, 5*time.Minute, 4*time.Minute
 	cfg.Checkins.ResponseWindow, cfg.Checkins.RandomPerDay, cfg.Checkins.Timezone = 5*time.Minute, 24, "Europe/Moscow"
+	// A fixed key, so that the demo is the same every run; a deployment's
+	// comes from the environment or a file (checkins.schedule_key).
+	cfg.Checkins.ScheduleKey = "qfence-demo-schedule-key-not-a-secret-0123456789"
 	say("• rules for the demo: breach after %s outside (%d pings), escalated after %s more, signal lost after %s, margin %g m;\n"+
 		"  check-ins answered within %s, %d random ones a day outside %s %s",
 		cfg.Rules.BreachAfter, cfg.Rules.BreachMinPings, cfg.Rules.EscalateAfter, cfg.Rules.SignalTimeout, cfg.Rules.MarginM,

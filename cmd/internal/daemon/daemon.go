@@ -58,6 +58,19 @@ type Hooks struct {
 	Ready func(ready func(context.Context) string)
 }
 
+// Warnings are what a configuration leaves open that a deployment should
+// not: said once at start-up.
+func Warnings(cfg *config.Config) []string {
+	var out []string
+	if cfg.Checkins.RandomPerDay > 0 && cfg.Checkins.ScheduleKey == "" {
+		out = append(out, "checkins.schedule_key is not set: anyone who knows a patient id can compute when they will be asked at random (set QFENCE_CHECKINS_SCHEDULE_KEY or checkins.schedule_key_file)")
+	}
+	if !cfg.Attested() {
+		out = append(out, "checkins.verify_keys_file is not set: check-ins count on the phone's word, and a modified app can end any breach")
+	}
+	return out
+}
+
 // Run runs qfence until ctx ends (SIGTERM), then shuts down in order:
 // stop fetching and drain the partitions (the sinks still running), flush
 // the sinks, stop serving HTTP, stop the embedded broker.
@@ -87,8 +100,8 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *Hooks
 		log.Info("orders file loaded", "file", cfg.Orders.File, "orders", n)
 	}
 	pm.ActiveOrders.Set(float64(book.Len()))
-	if !cfg.Attested() {
-		log.Warn("checkins.verify_keys_file is not set: check-ins count on the phone's word, and a modified app can end any breach")
+	for _, w := range Warnings(cfg) {
+		log.Warn(w)
 	}
 	passes, keys, err := loadPasses(cfg, log)
 	if err != nil {

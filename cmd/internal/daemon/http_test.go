@@ -198,3 +198,24 @@ func TestANonLoopbackListenerIsWarnedAbout(t *testing.T) {
 		t.Errorf("no warning: %s", logs.String())
 	}
 }
+
+// A configuration that leaves check-ins forgeable or the random schedule
+// predictable is warned about; one that closes both is not.
+func TestStartUpWarnings(t *testing.T) {
+	cfg := config.Default()
+	cfg.Checkins.RandomPerDay = 2
+	if w := Warnings(&cfg); len(w) != 2 || !strings.Contains(w[0], "checkins.schedule_key is not set") || !strings.Contains(w[1], "phone's word") {
+		t.Errorf("warnings %q", w)
+	}
+	cfg.Checkins.ScheduleKey = "k3y-of-32-bytes-or-more-0123456789abcdef"
+	keys := filepath.Join(t.TempDir(), "jwks.json")
+	if err := os.WriteFile(keys, []byte(`{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"k1","x":"O2onvM62pC1io6jQKm8Nc2UyFXcd4kOmOsBIoYtZ2ik"}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.UseCheckinKeys(keys); err != nil {
+		t.Fatal(err)
+	}
+	if w := Warnings(&cfg); len(w) != 0 {
+		t.Errorf("warnings %q with both set", w)
+	}
+}
