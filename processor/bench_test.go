@@ -402,3 +402,45 @@ func BenchmarkEventJSON(b *testing.B) {
 	}
 	b.ReportMetric(float64(len(buf)), "bytes/event")
 }
+
+// BenchmarkCheckinPing is a check-in ping end to end in the engine:
+// decoded from its JSON, its attestation verified (EdDSA), answering, and
+// judged at home, as the partition loop does it. A patient sends a few a
+// day; the cost is the attestation's.
+func BenchmarkCheckinPing(b *testing.B) {
+	book := processor.NewOrderBook()
+	o, err := processor.DecodeOrder(nil, []byte(`{"patient_id":"p-1","home":{"lat":55.7558,"lon":37.6173},"radius_m":50,"starts_at":"2026-04-01T00:00:00Z"}`), 0, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	book.Put(o)
+	rules := processor.DefaultRules()
+	rules.Checkins.Attest = processor.NewAttestation(attestKeys(b), "qfence", processor.IntegrityDevice)
+	eng := processor.NewEngine(rules, book)
+	msgs := make([][]byte, b.N)
+	for i := range msgs {
+		p := processor.Ping{PatientID: []byte("p-1"), TS: t0 + int64(i)*1000, Lat: 55.7558, Lon: 37.6173, Accuracy: 5, Source: []byte("gps"),
+			Checkin: processor.Checkin{Present: true, Verified: true, Method: []byte("selfie")}}
+		jws := sign(b, processor.StatementOf(&p, "qfence", processor.IntegrityDevice), attestKey, "k1")
+		msgs[i] = fmt.Appendf(nil, `{"patient_id":"p-1","ts":%d,"lat":55.7558,"lon":37.6173,"accuracy_m":5,"source":"gps","checkin":{"verified":true,"method":"selfie","attestation":%q}}`,
+			p.TS, jws)
+	}
+	dec := processor.PingDecoder{MaxBytes: 4096, DefaultAccuracy: 50}
+	var (
+		p      processor.Ping
+		events []processor.Event
+	)
+	b.SetBytes(int64(len(msgs[0])))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := dec.Decode(msgs[i], 0, &p); err != nil {
+			b.Fatal(err)
+		}
+		var t processor.Track
+		events, _, t = eng.Process(&p, nil, events[:0])
+		if !t.Checkin.Counted {
+			b.Fatalf("check-in %d did not count", i)
+		}
+	}
+}

@@ -127,17 +127,22 @@ func (a *App) forge(pt *patient, reqID string, ts int64) Ping {
 	case processor.CheckinWrongAudience: // a statement the service made for another relying party
 		st.Aud = "another-app"
 		att = a.sign(st, a.s.Verifier, VerifierKID)
-	case processor.CheckinMismatch: // the service signed the true fix; the app sends home instead
+	case processor.CheckinMismatch:
 		real := st
-		real.Fix.Lat, real.Fix.Lon = round6(along(pt, ts)[1]), round6(along(pt, ts)[0])
+		if pt.id[len(pt.id)-1]%2 == 0 { // the service signed the true fix; the app sends home instead
+			real.Fix.Lat, real.Fix.Lon = round6(along(pt, ts)[1]), round6(along(pt, ts)[0])
+		} else { // a copy of an earlier real one: at home, before the trip, for no request
+			real.Fix.TS, real.RequestID = pt.start-3_600_000, ""
+			real.Iat, real.Exp = real.Fix.TS/1000, real.Fix.TS/1000+600
+		}
 		att = a.sign(real, a.s.Verifier, VerifierKID)
 	case processor.CheckinExpired: // a fix dated ahead, signed at home 20 minutes before
 		st.RequestID = ""
 		st.Iat = ts/1000 - 1200
 		st.Exp = st.Iat + 600
 		att = a.sign(st, a.s.Verifier, VerifierKID)
-	case processor.CheckinWeakIntegrity: // a real selfie, a spoofed fix, a rooted phone
-		st.Integrity = "basic"
+	case processor.CheckinWeakIntegrity: // a real face on a modified app that fakes the fix: the platform vouches for nothing
+		st.Integrity = "none"
 		att = a.sign(st, a.s.Verifier, VerifierKID)
 	}
 	return a.checkin(pt, st, att)
