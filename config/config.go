@@ -446,8 +446,11 @@ func (c *Config) validate() []error {
 	if c.ClickHouse.Cluster != "" && !plainName.MatchString(c.ClickHouse.Cluster) {
 		bad("clickhouse.cluster", "%q is not a plain cluster name (letters, digits, _)", c.ClickHouse.Cluster)
 	}
-	if c.ClickHouse.Database == "" || strings.ContainsAny(c.ClickHouse.Database, "`.; ") {
-		bad("clickhouse.database", "%q is not a plain database name", c.ClickHouse.Database)
+	switch db := c.ClickHouse.Database; {
+	case !plainName.MatchString(db):
+		bad("clickhouse.database", "%q is not a plain database name (letters, digits, _)", db)
+	case strings.EqualFold(db, "system") || strings.EqualFold(db, "information_schema"):
+		bad("clickhouse.database", "%q is ClickHouse's own database; name one for qfence (the default is qfence)", db)
 	}
 	intIn(bad, "clickhouse.retention_days", c.ClickHouse.RetentionDays, 1, 3650)
 	intIn(bad, "clickhouse.batch_rows", c.ClickHouse.BatchRows, 1, 10_000_000)

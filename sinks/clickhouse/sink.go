@@ -34,6 +34,9 @@ type Sink struct {
 	// Gap is the least time between two flushes that half the budget does
 	// not hurry (set before Run; 0: minInsertGap).
 	Gap time.Duration
+	// AuditDropped counts the audit rows dropped because maxAuditRows
+	// waited already (qfence_api_audit_dropped_total).
+	AuditDropped atomic.Int64
 
 	conn    driver.Conn
 	dials   *conns
@@ -135,12 +138,25 @@ func (c *Sink) ArchivePass(r pipeline.PassRow) {
 }
 
 // Audit stores one API request (no acknowledgement: the trail is best
-// effort across a ClickHouse outage only as far as the buffer goes).
+// effort across a ClickHouse outage only as far as the buffer goes: at
+// most maxAuditRows wait, and what comes beyond is dropped and counted).
 func (c *Sink) Audit(r pipeline.AuditRow) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.pending.audit) >= maxAuditRows {
+		c.AuditDropped.Add(1)
+		return
+	}
 	c.pending.audit = append(c.pending.audit, r)
-	c.mu.Unlock()
 }
+
+// maxAuditRows bounds the audit rows waiting for ClickHouse (a row is a few
+// hundred bytes: the API bounds its path), and auditChunk the rows of one
+// INSERT.
+const (
+	maxAuditRows = 20_000
+	auditChunk   = 5_000
+)
 
 // ArchiveOrder stores one order version (the OrdersTable's Archive).
 func (c *Sink) ArchiveOrder(r pipeline.OrderRow) { c.WriteOrders([]pipeline.OrderRow{r}) }
@@ -306,11 +322,14 @@ func (c *Sink) flush(ctx context.Context) {
 	if err == nil {
 		err = c.retry(ctx, "passes", len(b.passes), func(ctx context.Context) error { return c.insertPasses(ctx, b.passes) })
 	}
-	if err == nil {
-		err = c.retry(ctx, "api_audit", len(b.audit), func(ctx context.Context) error { return c.insertAudit(ctx, b.audit) })
-	}
 	for _, w := range b.waiters {
 		w(err)
+	}
+	// The audit trail last, after the acknowledgements: its rows never
+	// hold up the pings' commits.
+	for rows := b.audit; err == nil && len(rows) > 0; rows = rows[min(len(rows), auditChunk):] {
+		chunk := rows[:min(len(rows), auditChunk)]
+		err = c.retry(ctx, "api_audit", len(chunk), func(ctx context.Context) error { return c.insertAudit(ctx, chunk) })
 	}
 	for _, p := range b.pings {
 		p.reset()

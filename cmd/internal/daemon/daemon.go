@@ -68,6 +68,9 @@ func Warnings(cfg *config.Config) []string {
 	if !cfg.Attested() {
 		out = append(out, "checkins.verify_keys_file is not set: check-ins count on the phone's word, and a modified app can end any breach")
 	}
+	if host, _, _ := net.SplitHostPort(cfg.API.Listen); cfg.API.Listen != "" && cfg.API.TLS.CertFile == "" && !loopback(host) {
+		out = append(out, "api.listen is not a loopback address and api.tls.cert_file is not set: bearer tokens cross the network in clear (set api.tls, or terminate TLS in front of qfence)")
+	}
 	return out
 }
 
@@ -107,6 +110,12 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *Hooks
 	if err != nil {
 		return err
 	}
+	var tokens []api.Token // read now: a bad tokens file is refused before anything waits on ClickHouse
+	if cfg.API.Listen != "" {
+		if tokens, err = api.LoadTokens(cfg.API.TokensFile); err != nil {
+			return err
+		}
+	}
 
 	// Background work that outlives the consumers: the broker, the sink,
 	// the HTTP server. It stops after the consumers have drained.
@@ -127,6 +136,9 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *Hooks
 		return err
 	}
 	sink.Rules, sink.Budget = cfg.EngineRules(), cfg.Limits.MaxInflightRows
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "qfence_api_audit_dropped_total",
+		Help: "API audit rows dropped because the buffer for ClickHouse was full (ClickHouse down under a flood of requests)."},
+		func() float64 { return float64(sink.AuditDropped.Load()) }))
 	sinkDone := make(chan error, 1)
 	sinkCtx, stopSink := context.WithCancel(context.WithoutCancel(ctx))
 	go func() { sinkDone <- sink.Run(sinkCtx, bg) }()
@@ -176,7 +188,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *Hooks
 		reader, err := clickhouse.NewReader(ctx, cfg.ClickHouse, cfg.Privacy.PseudonymizeKey != "")
 		if err == nil {
 			defer reader.Close()
-			err = serveAPI(bg, &bgGroup, cfg.API, passes, &Dossiers{Reader: reader, Zones: zones.Load}, sink.Audit, log)
+			err = serveAPI(bg, &bgGroup, cfg.API, tokens, passes, &Dossiers{Reader: reader, Zones: zones.Load}, sink.Audit, reg, log)
 		}
 		if err != nil {
 			stopSink()
@@ -235,16 +247,16 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *Hooks
 }
 
 // serveAPI starts the people's API (passes, dossiers) on api.listen.
-func serveAPI(ctx context.Context, g *errgroup.Group, cfg config.API, passes *processor.PassBook, dossiers api.Dossiers, audit func(pipeline.AuditRow), log *slog.Logger) error {
-	tokens, err := api.LoadTokens(cfg.TokensFile)
-	if err != nil {
-		return err
-	}
+func serveAPI(ctx context.Context, g *errgroup.Group, cfg config.API, tokens []api.Token, passes *processor.PassBook, dossiers api.Dossiers,
+	audit func(pipeline.AuditRow), reg prometheus.Registerer, log *slog.Logger) error {
 	l, err := api.Listen(cfg.Listen, cfg.TLS.CertFile, cfg.TLS.KeyFile)
 	if err != nil {
 		return err
 	}
-	srv := &api.Server{Tokens: tokens, Passes: passes, Dossiers: dossiers, Audit: audit, Now: time.Now, Log: log.With("component", "api")}
+	throttled := prometheus.NewCounter(prometheus.CounterOpts{Name: "qfence_api_throttled_total",
+		Help: "API requests refused with 429: a remote address sent too many without a valid token (not audited)."})
+	reg.MustRegister(throttled)
+	srv := &api.Server{Tokens: tokens, Passes: passes, Dossiers: dossiers, Audit: audit, Now: time.Now, Log: log.With("component", "api"), Throttled: throttled}
 	log.Info("api listening", "addr", cfg.Listen, "tls", cfg.TLS.CertFile != "", "tokens", len(tokens))
 	g.Go(func() error { return srv.Serve(ctx, l) })
 	return nil
