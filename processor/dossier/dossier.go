@@ -95,13 +95,58 @@ type Case struct {
 	Rules                  Rules
 	Confidence             *Confidence    // breaches only
 	Evidence               map[int64]bool // ts of the pings the event quotes
-	Pings                  []Ping         // in time order, the window's
+	Pings                  []Ping         // in time order, the window's (or a thinned set of them: Thin)
+	// TotalPings is how many pings the window holds when Pings shows fewer
+	// (0: Pings is all of them).
+	TotalPings int
 	Passes                 []Pass
 	Checkins               []Checkin      // in time order
 	Notifications          []Notification // in time order
 	WindowFrom, WindowTo   int64
 	Database               string
 	GeneratedAt            time.Time
+}
+
+// MaxPings is how many pings a page draws at most: a larger window is
+// thinned (Thin).
+const MaxPings = 5000
+
+// Thin keeps at most limit of c's pings, and says so (TotalPings): every one
+// the event quotes, the first and the last, those within two minutes of
+// the episode's start and of its end (the departure and the return), and
+// an even share of the rest. A 6,483-ping breach once lost its last two
+// hours and its return to a plain LIMIT.
+func Thin(c *Case, limit int) {
+	n := len(c.Pings)
+	if n <= limit {
+		return
+	}
+	near := func(ts, at int64) bool { return at != 0 && ts >= at-120_000 && ts <= at+120_000 }
+	must := make([]bool, n)
+	m := 0
+	for i, p := range c.Pings {
+		if i == 0 || i == n-1 || c.Evidence[p.TS] || near(p.TS, c.StartedAt) || near(p.TS, c.EndedAt) {
+			must[i], m = true, m+1
+		}
+	}
+	rest, budget := n-m, limit-m
+	kept := c.Pings[:0:0]
+	seen := 0
+	for i, p := range c.Pings {
+		switch {
+		case must[i]:
+			kept = append(kept, p)
+		case budget > 0:
+			// The j-th of the rest is kept when it crosses a multiple of
+			// rest/budget: an even share, budget of them.
+			if (seen+1)*budget/rest > seen*budget/rest {
+				kept = append(kept, p)
+			}
+			seen++
+		}
+	}
+	c.TotalPings = max(c.TotalPings, n)
+	c.Pings = kept
 }
 
 // Window is the span of pings a dossier shows: from 30 minutes before the
@@ -321,6 +366,7 @@ type page struct {
 	Replay    string
 	Generated string
 	NoPings   bool
+	Thinned   string // "N of M pings shown, …" when the window was thinned
 	ScaleNote string
 }
 
@@ -338,6 +384,11 @@ func Render(c *Case, zones *geo.Zones) ([]byte, error) {
 	p := page{C: c, Title: fmt.Sprintf("%s of %s", c.Type, c.PatientID), At: tsText(c.At), Started: tsText(c.StartedAt),
 		Duration: (time.Duration(c.DurationS) * time.Second).String(), NoPings: len(c.Pings) == 0,
 		Generated: c.GeneratedAt.UTC().Format(time.RFC3339)}
+	if c.TotalPings > len(c.Pings) {
+		p.Thinned = fmt.Sprintf("%d of the %d pings in the window shown, on the map and in the table: every ping the event quotes, "+
+			"the first and the last, those within two minutes of the departure and of the return, and an even share of the rest.",
+			len(c.Pings), c.TotalPings)
+	}
 	if c.EndedAt != 0 {
 		p.Ended = tsText(c.EndedAt)
 	}
@@ -439,7 +490,7 @@ var pageTmpl = template.Must(template.New("dossier").Parse(`<!DOCTYPE html>
 <dt>breach after</dt><dd>{{.C.Rules.BreachAfterS}} s of consecutive outside pings, at least {{.C.Rules.BreachMinPings}}</dd></dl>
 </div></div>
 <h2>Map</h2>
-{{if .NoPings}}<p><strong>No stored ping of this patient falls in the window ({{len .C.Pings}} pings from 30 minutes before to 30 minutes after the episode): there is nothing to map but the home.</strong></p>{{end}}
+{{if .Thinned}}<p class="note"><strong>{{.Thinned}}</strong></p>{{end}}{{if .NoPings}}<p><strong>No stored ping of this patient falls in the window ({{len .C.Pings}} pings from 30 minutes before to 30 minutes after the episode): there is nothing to map but the home.</strong></p>{{end}}
 {{.Map}}
 <p class="legend"><span><i class="sw sw-inside"></i>inside</span><span><i class="sw sw-outside"></i>outside</span><span><i class="sw sw-excused"></i>excused</span><span><i class="sw sw-uncertain"></i>uncertain</span><span>dashed ring: late, speed or mock</span><span>bold ring: quoted as evidence</span><span>faint disc: reported accuracy, to scale</span><span>blue: home radius, dashed: radius + margin</span><span>purple dotted: a pass's distance limit</span><span>green: allowed zones, grey dashed: districts</span></p>
 <h2>The pings, in time order</h2>

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"flag"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -292,5 +293,51 @@ func TestDossierEscapesEverythingDrawn(t *testing.T) {
 	}
 	if !strings.Contains(s, "in zone &#34;&gt;&lt;script&gt;") {
 		t.Error("the hostile zone id is not shown, escaped, in the ping's title")
+	}
+}
+
+// A window of more pings than a page draws is thinned, and the page says
+// so: every ping the event quotes, the first and the last, the departure
+// and the return stay, and the rest is an even share; the page is within
+// its bound.
+func TestALongBreachIsThinnedNotCut(t *testing.T) {
+	const n = 6483
+	start := int64(1775124000000)
+	c := &dossier.Case{EventID: "00000000000000000000000000000000", Type: "breach_started", PatientID: "p-x", Home: orb.Point{37.6, 55.7},
+		RadiusM: 50, Rules: dossier.Rules{MarginM: 25}, Evidence: map[int64]bool{}, StartedAt: start + 30*60_000, At: start + 35*60_000}
+	for i := range n {
+		ts := start + int64(i)*15_000
+		c.Pings = append(c.Pings, dossier.Ping{TS: ts, Lat: 55.7 + float64(i%100)*1e-5, Lon: 37.6, AccuracyM: 10, DistanceM: 500, State: "outside"})
+	}
+	c.EndedAt = c.Pings[n-120].TS // the return, half an hour before the window ends
+	for i := 120; i < 140; i++ {
+		c.Evidence[c.Pings[i].TS] = true
+	}
+	last := c.Pings[n-1].TS
+	dossier.Thin(c, dossier.MaxPings)
+	if len(c.Pings) > dossier.MaxPings || len(c.Pings) < dossier.MaxPings-10 || c.TotalPings != n {
+		t.Fatalf("%d pings kept of %d (total %d)", len(c.Pings), n, c.TotalPings)
+	}
+	kept := map[int64]bool{}
+	for i, p := range c.Pings {
+		kept[p.TS] = true
+		if i > 0 && p.TS <= c.Pings[i-1].TS {
+			t.Fatal("the pings are no longer in time order")
+		}
+	}
+	for ts := range c.Evidence {
+		if !kept[ts] {
+			t.Errorf("the evidence ping at %d was dropped", ts)
+		}
+	}
+	if !kept[last] || !kept[c.EndedAt] || !kept[c.EndedAt+120_000] {
+		t.Error("the return or the last ping was dropped")
+	}
+	page, err := dossier.Render(c, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("%d of the %d pings in the window shown", len(c.Pings), n); !strings.Contains(string(page), want) {
+		t.Errorf("the page does not say %q", want)
 	}
 }

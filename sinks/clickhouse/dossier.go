@@ -18,8 +18,10 @@ import (
 // does not hold.
 var ErrNoEvent = errors.New("no such event")
 
-// maxDossierPings bounds the pings a dossier reads.
-const maxDossierPings = 5000
+// maxWindowPings bounds the pings a dossier reads from its window (a
+// fortnight of pings every 30 s); the page draws at most
+// dossier.MaxPings of them (dossier.Thin).
+const maxWindowPings = 50_000
 
 // Reader reads what qfence stored, for the dossier.
 type Reader struct {
@@ -195,7 +197,7 @@ func (r *Reader) pings(ctx context.Context, c *dossier.Case) error {
 	q := fmt.Sprintf(`SELECT %s, lat, lon, accuracy_m, distance_m, toString(state), toString(flag), pass_id, zone,
   checkin_request_id, checkin_verified, toString(source_class), checkin_counted
 FROM %s.pings FINAL WHERE patient_id = ? AND ts >= toDateTime(?) AND ts <= toDateTime(?) ORDER BY %s LIMIT %d`,
-		r.ms("ts"), r.db, order, maxDossierPings)
+		r.ms("ts"), r.db, order, maxWindowPings)
 	rows, err := r.conn.Query(ctx, q, c.PatientID, c.WindowFrom/1000, c.WindowTo/1000+1)
 	if err != nil {
 		return fmt.Errorf("read the pings of event %s: %w", c.EventID, err)
@@ -225,7 +227,11 @@ FROM %s.pings FINAL WHERE patient_id = ? AND ts >= toDateTime(?) AND ts <= toDat
 			c.Pings = append(c.Pings, p)
 		}
 	}
-	return rows.Err()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	dossier.Thin(c, dossier.MaxPings)
+	return nil
 }
 
 func (r *Reader) passes(ctx context.Context, c *dossier.Case) error {
