@@ -199,7 +199,7 @@ func Default() Config {
 		Rules:    rulesOf(processor.DefaultRules()),
 		Checkins: checkinsOf(processor.DefaultRules().Checkins),
 		Notifications: Notifications{Templates: Templates{Warning: processor.DefaultWarningTemplate,
-			CheckinRequest: processor.DefaultCheckinRequestTemplate}},
+			CheckinRequest: processor.DefaultCheckinRequestTemplate}, MaxTextBytes: 480},
 		Limits:          Limits{MaxMessageBytes: 4096, MaxClockSkew: 5 * time.Minute, MaxInflightRows: 200000},
 		Log:             Log{Format: "text", Level: "info"},
 		ShutdownTimeout: 15 * time.Second,
@@ -481,6 +481,7 @@ func (c *Config) validate() []error {
 			bad("notifications.templates."+t.kind.String(), "%v", err)
 		}
 	}
+	intIn(bad, "notifications.max_text_bytes", c.Notifications.MaxTextBytes, 16, 65536)
 	intIn(bad, "limits.max_message_bytes", c.Limits.MaxMessageBytes, 64, 1<<20)
 	// Zero would switch the future check off: pings dated 2250 accepted.
 	durationIn(bad, "limits.max_clock_skew", c.Limits.MaxClockSkew, time.Second, 24*time.Hour)

@@ -41,7 +41,7 @@ func (c *Config) EngineRules() processor.Rules {
 	return processor.Rules{MarginM: r.MarginM, MaxAccuracyM: r.MaxAccuracyM, DefaultAccuracyM: r.DefaultAccuracyM,
 		BreachAfter: r.BreachAfter, BreachMinPings: r.BreachMinPings, ReturnMinPings: r.ReturnMinPings,
 		SignalTimeout: r.SignalTimeout, MaxSpeedMps: r.MaxSpeedMps, MaxEvidence: r.MaxEvidence, EscalateAfter: r.EscalateAfter,
-		Checkins: ch}
+		Checkins: ch, PseudonymKey: string(c.Privacy.PseudonymizeKey)}
 }
 
 // Checkins is the `checkins` section (contract 2.2).
@@ -182,6 +182,9 @@ func (c Checkins) validate() []error {
 // Notifications is the `notifications` section (contract 3.3).
 type Notifications struct {
 	Templates Templates `koanf:"templates"`
+	// MaxTextBytes cuts a longer rendered text at a UTF-8 boundary
+	// (contract 3.3).
+	MaxTextBytes int `koanf:"max_text_bytes"`
 }
 
 // Templates are Go text/template texts over processor.NotificationData.
@@ -195,7 +198,12 @@ type Templates struct {
 // not parse or name a field that does not exist.
 func (c *Config) Notifier() (*processor.Notifier, error) {
 	ch, _ := c.Checkins.engine()
-	return processor.NewNotifier(c.Notifications.Templates.Warning, c.Notifications.Templates.CheckinRequest, ch.Location)
+	n, err := processor.NewNotifier(c.Notifications.Templates.Warning, c.Notifications.Templates.CheckinRequest, ch.Location)
+	if err != nil {
+		return nil, err
+	}
+	n.MaxTextBytes = c.Notifications.MaxTextBytes
+	return n, nil
 }
 
 // Validate returns one error per bad rule, each naming its key.

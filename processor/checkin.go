@@ -125,6 +125,7 @@ func (st *State) ask(o *Order, at int64, trigger string, loc Evidence, r *Rules,
 	e := newEvent(CheckinRequested, o, at, at, loc)
 	e.Reason = trigger
 	e.ExpiresAt = at + r.Checkins.ResponseWindow.Milliseconds()
+	e.idPatient = r.idPatient(o.PatientID) // the request id is hashed now, before the engine pseudonymizes the rest
 	e.RequestID = e.ID()
 	e.Evidence = []Evidence{loc}
 	if loc.TS == 0 {

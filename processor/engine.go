@@ -61,6 +61,7 @@ func (e *Engine) Patients() int { return len(e.patients) }
 // moved the watermark across a sweep point) are appended to ev. The row is
 // meaningful for Accepted and Late.
 func (e *Engine) Process(p *Ping, zones *geo.Zones, ev []Event) ([]Event, Outcome, Track) {
+	start := len(ev)
 	st := e.patients[string(p.PatientID)]
 	var o *Order
 	if st != nil && st.order != nil && st.order.Current() {
@@ -92,6 +93,9 @@ func (e *Engine) Process(p *Ping, zones *geo.Zones, ev []Event) ([]Event, Outcom
 	if out == Accepted {
 		e.markDirty(o.PatientID, st)
 		e.openBreaches += b2i(st.InBreach()) - b2i(was)
+	}
+	if len(ev) > start {
+		pseudonymize(ev[start:], &e.rules)
 	}
 	return ev, out, t
 }
@@ -169,6 +173,7 @@ func (e *Engine) Sweep(ev []Event) []Event {
 			e.markDirty(id, st)
 		}
 	}
+	pseudonymize(e.sweep, &e.rules)
 	slices.SortFunc(e.sweep, func(a, b Event) int {
 		if a.At != b.At {
 			return int(a.At - b.At)

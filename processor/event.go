@@ -42,8 +42,11 @@ func (t EventType) String() string {
 
 // Event is one decision worth telling enforcement about.
 type Event struct {
-	Type        EventType
-	PatientID   string
+	Type      EventType
+	PatientID string
+	// idPatient is what ID hashes instead of PatientID: the pseudonym,
+	// when pseudonymisation is on (Rules.PseudonymKey; "": PatientID).
+	idPatient   string
 	At          int64 // Unix ms
 	StartedAt   int64
 	EndedAt     int64 // 0: null
@@ -98,7 +101,29 @@ func (t EventType) IsCheckin() bool {
 // notifications, its row), so it hashes from a buffer on the stack.
 func (e *Event) ID() [16]byte {
 	var buf [128]byte
-	return idOf(AppendTS(idPrefix(buf[:0], e.PatientID, e.Type.String()), e.episodeStart()))
+	return idOf(AppendTS(idPrefix(buf[:0], e.IDPatient(), e.Type.String()), e.episodeStart()))
+}
+
+// IDPatient is the patient id the event's ids are hashed from: its
+// pseudonym when pseudonymisation is on, else PatientID.
+func (e *Event) IDPatient() string {
+	if e.idPatient != "" {
+		return e.idPatient
+	}
+	return e.PatientID
+}
+
+// pseudonymize hashes the ids of evs from their patients' pseudonyms
+// under r (nothing when pseudonymisation is off).
+func pseudonymize(evs []Event, r *Rules) {
+	if r.PseudonymKey == "" {
+		return
+	}
+	for i := range evs {
+		if evs[i].idPatient == "" {
+			evs[i].idPatient = r.idPatient(evs[i].PatientID)
+		}
+	}
 }
 
 // idPrefix appends what every id of qfence's outputs starts with: the

@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"encoding/hex"
 	"errors"
+	"fmt"
+	"sort"
 	"strings"
 	"text/template"
+	"text/template/parse"
 	"time"
+	"unicode/utf8"
 )
 
 // NotificationKind is what a notification to the patient is (contract 3.3).
@@ -39,13 +43,25 @@ type Notification struct {
 	EventID   [16]byte // the causing event
 	ExpiresAt int64    // 0: null
 	Text      string
+	// StoredText is the text rendered again with the patient's pseudonym in
+	// place of the id, for the copy stored in ClickHouse when
+	// pseudonymisation is on ("": store Text). Never a search-and-replace
+	// of Text: {{urlquery .PatientID}} would escape past it.
+	StoredText string
+	// idPatient is what ID hashes instead of PatientID (the causing
+	// event's IDPatient).
+	idPatient string
 }
 
 // ID is the notification's deterministic id: a hash of (patient_id, kind,
 // the causing event's id), so a gateway can drop repeats.
 func (n *Notification) ID() [16]byte {
 	var buf [128]byte
-	return idOf(hex.AppendEncode(idPrefix(buf[:0], n.PatientID, n.Kind.String()), n.EventID[:]))
+	id := n.idPatient
+	if id == "" {
+		id = n.PatientID
+	}
+	return idOf(hex.AppendEncode(idPrefix(buf[:0], id, n.Kind.String()), n.EventID[:]))
 }
 
 // AppendJSON appends the notification as one JSON object in the contract's
@@ -100,6 +116,11 @@ const (
 // Notifier renders the notifications of events. It is safe for concurrent
 // use (text/template is).
 type Notifier struct {
+	// MaxTextBytes cuts a rendered text (notifications.max_text_bytes; 0:
+	// no limit); OnCut, when set, hears each text cut (a metric).
+	MaxTextBytes int
+	OnCut        func()
+
 	templates [3]*template.Template // by kind
 	fallback  [3]*template.Template // the defaults, should a template fail on a real event
 	loc       *time.Location
@@ -138,6 +159,12 @@ func ParseTemplate(kind NotificationKind, text string) (*template.Template, erro
 	if err != nil {
 		return nil, err
 	}
+	if len(t.Templates()) > 1 {
+		return nil, errors.New("a template may not define other templates (define, block)")
+	}
+	if err := restricted(t.Tree.Root); err != nil {
+		return nil, err
+	}
 	at := time.Unix(0, 0).UTC()
 	sample := NotificationData{PatientID: "p-sample", Kind: kind.String(), EventType: "breach_started", Reason: triggerBreach,
 		At: at, StartedAt: at, ExpiresAt: at.Add(20 * time.Minute)}
@@ -149,6 +176,78 @@ func ParseTemplate(kind NotificationKind, text string) (*template.Template, erro
 		return nil, errors.New("the template renders an empty text")
 	}
 	return t, nil
+}
+
+// templateFuncs are the functions a template may call (contract 3.3): the
+// template package's comparisons and printing (its escapers print too: a
+// link with the id in it wants urlquery), nothing that loops, calls a
+// function value or reaches another template.
+var templateFuncs = map[string]bool{"and": true, "or": true, "not": true, "eq": true, "ne": true, "lt": true, "le": true,
+	"gt": true, "ge": true, "print": true, "printf": true, "println": true, "html": true, "js": true, "urlquery": true}
+
+// restricted walks a template's parse tree and refuses what contract 3.3
+// does not allow: range (a range over 3·10⁸ once added 12.8 s to start-up),
+// template calls, break and continue, and any function but templateFuncs.
+func restricted(node parse.Node) error {
+	switch n := node.(type) {
+	case nil, *parse.TextNode, *parse.CommentNode, *parse.FieldNode, *parse.VariableNode, *parse.DotNode, *parse.StringNode,
+		*parse.NumberNode, *parse.BoolNode, *parse.NilNode:
+		return nil
+	case *parse.ListNode:
+		if n == nil {
+			return nil
+		}
+		for _, c := range n.Nodes {
+			if err := restricted(c); err != nil {
+				return err
+			}
+		}
+		return nil
+	case *parse.ActionNode:
+		return restricted(n.Pipe)
+	case *parse.IfNode:
+		return errors.Join(restricted(n.Pipe), restricted(n.List), restricted(n.ElseList))
+	case *parse.WithNode:
+		return errors.Join(restricted(n.Pipe), restricted(n.List), restricted(n.ElseList))
+	case *parse.PipeNode:
+		if n == nil {
+			return nil
+		}
+		for _, c := range n.Cmds {
+			if err := restricted(c); err != nil {
+				return err
+			}
+		}
+		return nil
+	case *parse.CommandNode:
+		for _, a := range n.Args {
+			if err := restricted(a); err != nil {
+				return err
+			}
+		}
+		return nil
+	case *parse.ChainNode:
+		return restricted(n.Node)
+	case *parse.IdentifierNode:
+		if !templateFuncs[n.Ident] {
+			return fmt.Errorf("function %q is not allowed in a notification template (only %s)", n.Ident, allowedFuncs())
+		}
+		return nil
+	case *parse.RangeNode:
+		return errors.New("range is not allowed in a notification template")
+	case *parse.TemplateNode:
+		return errors.New("template is not allowed in a notification template")
+	}
+	return fmt.Errorf("%s is not allowed in a notification template", node)
+}
+
+func allowedFuncs() string {
+	names := make([]string, 0, len(templateFuncs))
+	for f := range templateFuncs {
+		names = append(names, f)
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ")
 }
 
 // For appends the notification an event causes to out: a warning with
@@ -173,13 +272,59 @@ func (n *Notifier) For(e *Event, out []Notification) []Notification {
 	if kind == CheckinRequest {
 		d.RequestID = hex.EncodeToString(e.RequestID[:])
 	}
-	var buf bytes.Buffer
+	note := Notification{Kind: kind, PatientID: e.PatientID, At: e.At, EventID: id, ExpiresAt: e.ExpiresAt, Text: n.render(kind, d)}
+	if pseudonym := e.IDPatient(); pseudonym != e.PatientID {
+		d.PatientID, note.idPatient = pseudonym, pseudonym
+		note.StoredText = n.render(kind, d)
+	}
+	return append(out, note)
+}
+
+// render is the text of a notification of kind over d: the template's, or
+// the default's should it fail, cut at MaxTextBytes.
+func (n *Notifier) render(kind NotificationKind, d NotificationData) string {
+	buf := limitedBuffer{max: n.MaxTextBytes}
 	if n.templates[kind].Execute(&buf, d) != nil {
-		buf.Reset()
+		buf = limitedBuffer{max: n.MaxTextBytes}
 		_ = n.fallback[kind].Execute(&buf, d)
 	}
-	return append(out, Notification{Kind: kind, PatientID: e.PatientID, At: e.At, EventID: id,
-		ExpiresAt: e.ExpiresAt, Text: buf.String()})
+	text, cut := buf.text()
+	if cut && n.OnCut != nil {
+		n.OnCut()
+	}
+	return text
+}
+
+// limitedBuffer keeps what a template writes up to max bytes (0: no
+// limit) and counts the rest, so that no template can make a text, or
+// the memory it takes, larger than that.
+type limitedBuffer struct {
+	b    []byte
+	max  int
+	over bool
+}
+
+func (l *limitedBuffer) Write(p []byte) (int, error) {
+	if l.max > 0 && len(l.b)+len(p) > l.max {
+		l.b = append(l.b, p[:min(len(p), max(0, l.max+utf8.UTFMax-len(l.b)))]...)
+		l.over = true
+		return len(p), nil
+	}
+	l.b = append(l.b, p...)
+	return len(p), nil
+}
+
+// text is what was written, cut at a UTF-8 boundary at max bytes, and
+// whether it was cut.
+func (l *limitedBuffer) text() (string, bool) {
+	if l.max == 0 || len(l.b) <= l.max {
+		return string(l.b), false
+	}
+	cut := l.max
+	for cut > 0 && !utf8.RuneStart(l.b[cut]) {
+		cut--
+	}
+	return string(l.b[:cut]), true
 }
 
 func (n *Notifier) time(ms int64) time.Time {

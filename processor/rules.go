@@ -1,6 +1,11 @@
 package processor
 
-import "time"
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"time"
+)
 
 // Rules are the decision parameters: plain values, which package config
 // maps the `rules` section of the file onto. The defaults live in
@@ -20,6 +25,28 @@ type Rules struct {
 	EscalateAfter time.Duration
 	// Checkins are the check-in rules (contract 2.2).
 	Checkins Checkins
+	// PseudonymKey is privacy.pseudonymize_key ("": off). With it, every id
+	// qfence makes (event_id, notification_id, request ids) is hashed from
+	// the patient's pseudonym, not the real id (contract 3.1), so ids
+	// stored in ClickHouse cannot be matched against guessed patient ids.
+	PseudonymKey string
+}
+
+// Pseudonym is the pseudonym of patient id under key (contract 3.2): the
+// first 32 hex digits of its HMAC-SHA256.
+func Pseudonym(key, id string) string {
+	m := hmac.New(sha256.New, []byte(key))
+	m.Write([]byte(id))
+	return hex.EncodeToString(m.Sum(nil))[:32]
+}
+
+// idPatient is the patient id that ids are hashed from: the pseudonym
+// when pseudonymisation is on.
+func (r *Rules) idPatient(id string) string {
+	if r.PseudonymKey == "" {
+		return ""
+	}
+	return Pseudonym(r.PseudonymKey, id)
 }
 
 // DefaultRules are the contract's defaults (config/contract/CONTRACT.md 2).

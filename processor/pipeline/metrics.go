@@ -22,6 +22,8 @@ type Metrics struct {
 	Passes             *prometheus.CounterVec
 	ActivePasses       prometheus.Gauge
 	Notifications      *prometheus.CounterVec
+	// NotificationsCut counts texts cut at notifications.max_text_bytes.
+	NotificationsCut prometheus.Counter
 	// Checkins are check-ins by outcome (counted, rejected, unattested)
 	// and, for rejected ones, reason (contract 2.3).
 	Checkins *prometheus.CounterVec
@@ -66,11 +68,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "QR passes held (of patients under an order, not yet a day past their end)."}),
 		Notifications: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "qfence_notifications_total",
 			Help: "Notifications to patients produced, by kind: warning, checkin_request."}, []string{"kind"}),
+		NotificationsCut: prometheus.NewCounter(prometheus.CounterOpts{Name: "qfence_notifications_truncated_total",
+			Help: "Notification texts cut at notifications.max_text_bytes."}),
 		Checkins: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "qfence_checkins_total",
 			Help: "Check-ins by outcome: counted (attested), rejected (by reason), unattested (no keys configured: the phone's word)."},
 			[]string{"outcome", "reason"}),
 	}
-	reg.MustRegister(m.Pings, m.Rejected, m.Events, m.OpenBreaches, m.ActiveOrders, m.EventLatency, m.OrdersApplied, m.StateRestoreErrors, m.Passes, m.ActivePasses, m.Notifications, m.Checkins)
+	reg.MustRegister(m.Pings, m.Rejected, m.Events, m.OpenBreaches, m.ActiveOrders, m.EventLatency, m.OrdersApplied, m.StateRestoreErrors, m.Passes, m.ActivePasses, m.Notifications, m.Checkins, m.NotificationsCut)
 	for _, o := range []string{"accepted", "rejected", "no_order", "late", "duplicate"} {
 		m.Pings.WithLabelValues(o)
 	}

@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"hash/fnv"
-	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -13,6 +12,9 @@ import (
 	"github.com/qfence/qfence/processor"
 	"github.com/qfence/qfence/processor/pipeline"
 )
+
+// deviceDomain keeps a device id's pseudonym apart from a patient id's.
+const deviceDomain = "device\x00"
 
 func (c *Sink) id(patient string) string {
 	if c.pseudo == nil {
@@ -56,6 +58,13 @@ func (c *Sink) insertPings(ctx context.Context, chunks []*pingColumns) error {
 		if c.pseudo != nil {
 			for i, id := range ids {
 				ids[i] = c.pseudo.of(id)
+			}
+			// A device id (an IMEI, an advertising id) names a person as
+			// surely as the patient id does.
+			for i, id := range v.strs[strDevice] {
+				if id != "" {
+					v.strs[strDevice][i] = c.pseudo.of(deviceDomain + id)
+				}
 			}
 		}
 		v.verified, v.counted = nullable(v.verified, p.verified), nullable(v.counted, p.counted)
@@ -176,10 +185,11 @@ func (c *Sink) insertNotifications(ctx context.Context, notes []processor.Notifi
 		n := &notes[i]
 		id, ev := n.ID(), n.EventID
 		text := n.Text
-		if c.pseudo != nil && strings.Contains(text, n.PatientID) {
-			// A template that shows the patient's id: ClickHouse gets the
-			// pseudonym there too.
-			text = strings.ReplaceAll(text, n.PatientID, c.pseudo.of(n.PatientID))
+		if c.pseudo != nil {
+			// Rendered again with the pseudonym (contract 3.3). A
+			// notification made without the engine's key has none: the sink
+			// then stores no text rather than the real id.
+			text = n.StoredText
 		}
 		vals = append(vals, hex.EncodeToString(id[:]), c.id(n.PatientID), n.Kind.String())
 		vals = c.appendTime(vals, n.At)

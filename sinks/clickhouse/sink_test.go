@@ -284,12 +284,93 @@ func TestPseudonymizationHidesEveryPatientID(t *testing.T) {
 			t.Errorf("%s is empty: nothing was checked", table)
 		}
 	}
-	want := qch.Pseudonym([]byte(key), "p-00000")
+	want := processor.Pseudonym(key, "p-00000")
 	for _, table := range []string{"pings", "events", "orders"} {
 		if n := chtest.Count(t, conn, fmt.Sprintf("SELECT count() FROM %s.%s WHERE patient_id = '%s'", cfg.Database, table, want)); n == 0 {
 			t.Errorf("%s has no row under p-00000's pseudonym %s", table, want)
 		}
 	}
+}
+
+// With pseudonymisation on, nothing stored can be matched against a list
+// of guessed patient ids: event and notification ids are hashed from the
+// pseudonym (the unkeyed ids of the same events are nowhere), a template
+// that prints the id url-escaped stores the pseudonym (rendered again, not
+// replaced), and device ids are pseudonymised too; Kafka's copies keep the
+// real id.
+func TestPseudonymizedRowsCannotBeReidentified(t *testing.T) {
+	cfg := chtest.DB(t, chtest.Addr)
+	const key = "a secret of the health ministry, 32+ bytes"
+	const patient, device = "p:000042", "356938035643809"
+	book := processor.NewOrderBook()
+	o, err := processor.DecodeOrder(nil, []byte(`{"patient_id":"`+patient+`","home":{"lat":55.75,"lon":37.61},"radius_m":50,"starts_at":"2026-04-01T00:00:00Z"}`), 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	book.Put(o)
+	notifier, err := processor.NewNotifier(`Patient {{urlquery .PatientID}}: you left home at {{.StartedAt.Format "15:04"}}.`, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(pseudonymKey string) *pipeline.Output {
+		rules := processor.DefaultRules()
+		rules.PseudonymKey = pseudonymKey
+		eng := processor.NewEngine(rules, book)
+		out := &pipeline.Output{}
+		t0 := time.Date(2026, 4, 2, 10, 0, 0, 0, time.UTC).UnixMilli()
+		for i := range 12 {
+			p := processor.Ping{PatientID: []byte(patient), TS: t0 + int64(i)*60_000, Lat: 55.76, Lon: 37.61, Accuracy: 10, DeviceID: []byte(device)}
+			var row processor.Track
+			var evs []processor.Event
+			evs, _, row = eng.Process(&p, nil, nil)
+			out.Rows = append(out.Rows, row)
+			for i := range evs {
+				out.Notifications = notifier.For(&evs[i], out.Notifications)
+			}
+			out.Events = append(out.Events, evs...)
+		}
+		return out
+	}
+	plain, keyed := run(""), run(key)
+	if len(keyed.Events) == 0 || len(keyed.Notifications) == 0 || keyed.Events[0].PatientID != patient {
+		t.Fatalf("%d events, %d notifications: no breach to store", len(keyed.Events), len(keyed.Notifications))
+	}
+	chtest.WriteOutput(t, chtest.OpenSink(t, cfg, key), keyed)
+	conn := chtest.Conn(t, chtest.Addr)
+	for _, e := range plain.Events {
+		if n := chtest.Count(t, conn, fmt.Sprintf("SELECT count() FROM %s.events WHERE event_id = '%s'", cfg.Database, e.IDString())); n != 0 {
+			t.Errorf("the unkeyed id of %s (what a list of guessed ids gives) is stored", e.Type)
+		}
+	}
+	if n := chtest.Count(t, conn, fmt.Sprintf("SELECT count() FROM %s.events", cfg.Database)); n != uint64(len(keyed.Events)) {
+		t.Errorf("%d events stored, want %d", n, len(keyed.Events))
+	}
+	for _, q := range []string{
+		"SELECT count() FROM %s.notifications WHERE position(text, 'p:000042') > 0 OR position(text, 'p%%3A000042') > 0",
+		"SELECT count() FROM %s.pings WHERE device_id = '356938035643809'",
+	} {
+		if n := chtest.Count(t, conn, fmt.Sprintf(q, cfg.Database)); n != 0 {
+			t.Errorf("%s: %d rows hold the real id", q, n)
+		}
+	}
+	warnings := 0
+	for _, n := range keyed.Notifications {
+		warnings += b2i(n.Kind == processor.Warning)
+	}
+	if n := chtest.Count(t, conn, fmt.Sprintf("SELECT count() FROM %s.notifications WHERE position(text, '%s') > 0", cfg.Database,
+		processor.Pseudonym(key, patient))); n != uint64(warnings) || warnings == 0 {
+		t.Errorf("%d stored texts show the pseudonym, want the %d warnings'", n, warnings)
+	}
+	if !strings.Contains(keyed.Notifications[0].Text, "p%3A000042") {
+		t.Errorf("the patient's own text lost the id: %q", keyed.Notifications[0].Text)
+	}
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // clickhouse.compression: auto leaves a loopback server uncompressed (as

@@ -104,6 +104,7 @@ func NewService(d ServiceDeps) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("notification templates: %w", err)
 	}
+	notifier.OnCut = d.Metrics.NotificationsCut.Inc
 	producer := k.NewProducer(d.Edge)
 	s := &Service{cfg: d.Config, kafka: k, producer: producer, log: d.Log}
 	s.passes = &PassesTable{Kafka: k, Book: d.Passes, Orders: d.Book, Producer: producer, Metrics: d.Metrics, Log: d.Log,
