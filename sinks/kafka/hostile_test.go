@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/qfence/qfence/processor"
+	qkafka "github.com/qfence/qfence/sinks/kafka"
 	"github.com/qfence/qfence/sinks/kafka/kafkatest"
 )
 
@@ -223,4 +224,45 @@ func TestTheServiceIsNotReadyWhileTheBrokerIsGone(t *testing.T) {
 		}
 		return strings.Contains(why, "kafka unreachable")
 	})
+}
+
+// A record the broker can never take (a notification over the topic's
+// max.message.bytes) goes to pings-dlq (cut to fit when it must), naming
+// the topic it was meant for, instead of being retried for ever while the partition's
+// commits wait: the pings commit, the events go out.
+func TestARecordTheBrokerRefusesIsDeadLettered(t *testing.T) {
+	addr := kafkatest.StartBroker(t)
+	cfg := kafkatest.Config(addr)
+	admin := kafkatest.Admin(t, addr)
+	if _, err := admin.CreateTopics(t.Context(), &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{Topic: cfg.Kafka.Topics.Notifications,
+		NumPartitions: 4, ReplicationFactor: 1, ConfigEntries: []kafka.ConfigEntry{{ConfigName: "max.message.bytes", ConfigValue: "200"}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, k := kafkatest.KafkaAt(t, addr)
+	start := kafkatest.DataStart
+	kafkatest.Produce(t, addr, cfg.Kafka.Topics.Orders, []kafka.Message{orderMsg("p-1")})
+	d := &qkafka.ServiceDeps{Config: cfg, Book: processor.NewOrderBook(), IdleAfter: time.Hour, Sink: kafkatest.NewRecorder(),
+		Now: func() time.Time { return start.Add(time.Hour) }}
+	svc := kafkatest.RunServiceWith(t, *d)
+	kafkatest.WaitFor(t, time.Minute, "ready", func() bool { return svc.Svc.Ready(t.Context()) == "" })
+	kafkatest.Produce(t, addr, cfg.Kafka.Topics.Pings, []kafka.Message{
+		pingMsg("p-1", start, 55.7512), pingMsg("p-1", start.Add(5*time.Minute), 55.76), pingMsg("p-1", start.Add(11*time.Minute), 55.76)})
+	kafkatest.WaitFor(t, time.Minute, "every ping committed", func() bool { return kafkatest.CaughtUp(t, k, cfg.Kafka.Topics.Pings) })
+	svc.Stop(t)
+	if n := countEvents(t, k, "breach_started"); n != 1 {
+		t.Errorf("%d breach_started on violations, want 1", n)
+	}
+	var refused []kafka.Message
+	for _, msgs := range kafkatest.ReadAll(t, k, cfg.Kafka.Topics.PingsDLQ) {
+		refused = append(refused, msgs...)
+	}
+	if len(refused) < 2 { // the warning and the check-in request
+		t.Fatalf("%d dead letters, want the notifications", len(refused))
+	}
+	for _, m := range refused {
+		if header(m, "qfence-reason") != "too_large" || header(m, "qfence-topic") != cfg.Kafka.Topics.Notifications ||
+			!bytes.HasPrefix(m.Value, []byte(`{"notification_id":"`)) || string(m.Key) != "p-1" {
+			t.Errorf("dead letter %s: %q", header(m, "qfence-reason"), m.Value)
+		}
+	}
 }

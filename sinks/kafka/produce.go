@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -97,9 +98,13 @@ func fit(m kafka.Message, limit int) kafka.Message {
 	return m
 }
 
-// write retries until every message is acknowledged. A retry resends the
-// whole set: what was already written is written again with the same event
-// ids, which is what at-least-once allows.
+// write retries until every message is acknowledged. A retry resends what
+// the broker did not acknowledge (or the whole set, when it does not say):
+// what was already written is written again with the same event ids,
+// which is what at-least-once allows. A record the broker refuses as too
+// large can never be written: it goes to the dead-letter topic instead,
+// cut to fit (refused), so that one record cannot jam its partition's
+// commits for ever.
 func (p *Producer) write(msgs []kafka.Message) error {
 	for attempt := 0; ; attempt++ {
 		start := time.Now()
@@ -107,6 +112,20 @@ func (p *Producer) write(msgs []kafka.Message) error {
 		if err == nil {
 			p.metrics.ObserveFlush("kafka", start, len(msgs))
 			return nil
+		}
+		var we kafka.WriteErrors
+		if errors.As(err, &we) && len(we) == len(msgs) {
+			var again []kafka.Message
+			for i, e := range we {
+				switch {
+				case e == nil:
+				case errors.Is(e, kafka.MessageSizeTooLarge):
+					again = append(again, p.refused(msgs[i]))
+				default:
+					again = append(again, msgs[i])
+				}
+			}
+			msgs = again
 		}
 		p.metrics.SinkErrors.WithLabelValues("kafka").Inc()
 		if p.ctx.Err() != nil {
@@ -117,6 +136,29 @@ func (p *Producer) write(msgs []kafka.Message) error {
 		}
 		_ = edge.Sleep(p.ctx, edge.Backoff(attempt))
 	}
+}
+
+// refused is the dead letter of a record the broker refused as too large:
+// an output record (an event, a notification) becomes a copy on pings-dlq
+// naming the topic it was meant for (partition and offset 0: it has no
+// source offset of its own), cut to a quarter of the largest record the
+// broker said it takes; a dead letter refused again is cut further.
+func (p *Producer) refused(m kafka.Message) kafka.Message {
+	limit := max(min(p.k.MaxRecord(), maxBatchBytes)/4-recordOverhead, 1024)
+	if !isDeadLetterMessage(m) {
+		p.k.log.Warn("the broker refused a record as too large; it goes to the dead-letter topic", "topic", m.Topic, "bytes", len(m.Value))
+		m = kafka.Message{Topic: p.k.cfg.Topics.PingsDLQ, Key: m.Key, Value: m.Value, Headers: []kafka.Header{
+			{Key: "qfence-reason", Value: []byte("too_large")},
+			{Key: "qfence-error", Value: []byte("the broker refused this record for " + m.Topic + " as too large (check the topic's max.message.bytes, or notifications.max_text_bytes)")},
+			{Key: "qfence-topic", Value: []byte(m.Topic)}, {Key: "qfence-partition", Value: []byte("0")}, {Key: "qfence-offset", Value: []byte("0")}}}
+	} else {
+		limit = min(limit, len(m.Value)/2)
+	}
+	return fit(m, limit)
+}
+
+func isDeadLetterMessage(m kafka.Message) bool {
+	return len(m.Headers) > 0 && m.Headers[0].Key == "qfence-reason"
 }
 
 // Close stops retrying, waits for the goroutines and closes the writer.
