@@ -24,7 +24,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/net/netutil"
 	"golang.org/x/time/rate"
 
 	"github.com/qfence/qfence/processor"
@@ -113,6 +112,10 @@ type Server struct {
 	Audit func(pipeline.AuditRow)
 	Now   func() time.Time
 	Log   *slog.Logger
+	// PassesLoaded, when set, says whether the passes are loaded: until
+	// then a pass check answers 503, not "unknown" (qfence answers from
+	// start-up on, while it reads the tables).
+	PassesLoaded func() bool
 	// Throttled counts the requests refused with 429: a remote address that
 	// sent more than unauthorizedPerSecond requests without a valid token
 	// (nil: not counted).
@@ -280,6 +283,11 @@ func StatusOf(p *processor.Pass, now int64) string {
 
 func (s *Server) pass(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("pass_id")
+	if s.PassesLoaded != nil && !s.PassesLoaded() {
+		w.Header().Set("Retry-After", "5")
+		http.Error(w, "qfence is starting: the passes are not loaded yet; try again in a few seconds", http.StatusServiceUnavailable)
+		return
+	}
 	p := s.Passes.ByID(id)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
@@ -347,7 +355,7 @@ func Listen(addr, certFile, keyFile string) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("api.listen %s: %w (is another qfence running?)", addr, err)
 	}
-	l = netutil.LimitListener(l, edge.MaxHTTPConns)
+	l = edge.LimitListener(l)
 	if tlsCfg != nil {
 		l = tls.NewListener(l, tlsCfg)
 	}

@@ -131,6 +131,10 @@ func (s *Service) Group() *Group { return s.group }
 // OrdersLoaded reports whether the orders topic has been read to its end.
 func (s *Service) OrdersLoaded() bool { return s.orders.Loaded() }
 
+// PassesLoaded reports whether the passes topic has been read to its end
+// once: until then a pass check cannot say "unknown".
+func (s *Service) PassesLoaded() bool { return s.passes.Loaded() }
+
 // Ready says why the Kafka side is not ready, or "" when it is.
 func (s *Service) Ready(ctx context.Context) string {
 	if !s.OrdersLoaded() {

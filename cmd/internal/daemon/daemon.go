@@ -17,6 +17,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -25,7 +26,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/exporter-toolkit/web"
-	"golang.org/x/net/netutil"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/qfence/qfence/cmd/internal/load"
@@ -129,34 +129,18 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *Hooks
 		}
 		bgGroup.Go(func() error { return b.Run(bg, log) })
 	}
-	sink, err := openClickHouse(ctx, cfg, em, log)
-	if err != nil {
-		stopBG()
-		_ = bgGroup.Wait()
-		return err
-	}
-	sink.Rules, sink.Budget = cfg.EngineRules(), cfg.Limits.MaxInflightRows
-	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "qfence_api_audit_dropped_total",
-		Help: "API audit rows dropped because the buffer for ClickHouse was full (ClickHouse down under a flood of requests)."},
-		func() float64 { return float64(sink.AuditDropped.Load()) }))
-	sinkDone := make(chan error, 1)
-	sinkCtx, stopSink := context.WithCancel(context.WithoutCancel(ctx))
-	go func() { sinkDone <- sink.Run(sinkCtx, bg) }()
-
-	svc, err := kafka.NewService(kafka.ServiceDeps{Config: cfg, Book: book, Zones: zones.Load, Sink: sink,
-		Metrics: pm, Edge: em, Log: log, ArchiveOrders: sink.ArchiveOrder,
-		Passes: passes, PassKeys: keys, ArchivePasses: sink.ArchivePass})
-	if err != nil {
-		stopSink()
-		stopBG()
-		return err
-	}
-	ready := func(ctx context.Context) string {
-		if why := svc.Ready(ctx); why != "" {
-			return why
-		}
-		return sink.Ready(ctx)
-	}
+	// The probes and the API answer from here on, while ClickHouse and the
+	// tables load: /healthz 200, /readyz 503 with the reason, passes
+	// checked, dossiers 503 until ClickHouse is there. (A liveness probe
+	// that got no answer would restart-loop a qfence waiting for its
+	// database.)
+	var status atomic.Pointer[string]
+	setStatus := func(s string) { status.Store(&s) }
+	setStatus("starting: connecting to ClickHouse at " + cfg.ClickHouse.Addr)
+	var readyNow atomic.Pointer[func(context.Context) string]
+	starting := func(context.Context) string { return *status.Load() }
+	readyNow.Store(&starting)
+	ready := func(ctx context.Context) string { return (*readyNow.Load())(ctx) }
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "qfence_ready",
 		Help: "1 when /readyz would answer 200, else 0 (evaluated at scrape time)."}, func() float64 {
 		rctx, cancel := context.WithTimeout(bg, 3*time.Second)
@@ -171,8 +155,8 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *Hooks
 	}
 	srv, served, err := serveHTTP(cfg.Metrics, reg, ready, log)
 	if err != nil {
-		stopSink()
 		stopBG()
+		_ = bgGroup.Wait()
 		return err
 	}
 	bgGroup.Go(func() error {
@@ -183,20 +167,64 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *Hooks
 		<-served // the serving goroutine has returned
 		return err
 	})
+	var svcRef atomic.Pointer[kafka.Service]
+	passesLoaded := func() bool { s := svcRef.Load(); return s != nil && s.PassesLoaded() }
+	audit := &auditTrail{}
+	dossiers := &Dossiers{Zones: zones.Load}
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "qfence_api_audit_dropped_total",
+		Help: "API audit rows dropped because the buffer for ClickHouse was full (ClickHouse down under a flood of requests)."},
+		audit.dropped))
+	if cfg.API.Listen != "" {
+		if err := serveAPI(bg, &bgGroup, cfg.API, tokens, passes, passesLoaded, dossiers, audit.add, reg, log); err != nil {
+			stopBG()
+			_ = bgGroup.Wait()
+			return err
+		}
+	}
 
+	sink, err := openClickHouse(ctx, cfg, em, log, func(err error) {
+		setStatus(fmt.Sprintf("starting: ClickHouse at %s is not available (retrying): %v", cfg.ClickHouse.Addr, err))
+	})
+	if err != nil {
+		stopBG()
+		_ = bgGroup.Wait()
+		return err
+	}
+	sink.Rules, sink.Budget = cfg.EngineRules(), cfg.Limits.MaxInflightRows
+	audit.use(sink)
+	sinkDone := make(chan error, 1)
+	sinkCtx, stopSink := context.WithCancel(context.WithoutCancel(ctx))
+	go func() { sinkDone <- sink.Run(sinkCtx, bg) }()
 	if cfg.API.Listen != "" {
 		reader, err := clickhouse.NewReader(ctx, cfg.ClickHouse, cfg.Privacy.PseudonymizeKey != "")
-		if err == nil {
-			defer reader.Close()
-			err = serveAPI(bg, &bgGroup, cfg.API, tokens, passes, &Dossiers{Reader: reader, Zones: zones.Load}, sink.Audit, reg, log)
-		}
 		if err != nil {
 			stopSink()
 			stopBG()
 			_ = bgGroup.Wait()
 			return err
 		}
+		defer reader.Close()
+		dossiers.reader.Store(reader)
 	}
+
+	setStatus("starting: reading the orders and passes topics")
+	svc, err := kafka.NewService(kafka.ServiceDeps{Config: cfg, Book: book, Zones: zones.Load, Sink: sink,
+		Metrics: pm, Edge: em, Log: log, ArchiveOrders: sink.ArchiveOrder,
+		Passes: passes, PassKeys: keys, ArchivePasses: sink.ArchivePass})
+	if err != nil {
+		stopSink()
+		stopBG()
+		_ = bgGroup.Wait()
+		return err
+	}
+	running := func(ctx context.Context) string {
+		if why := svc.Ready(ctx); why != "" {
+			return why
+		}
+		return sink.Ready(ctx)
+	}
+	readyNow.Store(&running)
+	svcRef.Store(svc)
 
 	hup := make(chan os.Signal, 1) // size 1: a burst of SIGHUPs merges into one reload
 	signal.Notify(hup, syscall.SIGHUP)
@@ -247,7 +275,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *Hooks
 }
 
 // serveAPI starts the people's API (passes, dossiers) on api.listen.
-func serveAPI(ctx context.Context, g *errgroup.Group, cfg config.API, tokens []api.Token, passes *processor.PassBook, dossiers api.Dossiers,
+func serveAPI(ctx context.Context, g *errgroup.Group, cfg config.API, tokens []api.Token, passes *processor.PassBook, passesLoaded func() bool, dossiers api.Dossiers,
 	audit func(pipeline.AuditRow), reg prometheus.Registerer, log *slog.Logger) error {
 	l, err := api.Listen(cfg.Listen, cfg.TLS.CertFile, cfg.TLS.KeyFile)
 	if err != nil {
@@ -256,7 +284,8 @@ func serveAPI(ctx context.Context, g *errgroup.Group, cfg config.API, tokens []a
 	throttled := prometheus.NewCounter(prometheus.CounterOpts{Name: "qfence_api_throttled_total",
 		Help: "API requests refused with 429: a remote address sent too many without a valid token (not audited)."})
 	reg.MustRegister(throttled)
-	srv := &api.Server{Tokens: tokens, Passes: passes, Dossiers: dossiers, Audit: audit, Now: time.Now, Log: log.With("component", "api"), Throttled: throttled}
+	srv := &api.Server{Tokens: tokens, Passes: passes, Dossiers: dossiers, Audit: audit, Now: time.Now, Log: log.With("component", "api"), Throttled: throttled,
+		PassesLoaded: passesLoaded}
 	log.Info("api listening", "addr", cfg.Listen, "tls", cfg.TLS.CertFile != "", "tokens", len(tokens))
 	g.Go(func() error { return srv.Serve(ctx, l) })
 	return nil
@@ -265,14 +294,25 @@ func serveAPI(ctx context.Context, g *errgroup.Group, cfg config.API, tokens []a
 // Dossiers makes dossier pages from what ClickHouse holds and the zones in
 // force: the API's and `qfence dossier`'s.
 type Dossiers struct {
-	Reader *clickhouse.Reader
 	Zones  func() *geo.Zones
+	reader atomic.Pointer[clickhouse.Reader] // nil until ClickHouse is there
+}
+
+// NewDossiers renders dossiers from r with the zones of zones.
+func NewDossiers(r *clickhouse.Reader, zones func() *geo.Zones) *Dossiers {
+	d := &Dossiers{Zones: zones}
+	d.reader.Store(r)
+	return d
 }
 
 // Dossier renders the page of an event (api.ErrUnknownEvent when there is
 // no such event).
 func (d *Dossiers) Dossier(ctx context.Context, eventID string) ([]byte, error) {
-	c, err := d.Reader.Case(ctx, eventID)
+	r := d.reader.Load()
+	if r == nil {
+		return nil, errors.New("ClickHouse is not connected yet")
+	}
+	c, err := r.Case(ctx, eventID)
 	if errors.Is(err, clickhouse.ErrNoEvent) {
 		return nil, api.ErrUnknownEvent
 	}
@@ -303,8 +343,54 @@ func loadPasses(cfg *config.Config, log *slog.Logger) (*processor.PassBook, []ed
 	return book, keys, nil
 }
 
-// openClickHouse migrates and connects, retrying while the server is down.
-func openClickHouse(ctx context.Context, cfg *config.Config, em *edge.Metrics, log *slog.Logger) (*clickhouse.Sink, error) {
+// auditTrail takes the API's audit rows: into the sink once it is open,
+// before that into a small buffer (the API answers while ClickHouse is
+// still being reached), the rest counted as dropped.
+type auditTrail struct {
+	mu       sync.Mutex
+	sink     *clickhouse.Sink
+	early    []pipeline.AuditRow
+	droppedN int64
+}
+
+// maxEarlyAudit bounds the rows kept before the sink is open.
+const maxEarlyAudit = 1000
+
+func (a *auditTrail) add(r pipeline.AuditRow) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	switch {
+	case a.sink != nil:
+		a.sink.Audit(r)
+	case len(a.early) < maxEarlyAudit:
+		a.early = append(a.early, r)
+	default:
+		a.droppedN++
+	}
+}
+
+func (a *auditTrail) use(s *clickhouse.Sink) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, r := range a.early {
+		s.Audit(r)
+	}
+	a.sink, a.early = s, nil
+}
+
+func (a *auditTrail) dropped() float64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := a.droppedN
+	if a.sink != nil {
+		n += a.sink.AuditDropped.Load()
+	}
+	return float64(n)
+}
+
+// openClickHouse migrates and connects, retrying while the server is down;
+// failed hears each failure (for /readyz).
+func openClickHouse(ctx context.Context, cfg *config.Config, em *edge.Metrics, log *slog.Logger, failed func(error)) (*clickhouse.Sink, error) {
 	for attempt := 0; ; attempt++ {
 		err := clickhouse.Migrate(ctx, cfg.ClickHouse, log)
 		if err == nil {
@@ -313,6 +399,7 @@ func openClickHouse(ctx context.Context, cfg *config.Config, em *edge.Metrics, l
 				return sink, nil
 			}
 		}
+		failed(err)
 		if attempt%10 == 0 {
 			log.Warn("clickhouse not available; retrying", "addr", cfg.ClickHouse.Addr, "err", err)
 		}
@@ -365,7 +452,7 @@ func serveHTTP(cfg config.Metrics, reg *prometheus.Registry, ready func(context.
 	go func() {
 		defer close(served)
 		flags := &web.FlagConfig{WebConfigFile: &cfg.WebConfigFile}
-		if err := web.Serve(netutil.LimitListener(l, edge.MaxHTTPConns), srv, flags, log.With("component", "http")); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := web.Serve(edge.LimitListener(l), srv, flags, log.With("component", "http")); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http server stopped", "err", err)
 		}
 	}()

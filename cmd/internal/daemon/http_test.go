@@ -119,28 +119,48 @@ func TestSlowAndIdleConnectionsAreCutOff(t *testing.T) {
 	}
 }
 
-// Past maxHTTPConns open connections, a new one waits; the server itself
-// keeps answering once they go.
-func TestConnectionsAreCapped(t *testing.T) {
+// One client holding connections cannot starve the probes: past
+// MaxConnsPerAddr connections from one address, the next is closed at once,
+// while a client from another address (another loopback address here) is
+// served; once the hog's connections go, it is served again.
+func TestOneClientCannotStarveTheProbes(t *testing.T) {
 	addr := serve(t, config.Metrics{})
 	var conns []net.Conn
-	for range edge.MaxHTTPConns {
+	for range edge.MaxConnsPerAddr {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
 		}
 		conns = append(conns, c)
 	}
-	time.Sleep(100 * time.Millisecond) // the server accepts them
-	c := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	if resp, err := c.Get("http://" + addr + "/healthz"); err == nil {
-		resp.Body.Close()
-		t.Error("a connection past the cap was served")
+	// The next connection from the same address is accepted and closed.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		extra, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		closed := closedWithin(extra, 500*time.Millisecond)
+		extra.Close()
+		if closed {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a connection past the per-address cap was kept open")
+		}
 	}
+	other := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
+		DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}).DialContext}}
+	resp, err := other.Get("http://" + addr + "/healthz")
+	if err != nil {
+		t.Fatalf("a probe from another address was starved: %v", err)
+	}
+	resp.Body.Close()
 	for _, c := range conns {
 		c.Close()
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	c := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	deadline = time.Now().Add(10 * time.Second)
 	for {
 		resp, err := c.Get("http://" + addr + "/healthz")
 		if err == nil {
