@@ -14,6 +14,10 @@ type Zones struct {
 	tree rtree.RTreeGN[float32, *Zone]
 	list []*Zone
 	byID map[string]*Zone
+	// Version names the file these zones came from: the first 12 hex
+	// digits of its SHA-256 ("" when not from a file). The dossier says
+	// which zones it drew.
+	Version string
 }
 
 // NewZones indexes zones. It takes ownership of the slice and its zones.

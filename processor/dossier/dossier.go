@@ -98,13 +98,13 @@ type Case struct {
 	Pings                  []Ping         // in time order, the window's (or a thinned set of them: Thin)
 	// TotalPings is how many pings the window holds when Pings shows fewer
 	// (0: Pings is all of them).
-	TotalPings int
-	Passes                 []Pass
-	Checkins               []Checkin      // in time order
-	Notifications          []Notification // in time order
-	WindowFrom, WindowTo   int64
-	Database               string
-	GeneratedAt            time.Time
+	TotalPings           int
+	Passes               []Pass
+	Checkins             []Checkin      // in time order
+	Notifications        []Notification // in time order
+	WindowFrom, WindowTo int64
+	Database             string
+	GeneratedAt          time.Time
 }
 
 // MaxPings is how many pings a page draws at most: a larger window is
@@ -367,6 +367,7 @@ type page struct {
 	Generated string
 	NoPings   bool
 	Thinned   string // "N of M pings shown, …" when the window was thinned
+	Zones     string // which zones were drawn
 	ScaleNote string
 }
 
@@ -384,6 +385,15 @@ func Render(c *Case, zones *geo.Zones) ([]byte, error) {
 	p := page{C: c, Title: fmt.Sprintf("%s of %s", c.Type, c.PatientID), At: tsText(c.At), Started: tsText(c.StartedAt),
 		Duration: (time.Duration(c.DurationS) * time.Second).String(), NoPings: len(c.Pings) == 0,
 		Generated: c.GeneratedAt.UTC().Format(time.RFC3339)}
+	p.Zones = "No zones file was given: no zone is drawn."
+	if zones != nil && zones.Len() > 0 {
+		version := ""
+		if zones.Version != "" {
+			version = "version " + zones.Version + ", "
+		}
+		p.Zones = fmt.Sprintf("The zones drawn are those of the zones file in force when this page was made (%s%d zones); "+
+			"the event was decided with the zones in force when its pings were judged, which a reload since may have changed.", version, zones.Len())
+	}
 	if c.TotalPings > len(c.Pings) {
 		p.Thinned = fmt.Sprintf("%d of the %d pings in the window shown, on the map and in the table: every ping the event quotes, "+
 			"the first and the last, those within two minutes of the departure and of the return, and an even share of the rest.",
@@ -492,6 +502,7 @@ var pageTmpl = template.Must(template.New("dossier").Parse(`<!DOCTYPE html>
 <h2>Map</h2>
 {{if .Thinned}}<p class="note"><strong>{{.Thinned}}</strong></p>{{end}}{{if .NoPings}}<p><strong>No stored ping of this patient falls in the window ({{len .C.Pings}} pings from 30 minutes before to 30 minutes after the episode): there is nothing to map but the home.</strong></p>{{end}}
 {{.Map}}
+<p class="note">{{.Zones}}</p>
 <p class="legend"><span><i class="sw sw-inside"></i>inside</span><span><i class="sw sw-outside"></i>outside</span><span><i class="sw sw-excused"></i>excused</span><span><i class="sw sw-uncertain"></i>uncertain</span><span>dashed ring: late, speed or mock</span><span>bold ring: quoted as evidence</span><span>faint disc: reported accuracy, to scale</span><span>blue: home radius, dashed: radius + margin</span><span>purple dotted: a pass's distance limit</span><span>green: allowed zones, grey dashed: districts</span></p>
 <h2>The pings, in time order</h2>
 <table><tr><th>#</th><th>time (UTC)</th><th>distance m</th><th>accuracy m</th><th>d − a − (r + m)</th><th class="l">state</th><th class="l">source</th><th class="l">flag</th><th class="l">detail</th></tr>

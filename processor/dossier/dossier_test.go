@@ -248,11 +248,14 @@ func TestDossierShowsWhoseWordCounted(t *testing.T) {
 	c.Pings = append(c.Pings[:0:0], c.Pings...)
 	c.Pings[0].Source, c.Pings[0].Flag = "network", "foreign_device"
 	c.Pings[1].Checkin, c.Pings[1].Rejected = "verified", "mismatch"
+	zones.Version = "0123456789ab"
 	page, err := dossier.Render(c, zones)
+	zones.Version = ""
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{`<td class="l">network</td><td class="l">foreign_device</td>`, "check-in verified, not counted: mismatch"} {
+	for _, want := range []string{`<td class="l">network</td><td class="l">foreign_device</td>`, "check-in verified, not counted: mismatch",
+		"zones file in force when this page was made (version 0123456789ab, "} {
 		if !strings.Contains(string(page), want) {
 			t.Errorf("the page lacks %q", want)
 		}

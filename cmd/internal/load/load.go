@@ -7,6 +7,8 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -45,6 +47,8 @@ func Zones(path string, allowEmpty bool) (*geo.Zones, error) {
 	if z.Len() == 0 && !allowEmpty {
 		return nil, fmt.Errorf("zones file %s has no features, which would drop every district and allowed zone; if that is intended, set zones.allow_empty: true", path)
 	}
+	sum := sha256.Sum256(data)
+	z.Version = hex.EncodeToString(sum[:6])
 	return z, nil
 }
 
