@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
@@ -121,6 +122,39 @@ func TestACluster(t *testing.T) {
 			t.Errorf("%s: %d rows older than the retention left", s.Addr, n)
 		}
 	}
+}
+
+// A dossier reads what the shards that answer hold (on a cluster the
+// reader skips unavailable shards): with the second shard down, an event
+// whose patient lives on the first still renders.
+func TestADossierWithAShardDown(t *testing.T) {
+	servers := chtest.Cluster(t, 2)
+	cfg := config.Default().ClickHouse
+	cfg.Addr, cfg.Cluster, cfg.Database, cfg.RetentionDays = servers[0].Addr, local.ClusterName, "qfence_shard_down", 3650
+	ctx := context.Background()
+	if err := qch.Migrate(ctx, cfg, local.TestLog()); err != nil {
+		t.Fatal(err)
+	}
+	_, tracks, events := tracksFor(12, 200, 6_000)
+	chtest.Write(t, chtest.OpenSink(t, cfg, ""), tracks, events)
+	var eventID string
+	if err := chtest.Conn(t, servers[0].Addr).QueryRow(ctx, "SELECT event_id FROM "+cfg.Database+".events_local LIMIT 1").Scan(&eventID); err != nil {
+		t.Fatal(err)
+	}
+	reader, err := qch.NewReader(ctx, cfg, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	servers[1].Stop()
+	start := time.Now()
+	c, err := reader.Case(ctx, eventID)
+	took := time.Since(start)
+	if err != nil || c == nil || len(c.Pings) == 0 || took > 20*time.Second {
+		t.Errorf("a dossier with one shard down: %v after %s", err, took.Round(time.Millisecond))
+	}
+	t.Logf("a dossier with one shard down: %d pings in %s", len(c.Pings), took.Round(time.Millisecond))
+
 }
 
 // readmeQueries are the analyst queries of README.md, for patient id.

@@ -19,7 +19,7 @@ import (
 // Connect connects as qfence does (address, credentials, TLS,
 // compression, timeouts), for the tools that query what qfence stored.
 func Connect(ctx context.Context, cfg config.ClickHouse) (driver.Conn, error) {
-	conn, _, err := dialClickHouse(ctx, cfg, &conns{})
+	conn, _, err := dialClickHouse(ctx, cfg, &conns{}, distributedSync(cfg))
 	return conn, err
 }
 
@@ -38,7 +38,7 @@ const chDialTimeout = 5 * time.Second
 
 // dialClickHouse connects through dials, which can close every connection
 // it made.
-func dialClickHouse(ctx context.Context, cfg config.ClickHouse, dials *conns) (driver.Conn, Version, error) {
+func dialClickHouse(ctx context.Context, cfg config.ClickHouse, dials *conns, settings clickhouse.Settings) (driver.Conn, Version, error) {
 	tlsCfg, err := edge.TLSConfig(cfg.TLS)
 	if err != nil {
 		return nil, Version{}, fmt.Errorf("clickhouse.tls: %w", err)
@@ -49,7 +49,7 @@ func dialClickHouse(ctx context.Context, cfg config.ClickHouse, dials *conns) (d
 		Auth:        clickhouse.Auth{Username: cfg.Username, Password: string(cfg.Password)},
 		Compression: &clickhouse.Compression{Method: Compression(cfg)},
 		DialTimeout: chDialTimeout, ReadTimeout: cfg.Timeout, MaxOpenConns: 4,
-		Settings: distributedSync(cfg),
+		Settings: settings,
 	})
 	if err != nil {
 		return nil, Version{}, fmt.Errorf("clickhouse %s: %w", cfg.Addr, err)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/paulmach/orb"
 
@@ -34,11 +35,26 @@ type Reader struct {
 // NewReader connects as qfence does. pseudonymized says whether the
 // stored patient ids are pseudonyms (privacy.pseudonymize_key is set).
 func NewReader(ctx context.Context, cfg config.ClickHouse, pseudonymized bool) (*Reader, error) {
-	conn, v, err := dialClickHouse(ctx, cfg, &conns{})
+	// A dossier reads what the shards that answer hold, within a short
+	// timeout: one shard down must not make every dossier wait and fail.
+	cfg.Timeout = min(cfg.Timeout, readerTimeout)
+	conn, v, err := dialClickHouse(ctx, cfg, &conns{}, readerSettings(cfg))
 	if err != nil {
 		return nil, err
 	}
 	return &Reader{conn: conn, db: cfg.Database, schema: Schema{DB: cfg.Database, F: FeaturesOf(v)}, pseudo: pseudonymized}, nil
+}
+
+// readerTimeout bounds a dossier's queries.
+const readerTimeout = 8 * time.Second
+
+// readerSettings are the reader's session settings: on a cluster, skip the
+// shards that do not answer (the page then shows what the others hold).
+func readerSettings(cfg config.ClickHouse) clickhouse.Settings {
+	if cfg.Cluster == "" {
+		return nil
+	}
+	return clickhouse.Settings{"skip_unavailable_shards": 1}
 }
 
 // Close closes the connection.

@@ -41,7 +41,7 @@ func Migrate(ctx context.Context, cfg config.ClickHouse, log *slog.Logger) error
 // shard) as host:port of its native protocol, as the server at
 // clickhouse.addr knows them.
 func Servers(ctx context.Context, cfg config.ClickHouse) ([]string, error) {
-	conn, _, err := dialClickHouse(ctx, cfg, &conns{})
+	conn, _, err := dialClickHouse(ctx, cfg, &conns{}, distributedSync(cfg))
 	if err != nil {
 		return nil, err
 	}
@@ -67,7 +67,7 @@ func Servers(ctx context.Context, cfg config.ClickHouse) ([]string, error) {
 }
 
 func migrateServer(ctx context.Context, cfg config.ClickHouse, log *slog.Logger) error {
-	conn, v, err := dialClickHouse(ctx, cfg, &conns{})
+	conn, v, err := dialClickHouse(ctx, cfg, &conns{}, distributedSync(cfg))
 	if err != nil {
 		return err
 	}

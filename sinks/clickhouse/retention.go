@@ -24,7 +24,7 @@ func (c *Sink) dropExpired(ctx context.Context) {
 	for _, a := range addrs {
 		one := c.cfg
 		one.Addr = a
-		conn, _, err := dialClickHouse(ctx, one, &conns{})
+		conn, _, err := dialClickHouse(ctx, one, &conns{}, distributedSync(one))
 		if err != nil {
 			c.log.Warn("retention: connect to a shard failed", "addr", a, "err", err)
 			continue

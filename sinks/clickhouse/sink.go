@@ -92,7 +92,7 @@ type chBuffer struct {
 // sink (the schema must exist: see Migrate).
 func Open(ctx context.Context, cfg config.ClickHouse, pseudonymizeKey config.Secret, metrics *edge.Metrics, log *slog.Logger) (*Sink, error) {
 	dials := &conns{}
-	conn, v, err := dialClickHouse(ctx, cfg, dials)
+	conn, v, err := dialClickHouse(ctx, cfg, dials, distributedSync(cfg))
 	if err != nil {
 		return nil, err
 	}
