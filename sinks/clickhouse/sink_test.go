@@ -651,3 +651,15 @@ func TestAFlushLargerThanABlock(t *testing.T) {
 		}
 	}
 }
+
+// At most 20,000 audit rows wait for ClickHouse; the rest are dropped and
+// counted (a flood of requests while ClickHouse is down once held 4.8 GB).
+func TestTheAuditBufferIsBounded(t *testing.T) {
+	var s qch.Sink
+	for range 20_005 {
+		s.Audit(pipeline.AuditRow{At: time.Now(), Method: "GET", Path: "/v1/passes/x", Status: 401})
+	}
+	if n := s.AuditDropped.Load(); n != 5 {
+		t.Errorf("%d audit rows dropped, want 5", n)
+	}
+}
