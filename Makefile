@@ -20,8 +20,8 @@ build: ## Build bin/qfence and bin/qfence-sim.
 
 test: clickhouse chromium ## Every test (real ClickHouse started privately, embedded Kafka), with the race detector where goroutines run.
 	$(GO) vet $(PKGS)
-	$(GO) test -count=1 $(PURE_PKGS)
-	QFENCE_SOAK=$${SOAK_CI:-60s} $(GO) test -count=1 -race -timeout 20m $(RACE_PKGS)
+	QFENCE_REQUIRE_CLICKHOUSE=1 $(GO) test -count=1 $(PURE_PKGS)
+	QFENCE_REQUIRE_CLICKHOUSE=1 QFENCE_SOAK=$${SOAK_CI:-60s} $(GO) test -count=1 -race -timeout 20m $(RACE_PKGS)
 
 soak: clickhouse ## A day of load, compressed: qfence at half its capacity for SOAK (default 30m) with a ClickHouse stop and a broker restart; writes testdata/soak/.
 	mkdir -p testdata/soak

@@ -33,8 +33,9 @@ type ClickHouseServer struct {
 	log        *slog.Logger
 }
 
-// StartClickHouseServer starts a private server, installing Debian's
-// clickhouse-server package with apt-get when the binary is missing.
+// StartClickHouseServer starts a private server from Debian's
+// clickhouse-server package (make clickhouse installs it), or uses the
+// one QFENCE_CLICKHOUSE_ADDR names.
 func StartClickHouseServer(ctx context.Context, log *slog.Logger) (*ClickHouseServer, error) {
 	if addr := os.Getenv("QFENCE_CLICKHOUSE_ADDR"); addr != "" {
 		return &ClickHouseServer{Addr: addr, log: log}, nil
@@ -55,7 +56,7 @@ type ClickHouseOptions struct {
 // StartClickHouseServerWith starts a private server with opts, whatever
 // QFENCE_CLICKHOUSE_ADDR says.
 func StartClickHouseServerWith(ctx context.Context, log *slog.Logger, opts ClickHouseOptions) (*ClickHouseServer, error) {
-	bin, err := clickHouseBinary(ctx, log)
+	bin, err := clickHouseBinary()
 	if err != nil {
 		return nil, err
 	}
@@ -216,9 +217,9 @@ func WaitClickHouse(ctx context.Context, addr string, within time.Duration) erro
 	return last
 }
 
-// clickHouseBinary finds clickhouse-server, installing Debian's package if
-// it is missing.
-func clickHouseBinary(ctx context.Context, log *slog.Logger) (string, error) {
+// clickHouseBinary finds clickhouse-server (ErrNoClickHouse when it is
+// missing).
+func clickHouseBinary() (string, error) {
 	find := func() string {
 		for _, p := range []string{"clickhouse-server", "/usr/sbin/clickhouse-server", "/usr/bin/clickhouse-server"} {
 			if path, err := exec.LookPath(p); err == nil {
@@ -230,35 +231,12 @@ func clickHouseBinary(ctx context.Context, log *slog.Logger) (string, error) {
 	if bin := find(); bin != "" {
 		return bin, nil
 	}
-	// Test binaries of several packages may get here at once: one installs,
-	// the others wait for it (apt-get would fail on dpkg's lock).
-	lock, err := os.OpenFile(filepath.Join(os.TempDir(), "qfence-clickhouse-install.lock"), os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return "", fmt.Errorf("install lock: %w", err)
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		return "", fmt.Errorf("install lock: %w", err)
-	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN) //nolint:errcheck // released on close anyway
-	if bin := find(); bin != "" {
-		return bin, nil
-	}
-	log.Info("clickhouse-server not found; installing Debian's clickhouse-server package (a minute or two)")
-	install := "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clickhouse-server clickhouse-client"
-	if os.Geteuid() != 0 {
-		install = "sudo -n sh -c '" + install + "'"
-	}
-	cmd := exec.CommandContext(ctx, "sh", "-c", install)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("install clickhouse-server with apt-get: %w\n%s\ninstall it yourself (apt-get install clickhouse-server) or set QFENCE_CLICKHOUSE_ADDR to a running server", err, tail(out, 2000))
-	}
-	if bin := find(); bin != "" {
-		return bin, nil
-	}
-	return "", errors.New("clickhouse-server is still missing after apt-get install; set QFENCE_CLICKHOUSE_ADDR to a running server")
+	return "", ErrNoClickHouse
 }
+
+// ErrNoClickHouse says that no clickhouse-server binary is here. Installing
+// packages is the Makefile's job, not a test binary's.
+var ErrNoClickHouse = errors.New("clickhouse-server is not installed: run make clickhouse (Debian's package), or set QFENCE_CLICKHOUSE_ADDR to a running server")
 
 // FreePorts asks the kernel for n free loopback ports.
 func FreePorts(n int) ([]int, error) {
