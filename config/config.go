@@ -6,6 +6,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"regexp"
@@ -206,6 +207,44 @@ func Default() Config {
 	}
 }
 
+// toolVars are the QFENCE_ variables that are not configuration keys:
+// what qfence's simulator, benchmarks and tests read. Any other QFENCE_
+// variable that names no key is refused (a typo must not pass unnoticed).
+var toolVars = []string{"QFENCE_SEED", "QFENCE_DRAIN_PROFILE", "QFENCE_SOAK", "QFENCE_SOAK_REPORT", "QFENCE_TEST_BINARY",
+	"QFENCE_TEST_LOG", "QFENCE_BENCH_PASSES", "QFENCE_REQUIRE_CLICKHOUSE", "QFENCE_DOSSIER_SHOT"}
+
+// nearest is the environment name of envKeys closest to name (edit
+// distance).
+func nearest(name string, envKeys map[string]string) string {
+	best, bestD := "", 1<<30
+	for _, cand := range slices.Sorted(maps.Keys(envKeys)) {
+		if d := editDistance(name, cand); d < bestD {
+			best, bestD = cand, d
+		}
+	}
+	return best
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
 // secretKeys may come only from the environment (or their _file key).
 var secretKeys = []string{"kafka.sasl.password", "clickhouse.password", "privacy.pseudonymize_key", "checkins.schedule_key"}
 
@@ -258,6 +297,12 @@ func parse(path string, data []byte, environ []string) (*Config, error) {
 		}
 		if err := k.Merge(file); err != nil {
 			return nil, fmt.Errorf("config file %s: %w", path, err)
+		}
+	}
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(name, "QFENCE_") && envKeys[name] == "" && !slices.Contains(toolVars, name) {
+			errs = append(errs, fmt.Errorf("%s: names no configuration key (did you mean %s?)", name, nearest(name, envKeys)))
 		}
 	}
 	err := k.Load(env.Provider(".", env.Opt{

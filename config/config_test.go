@@ -200,3 +200,19 @@ func FuzzConfig(f *testing.F) {
 		}
 	})
 }
+
+// A QFENCE_ variable that names no key is refused with the nearest key's
+// name: a typo in a deployment's environment must not pass unnoticed.
+func TestAnUnknownEnvironmentVariableIsRefused(t *testing.T) {
+	_, err := Load("", []string{"QFENCE_KAFKA_SESSION_TIMEOUT=3s"})
+	if err == nil || !strings.Contains(err.Error(), "QFENCE_KAFKA_SESSION_TIMEOUT: names no configuration key (did you mean QFENCE_") {
+		t.Errorf("got %v", err)
+	}
+	_, err = Load("", []string{"QFENCE_CLICKHOUSE_ADRR=ch:9000"})
+	if err == nil || !strings.Contains(err.Error(), "did you mean QFENCE_CLICKHOUSE_ADDR?") {
+		t.Errorf("a typo of QFENCE_CLICKHOUSE_ADDR: %v", err)
+	}
+	if _, err := Load("", []string{"QFENCE_SOAK=10m", "PATH=/bin", "QFENCE_CLICKHOUSE_ADDR=ch:9000"}); err != nil {
+		t.Errorf("a tool's variable, another program's and a key: %v", err)
+	}
+}
