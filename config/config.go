@@ -620,3 +620,24 @@ func (k Kafka) BrokerList() []string {
 
 // EmbeddedBroker is where `brokers: embedded` listens.
 const EmbeddedBroker = "127.0.0.1:9092"
+
+// Effective is the configuration as qfence runs with it, as YAML in the
+// file's layout: defaults, file and environment merged, durations as
+// written in the file, secrets redacted (qfence check prints it).
+func (c *Config) Effective() ([]byte, error) {
+	k := koanf.New(".")
+	if err := k.Load(structs.Provider(c, "koanf"), nil); err != nil {
+		return nil, err
+	}
+	for key, v := range k.All() {
+		switch v := v.(type) {
+		case time.Duration:
+			_ = k.Set(key, v.String())
+		case Secret:
+			if v != "" {
+				_ = k.Set(key, "[redacted]")
+			}
+		}
+	}
+	return k.Marshal(yaml.Parser())
+}

@@ -500,18 +500,36 @@ func reload(ctx context.Context, hup <-chan os.Signal, cfg *config.Config, zones
 	}
 }
 
-func buildInfo() prometheus.Collector {
-	version, goVersion := "devel", "unknown"
+// Build says which build this is: the module version ("devel" for a build
+// from a checkout), the commit it was built from (12 hex digits, "" when
+// unknown, "+dirty" when the tree had changes) and the Go version.
+func Build() (version, commit, goVersion string) {
+	version, goVersion = "devel", "unknown"
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		goVersion = bi.GoVersion
-		if bi.Main.Version != "" {
+		if bi.Main.Version != "" && bi.Main.Version != "(devel)" {
 			version = bi.Main.Version
 		}
+		dirty := false
 		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-				version = s.Value[:12]
+			switch {
+			case s.Key == "vcs.revision" && len(s.Value) >= 12:
+				commit = s.Value[:12]
+			case s.Key == "vcs.modified":
+				dirty = s.Value == "true"
 			}
 		}
+		if dirty && commit != "" {
+			commit += "+dirty"
+		}
+	}
+	return version, commit, goVersion
+}
+
+func buildInfo() prometheus.Collector {
+	version, commit, goVersion := Build()
+	if commit != "" {
+		version = commit // the label this metric has always had
 	}
 	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "qfence_build_info", Help: "Always 1; the labels say which build runs."},
 		[]string{"version", "goversion"})
