@@ -20,6 +20,7 @@ import (
 	"github.com/qfence/qfence/cmd/internal/daemon"
 	"github.com/qfence/qfence/sinks/clickhouse"
 	qkafka "github.com/qfence/qfence/sinks/kafka"
+	"github.com/qfence/qfence/sinks/edge"
 	"github.com/qfence/qfence/sinks/local"
 
 	"github.com/segmentio/kafka-go"
@@ -58,7 +59,7 @@ func demo(ctx context.Context, o demoOptions, out io.Writer) error {
 		o.patients, o.stream = 500, 5*time.Second
 	}
 	say := func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) }
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	log := slog.New(edge.Quiet(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}), edge.FloodInterval, nil))
 	say("qfence demo: %d patients, 20 simulated minutes streamed over %s", o.patients, o.stream)
 
 	say("• ClickHouse: starting a private server (QFENCE_CLICKHOUSE_ADDR uses yours instead)…")

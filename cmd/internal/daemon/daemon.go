@@ -46,10 +46,11 @@ func NewLogger(c config.Log, w *os.File) *slog.Logger {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(c.Level))
 	opts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler = slog.NewTextHandler(w, opts)
 	if c.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		h = slog.NewJSONHandler(w, opts)
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return slog.New(edge.Quiet(h, edge.FloodInterval, nil))
 }
 
 // Hooks let `qfence demo` watch a daemon it runs in-process.
