@@ -495,11 +495,11 @@ func analystQueries(ctx context.Context, cfg config.ClickHouse, out io.Writer) e
 	defer conn.Close()
 	queries := []struct{ title, sql string }{
 		{"breaches and time outside per district (the district_daily view)",
-			"SELECT district, sum(breaches), sum(seconds_outside) FROM " + cfg.Database + ".district_daily GROUP BY district ORDER BY sum(breaches) DESC, district LIMIT 5"},
+			"SELECT district, sum(breaches) AS breaches, sum(seconds_outside) AS seconds_outside FROM " + cfg.Database + ".district_daily GROUP BY district ORDER BY breaches DESC, district LIMIT 5"},
 		{"stored pings by verdict",
-			"SELECT toString(state), count() FROM " + cfg.Database + ".pings FINAL GROUP BY state ORDER BY count() DESC"},
+			"SELECT toString(state) AS state, count() AS pings FROM " + cfg.Database + ".pings FINAL GROUP BY state ORDER BY pings DESC"},
 		{"the farthest breaches (metres from home)",
-			"SELECT patient_id, toString(max_distance_m) FROM " + cfg.Database + ".events FINAL WHERE type = 'breach_ended' ORDER BY max_distance_m DESC LIMIT 3"},
+			"SELECT patient_id, toString(max_distance_m) AS metres FROM " + cfg.Database + ".events FINAL WHERE type = 'breach_ended' ORDER BY max_distance_m DESC LIMIT 3"},
 	}
 	for _, q := range queries {
 		fmt.Fprintf(out, "  %s:\n", q.title)
@@ -508,6 +508,12 @@ func analystQueries(ctx context.Context, cfg config.ClickHouse, out io.Writer) e
 			return fmt.Errorf("%s: %w", q.sql, err)
 		}
 		cols := rows.ColumnTypes()
+		var names []string
+		for _, c := range cols {
+			names = append(names, c.Name())
+		}
+		var table [][]string
+		table = append(table, names)
 		for rows.Next() {
 			vals := make([]any, len(cols))
 			for i, c := range cols {
@@ -521,11 +527,43 @@ func analystQueries(ctx context.Context, cfg config.ClickHouse, out io.Writer) e
 			for _, v := range vals {
 				parts = append(parts, deref(v))
 			}
-			fmt.Fprintf(out, "    %s\n", strings.Join(parts, "  "))
+			table = append(table, parts)
 		}
 		rows.Close()
+		printTable(out, table)
 	}
 	return nil
+}
+
+// printTable prints rows as columns padded to their widest cell, the first
+// row (the column names) underlined.
+func printTable(out io.Writer, rows [][]string) {
+	var width []int
+	for _, r := range rows {
+		for i, c := range r {
+			if i == len(width) {
+				width = append(width, 0)
+			}
+			width[i] = max(width[i], len(c))
+		}
+	}
+	line := func(cells []string) {
+		var b strings.Builder
+		for i, c := range cells {
+			fmt.Fprintf(&b, "%-*s  ", width[i], c)
+		}
+		fmt.Fprintf(out, "    %s\n", strings.TrimRight(b.String(), " "))
+	}
+	for i, r := range rows {
+		line(r)
+		if i == 0 {
+			dashes := make([]string, len(r))
+			for j := range r {
+				dashes[j] = strings.Repeat("-", width[j])
+			}
+			line(dashes)
+		}
+	}
 }
 
 // distinctValid counts the valid pings sent, once per (patient, ts): what
