@@ -7,7 +7,7 @@ RACE_PKGS := ./processor/pipeline/... ./sinks/... ./cmd/...
 PURE_PKGS := ./geo/... ./config/... ./processor/ ./processor/dossier/
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: help build test bench fuzz lint demo soak clean clickhouse chromium
+.PHONY: help build test bench fuzz lint demo soak clean clickhouse chromium prometheus
 
 help: ## List the targets and what they do.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -18,10 +18,10 @@ demo: clickhouse ## The whole system on this machine (private ClickHouse, embedd
 build: ## Build bin/qfence and bin/qfence-sim.
 	$(GO) build -o bin/ ./cmd/...
 
-test: clickhouse chromium ## Every test (real ClickHouse started privately, embedded Kafka), with the race detector where goroutines run.
+test: clickhouse chromium prometheus ## Every test (real ClickHouse started privately, embedded Kafka), with the race detector where goroutines run.
 	$(GO) vet $(PKGS)
-	QFENCE_REQUIRE_CLICKHOUSE=1 $(GO) test -count=1 $(PURE_PKGS)
-	QFENCE_REQUIRE_CLICKHOUSE=1 QFENCE_SOAK=$${SOAK_CI:-60s} $(GO) test -count=1 -race -timeout 20m $(RACE_PKGS)
+	QFENCE_REQUIRE_CLICKHOUSE=1 QFENCE_REQUIRE_PROMETHEUS=1 $(GO) test -count=1 $(PURE_PKGS)
+	QFENCE_REQUIRE_CLICKHOUSE=1 QFENCE_REQUIRE_PROMETHEUS=1 QFENCE_SOAK=$${SOAK_CI:-60s} $(GO) test -count=1 -race -timeout 20m $(RACE_PKGS)
 
 soak: clickhouse ## A day of load, compressed: qfence at half its capacity for SOAK (default 30m) with a ClickHouse stop and a broker restart; writes testdata/soak/.
 	mkdir -p testdata/soak
@@ -64,6 +64,12 @@ chromium: ## Install Debian's chromium if it is missing (the dossier is tested i
 	  echo "installing chromium (Debian package)…"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
+
+prometheus: ## Install Debian's prometheus (with promtool) if it is missing (the alert rules and the dashboard are tested against it).
+	@command -v promtool >/dev/null || { \
+	  echo "installing prometheus (Debian package)…"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq prometheus; }
 
 clean: ## Remove build output.
 	rm -rf bin bench.txt
