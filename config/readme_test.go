@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -63,5 +64,35 @@ func TestTheReadmeStaysTrue(t *testing.T) {
 	words := regexp.MustCompile(`(?i)\b(two|three|four|five|six|seven|eight|nine|ten|eleven|twelve) (topics|tables|metrics|event types|endpoints)\b`)
 	if m := words.FindAllString(readme, -1); len(m) > 0 {
 		t.Errorf("the README counts in words what changes with the code: %q", m)
+	}
+}
+
+// Every QFENCE_ variable the repository names (code, Makefile, CI) is a
+// configuration key's or one of toolVars: otherwise Load would refuse the
+// environment the tests and tools run in.
+func TestEveryQfenceVariableIsKnown(t *testing.T) {
+	keys := map[string]bool{}
+	for _, k := range knownKeys() {
+		keys[EnvName(k)] = true
+	}
+	name := regexp.MustCompile(`QFENCE_[A-Z0-9_]*[A-Z0-9]`)
+	var files []string
+	for _, pattern := range []string{"../*/*.go", "../*/*/*.go", "../*/*/*/*.go", "../Makefile", "../.ci/run"} {
+		m, _ := filepath.Glob(pattern)
+		files = append(files, m...)
+	}
+	for _, f := range files {
+		if strings.HasSuffix(f, "config/config_test.go") { // its typos are on purpose
+			continue
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range name.FindAllString(string(b), -1) {
+			if !keys[n] && !slices.Contains(toolVars, n) && !keys[n+"_FILE"] && n != "QFENCE_" {
+				t.Errorf("%s names %s, neither a key nor a tool's variable (add it to toolVars)", f, n)
+			}
+		}
 	}
 }
