@@ -433,7 +433,7 @@ func testPassAPI(t *testing.T, k *kafka.Client, cfg *config.Config, patient, caF
 }
 
 // testDossierAPI checks the dossier endpoint's refusals, then opens a
-// breach's dossier in headless Chromium (QFENCE_DOSSIER_SHOT=FILE keeps
+// breach's dossier in headless Chromium (-update writes testdata/dossier/dossier.png from
 // its screenshot).
 func testDossierAPI(t *testing.T, cfg *config.Config, caFile string) {
 	ch, err := clickhouse.Connect(t.Context(), cfg.ClickHouse)
@@ -475,7 +475,11 @@ func testDossierAPI(t *testing.T, cfg *config.Config, caFile string) {
 			t.Errorf("the dossier is %d bytes and has no map", len(body))
 		}
 	}
-	testDossierInABrowser(t, base+id+"/dossier", reviewer, os.Getenv("QFENCE_DOSSIER_SHOT"))
+	shot := ""
+	if *update { // the README's picture is this test's own screenshot: it cannot fall behind the page
+		shot = "../../testdata/dossier/dossier.png"
+	}
+	testDossierInABrowser(t, base+id+"/dossier", reviewer, shot)
 	// Every call, the browser's too, is audited.
 	if err := waitUntil(t.Context(), 30*time.Second, func() bool {
 		var n uint64
