@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 
@@ -30,4 +31,25 @@ func TestRecentPassesAreBoundedByBytes(t *testing.T) {
 	if got := tbl.forgetRecent(last.PatientID); len(got) != 1 || got[0] != last {
 		t.Error("the newest pass is not kept")
 	}
+}
+
+// The README says how many passes of people under no order are kept, and
+// how many bytes: the numbers are the code's.
+func TestTheReadmeSaysTheRecentPassBounds(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("(%s of them, %d MiB at most)", thousands(recentCap), recentMaxBytes>>20)
+	if !strings.Contains(strings.Join(strings.Fields(string(b)), " "), want) {
+		t.Errorf("the README does not say %q", want)
+	}
+}
+
+func thousands(n int) string {
+	s := fmt.Sprint(n)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
 }
