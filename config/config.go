@@ -50,9 +50,13 @@ type Kafka struct {
 	Topics       Topics `koanf:"topics"`
 	CreateTopics bool   `koanf:"create_topics"`
 	// Partitions is used when qfence creates the pings and state topics.
-	Partitions int  `koanf:"partitions"`
-	TLS        TLS  `koanf:"tls"`
-	SASL       SASL `koanf:"sasl"`
+	Partitions int `koanf:"partitions"`
+	// SessionTimeout is the consumer group's session: how long the group
+	// waits for a member that stopped heartbeating (killed, cut off)
+	// before its partitions move to another instance.
+	SessionTimeout time.Duration `koanf:"session_timeout"`
+	TLS            TLS           `koanf:"tls"`
+	SASL           SASL          `koanf:"sasl"`
 }
 
 // Topics names every topic qfence uses.
@@ -190,8 +194,9 @@ func Default() Config {
 			Topics: Topics{Pings: "pings", Orders: "quarantine-orders", Violations: "violations",
 				State: "qfence-state", PingsDLQ: "pings-dlq", OrdersDLQ: "quarantine-orders-dlq",
 				Passes: "passes", PassesDLQ: "passes-dlq", Notifications: "notifications"},
-			CreateTopics: true,
-			Partitions:   4,
+			CreateTopics:   true,
+			Partitions:     4,
+			SessionTimeout: 10 * time.Second,
 		},
 		ClickHouse: ClickHouse{Addr: "127.0.0.1:9000", Database: "qfence", Username: "default",
 			RetentionDays: 28, BatchRows: 50000, FlushInterval: time.Second, Timeout: 30 * time.Second, Compression: "auto"},
@@ -472,6 +477,10 @@ func (c *Config) validate() []error {
 			bad("kafka.brokers", "%q is not host:port", b)
 		}
 	}
+	// Heartbeats go every second: a session under 3 s would expire on one
+	// slow heartbeat; the brokers' own bounds (6 s to 30 min by default)
+	// may refuse more of it.
+	durationIn(bad, "kafka.session_timeout", c.Kafka.SessionTimeout, 3*time.Second, 30*time.Minute)
 	if c.Kafka.GroupID == "" {
 		bad("kafka.group_id", "must not be empty")
 	}

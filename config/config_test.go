@@ -204,8 +204,8 @@ func FuzzConfig(f *testing.F) {
 // A QFENCE_ variable that names no key is refused with the nearest key's
 // name: a typo in a deployment's environment must not pass unnoticed.
 func TestAnUnknownEnvironmentVariableIsRefused(t *testing.T) {
-	_, err := Load("", []string{"QFENCE_KAFKA_SESSION_TIMEOUT=3s"})
-	if err == nil || !strings.Contains(err.Error(), "QFENCE_KAFKA_SESSION_TIMEOUT: names no configuration key (did you mean QFENCE_") {
+	_, err := Load("", []string{"QFENCE_KAFKA_SESION_TIMEOUT=3s"})
+	if err == nil || !strings.Contains(err.Error(), "QFENCE_KAFKA_SESION_TIMEOUT: names no configuration key (did you mean QFENCE_KAFKA_SESSION_TIMEOUT?)") {
 		t.Errorf("got %v", err)
 	}
 	_, err = Load("", []string{"QFENCE_CLICKHOUSE_ADRR=ch:9000"})

@@ -99,7 +99,7 @@ func (g *Group) Run(ctx context.Context) error {
 	cg, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
 		ID: g.Kafka.cfg.GroupID, Brokers: g.Kafka.brokers, Dialer: g.Kafka.dialer, Topics: []string{topic},
 		StartOffset: kafka.FirstOffset, WatchPartitionChanges: true, PartitionWatchInterval: 10 * time.Second,
-		HeartbeatInterval: time.Second, SessionTimeout: 10 * time.Second, RebalanceTimeout: g.Drain + 5*time.Second,
+		HeartbeatInterval: time.Second, SessionTimeout: g.Kafka.cfg.SessionTimeout, RebalanceTimeout: g.Drain + 5*time.Second,
 		JoinGroupBackoff: time.Second,
 		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
 			g.Log.Warn("consumer group", "err", fmt.Sprintf(msg, args...))

@@ -67,6 +67,9 @@ func (k *Client) ReadTable(ctx context.Context, topic string, tail bool, apply f
 	return eg.Wait()
 }
 
+// tableProgressEvery spaces the progress lines of a table's load.
+const tableProgressEvery = 5 * time.Second
+
 func (k *Client) readTablePartition(ctx context.Context, topic string, p int, end int64, tail bool, apply func(*TableRecord), caughtUp func()) error {
 	pos, done := int64(kafka.FirstOffset), false
 	if end <= 0 {
@@ -77,7 +80,15 @@ func (k *Client) readTablePartition(ctx context.Context, topic string, p int, en
 		}
 	}
 	var rec TableRecord
+	// A long load says how far it got every few seconds, so that a slow
+	// start-up can be told from a stuck one.
+	start, shown, read := time.Now(), time.Now(), 0
 	for attempt := 0; ; {
+		if !done && time.Since(shown) >= tableProgressEvery {
+			shown = time.Now()
+			k.log.Info("reading a table topic", "topic", topic, "partition", p, "offset", max(pos, 0), "end", end, "records", read,
+				"elapsed", time.Since(start).Round(time.Second))
+		}
 		res, err := k.client.Fetch(ctx, &kafka.FetchRequest{Topic: topic, Partition: p, Offset: pos,
 			MinBytes: 1, MaxBytes: 8 << 20, MaxWait: time.Second})
 		if err == nil {
@@ -122,6 +133,7 @@ func (k *Client) readTablePartition(ctx context.Context, topic string, p int, en
 			apply(&rec)
 			pos = r.Offset + 1
 			got++
+			read++
 		}
 		if !done && (pos >= end || (got == 0 && res.HighWatermark >= end && pos >= 0)) {
 			done = true
