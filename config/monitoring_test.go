@@ -1,7 +1,6 @@
 package config
 
 import (
-	"encoding/json"
 	"os"
 	"regexp"
 	"slices"
@@ -38,24 +37,15 @@ func TestDashboardNamesOnlyExistingMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var d struct {
-		Panels []struct {
-			Title   string `json:"title"`
-			Targets []struct {
-				Expr string `json:"expr"`
-			} `json:"targets"`
-		} `json:"panels"`
-	}
-	if err := json.Unmarshal(b, &d); err != nil {
+	panels, queries, err := DashboardQueries(b)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if len(d.Panels) < 6 {
-		t.Fatalf("%d panels", len(d.Panels))
+	if panels < 6 {
+		t.Fatalf("%d panels", panels)
 	}
-	for _, p := range d.Panels {
-		for _, tg := range p.Targets {
-			checkNames(t, p.Title, tg.Expr)
-		}
+	for _, q := range queries {
+		checkNames(t, q.Panel, q.Expr)
 	}
 }
 

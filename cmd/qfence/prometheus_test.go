@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qfence/qfence/config"
 	"github.com/qfence/qfence/sinks/clickhouse/chtest"
 	"github.com/qfence/qfence/sinks/kafka/kafkatest"
 	"github.com/qfence/qfence/sinks/local/nettest"
@@ -137,23 +138,14 @@ func TestPrometheusSeesQfence(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var dash struct {
-		Panels []struct {
-			Title   string `json:"title"`
-			Targets []struct {
-				Expr string `json:"expr"`
-			} `json:"targets"`
-		} `json:"panels"`
-	}
-	if err := json.Unmarshal(b, &dash); err != nil {
+	_, queries, err := config.DashboardQueries(b)
+	if err != nil {
 		t.Fatal(err)
 	}
-	for _, panel := range dash.Panels {
-		for _, tg := range panel.Targets {
-			n, err := query(tg.Expr)
-			if err != nil || n == 0 {
-				t.Errorf("dashboard %q: %s: %d series, %v", panel.Title, tg.Expr, n, err)
-			}
+	for _, q := range queries {
+		n, err := query(q.Expr)
+		if err != nil || n == 0 {
+			t.Errorf("dashboard %q: %s: %d series, %v", q.Panel, q.Expr, n, err)
 		}
 	}
 }
