@@ -105,142 +105,204 @@ type Track struct {
 // passes is the table of QR passes (nil: none), linked to the order book
 // (Engine.UsePasses): a ping that is outside reads the patient's passes
 // off its order, and a ping at home never looks.
+//
+// It reads top to bottom as the decision's stages, each a small function:
+// classify (classify, place, visit, excuse, underPass: inside, outside,
+// excused or uncertain), admit (foreign, duplicate, late, implausibleFix:
+// what a ping may not move), due (gap here; what time alone made due, the
+// escalations, expiries and random asks, Engine.Process runs before Step
+// as State.due), answer (checkin) and breach (the state machine).
 func Step(st *State, p *Ping, o *Order, zones *geo.Zones, passes *PassBook, r *Rules, ev []Event) ([]Event, Outcome, Track) {
+	// classify: where the fix is, its accuracy counted honestly. (The
+	// stages below are called only when they have something to do: a call
+	// each on every ping at home cost 137 instructions, +9 %, callgrind.)
 	pt := orb.Point{p.Lon, p.Lat}
 	d := geo.Distance(o.Home, pt)
-	cur := Evidence{TS: p.TS, Lat: p.Lat, Lon: p.Lon, Accuracy: float32(p.Accuracy), Distance: float32(d),
-		State: classify(d, p.Accuracy, o, r)}
+	f := fix{pt: pt, d: d, cur: Evidence{TS: p.TS, Lat: p.Lat, Lon: p.Lon, Accuracy: float32(p.Accuracy), Distance: float32(d),
+		State: classify(d, p.Accuracy, o, r)}}
+	// admit: only the enrolled phone decides.
 	if !o.Enrolled(p.DeviceID) {
-		return foreign(st, p, o, cur, ev)
+		return foreign(st, p, o, f.cur, ev)
 	}
 	t := track(p, o)
-	// A ping at home is in the home's district and needs no allowed zone, so
-	// the common case never queries the zones (BENCHMARKS.md: the lookup is
-	// most of a ping's cost at 5k zones).
-	var allowed *geo.Zone
-	if cur.State != Inside {
-		var district *geo.Zone
-		district, allowed = zones.Lookup(pt)
-		t.District, t.Zone = zoneID(district), zoneID(allowed)
+	// classify: the zones and the patient's passes, only for a fix away
+	// from home (a ping at home never queries them).
+	if f.cur.State != Inside {
+		f.place(zones, passes, o, &t)
 	}
-	// A pass of this patient that covers the ping excuses it, wherever it
-	// is (when not in an allowed zone already).
-	var mine []*Pass
-	if cur.State == Outside && passes != nil {
-		mine = o.Passes() // the pass book keeps them on the order
-	}
-	excuse := func() {
-		if cur.State == Outside && allowed == nil {
-			if pass := covering(mine, p.TS, d, p.Accuracy, r.MarginM); pass != nil {
-				cur.State, t.PassID = Excused, pass.ID
-			}
-		}
-	}
-
+	// admit: a repeat changes nothing; a late ping is stored and moves
+	// nothing.
 	switch {
 	case p.TS == st.Last.TS:
 		return ev, Duplicate, t
 	case p.TS < st.Last.TS:
-		// Late: stored, but it moves nothing. Excused is judged without the
-		// visit clock, which belongs to the in-order pings.
-		if cur.State == Outside && allowed != nil {
-			cur.State = Excused
-		}
-		excuse()
-		t.Evidence, t.InBreach, t.Flag = cur, st.InBreach(), FlagLate
+		f.late(p, r, &t)
+		t.Evidence, t.InBreach, t.Flag = f.cur, st.InBreach(), FlagLate
 		return ev, Late, t
 	}
 	st.order = o
 	st.flags &^= flagForeign // the enrolled phone is back: the episode ends silently
-
-	// Signal: a gap longer than the timeout is a loss, whether or not a
-	// sweep noticed it first; the ping that ends it restores the signal.
-	if st.Last.TS != 0 {
-		deadline := st.Last.TS + r.SignalTimeout.Milliseconds()
-		if st.flags&flagSignalLost == 0 && p.TS > deadline && deadline >= o.StartsAt {
-			ev = signalLost(st, o, r, ev)
-			ev = st.expire(o, p.TS, ev) // the request may have run out already
-		}
-		if st.flags&flagSignalLost != 0 {
-			st.flags &^= flagSignalLost
-			e := newEvent(SignalRestored, o, p.TS, st.Last.TS, cur)
-			e.EndedAt = p.TS
-			e.DurationS = (p.TS - st.Last.TS) / 1000
-			e.Evidence = []Evidence{st.Last, cur}
-			ev = append(ev, e)
-		}
+	// due: what a gap in the signal brought.
+	if st.Last.TS != 0 && (st.flags&flagSignalLost != 0 || p.TS > st.Last.TS+r.SignalTimeout.Milliseconds()) {
+		ev = st.gap(p, o, f.cur, r, ev)
 	}
-
-	// Implausible: stored, but not a reference and no move of the breach.
+	// admit: a fix no one could make is stored and moves nothing.
 	ref := st.ref()
-	if flag := implausible(ref, p, pt, r); flag != FlagNone {
-		if cur.State == Outside && allowed != nil {
-			cur.State = Excused
-		}
-		excuse()
-		if p.Checkin.Present { // answers, but an implausible fix proves no presence
-			ev, _, t.Checkin = st.checkin(p, o, cur, r, ev)
-		}
-		if st.flags&flagImplausible == 0 {
-			st.flags |= flagImplausible
-			e := newEvent(ImplausibleLocation, o, p.TS, p.TS, cur)
-			e.Reason = flag.String()
-			e.Zone = t.Zone
-			if flag == FlagSpeed {
-				e.Evidence = []Evidence{ref, cur}
-			} else {
-				e.Evidence = []Evidence{cur}
-			}
-			ev = append(ev, e)
-		}
-		if st.flags&flagRefAside == 0 {
-			st.episode().Ref = ref
-			st.flags |= flagRefAside
-		}
-		st.Last = cur
-		t.Evidence, t.InBreach, t.Flag = cur, st.InBreach(), flag
-		return ev, Accepted, t
+	if flag := implausible(ref, p, f.pt, r); flag != FlagNone {
+		return st.implausibleFix(p, o, r, &f, ref, flag, t, ev)
 	}
 	st.flags &^= flagImplausible
-
-	// Allowed zones: time in one is excused until its max_minutes. The visit
-	// clock runs over consecutive outside pings in the same zone; a ping at
-	// home or outside the zone ends the visit, an uncertain one leaves it be.
-	switch {
-	case cur.State == Outside && allowed != nil:
-		if st.ep == nil || st.ep.VisitZone != allowed.ID {
-			ep := st.episode()
-			ep.VisitZone, ep.VisitStart = allowed.ID, p.TS
-		}
-		if allowed.MaxMinutes == 0 || float64(p.TS-st.ep.VisitStart) <= allowed.MaxMinutes*60000 {
-			cur.State = Excused
-		}
-	case cur.State != Uncertain && st.ep != nil:
-		st.ep.VisitZone, st.ep.VisitStart = "", 0
+	// classify: time in an allowed zone, then a pass.
+	if f.cur.State == Outside || st.ep != nil {
+		st.visit(p, &f)
 	}
-	excuse()
-	// A run that begins now begins under a pass when one was valid at this
-	// ping (the trip went beyond its distance) or excused the ping before
-	// (the trip outlasted it); the latest valid_to wins.
-	if cur.State == Outside && len(mine) > 0 && (st.ep == nil || (st.ep.RunCount == 0 && st.ep.BreachStart == 0)) {
-		if pass := runPass(mine, p.TS, st.Last, r.MarginM); pass != nil {
-			st.episode().Pass = &PassRef{ID: pass.ID, Purpose: pass.Purpose, ValidTo: pass.ValidTo}
-		}
+	if f.cur.State == Outside {
+		f.excuse(p, r, &t)
+		st.underPass(p, r, &f)
 	}
-
+	// answer: the check-in.
 	checkedIn := false
 	if p.Checkin.Present {
-		ev, checkedIn, t.Checkin = st.checkin(p, o, cur, r, ev)
+		ev, checkedIn, t.Checkin = st.checkin(p, o, f.cur, r, ev)
 	}
-	ev = breach(st, cur, o, r, t.Zone, checkedIn, ev)
-	st.Last = cur
+	// breach: the state machine.
+	ev = breach(st, f.cur, o, r, t.Zone, checkedIn, ev)
+	st.Last = f.cur
 	st.flags &^= flagRefAside
 	if st.ep != nil {
 		st.ep.Ref = Evidence{}
 	}
 	st.tidy()
-	t.Evidence, t.InBreach = cur, st.InBreach()
+	t.Evidence, t.InBreach = f.cur, st.InBreach()
 	return ev, Accepted, t
+}
+
+// fix is a ping's fix as the decision sees it: where it is (pt, d from
+// home), its verdict so far, and, away from home, the allowed zone it is
+// in and the patient's passes.
+type fix struct {
+	cur     Evidence
+	pt      orb.Point
+	d       float64
+	allowed *geo.Zone
+	mine    []*Pass
+}
+
+// place looks a fix away from home (not inside) up in the zones (its district and
+// allowed zone, on the row) and, outside, takes the patient's passes. A
+// ping at home is in the home's district and needs no allowed zone, so the
+// common case never queries the zones (BENCHMARKS.md: the lookup is most
+// of a ping's cost at 5k zones).
+func (f *fix) place(zones *geo.Zones, passes *PassBook, o *Order, t *Track) {
+	var district *geo.Zone
+	district, f.allowed = zones.Lookup(f.pt)
+	t.District, t.Zone = zoneID(district), zoneID(f.allowed)
+	if f.cur.State == Outside && passes != nil {
+		f.mine = o.Passes() // the pass book keeps them on the order
+	}
+}
+
+// excuse: a pass of this patient that covers the fix excuses it, wherever
+// it is (when not in an allowed zone already).
+func (f *fix) excuse(p *Ping, r *Rules, t *Track) {
+	if f.cur.State == Outside && f.allowed == nil {
+		if pass := covering(f.mine, p.TS, f.d, p.Accuracy, r.MarginM); pass != nil {
+			f.cur.State, t.PassID = Excused, pass.ID
+		}
+	}
+}
+
+// late judges a late fix without the visit clock, which belongs to the
+// in-order pings: an allowed zone or a pass excuses it.
+func (f *fix) late(p *Ping, r *Rules, t *Track) {
+	if f.cur.State == Outside && f.allowed != nil {
+		f.cur.State = Excused
+	}
+	f.excuse(p, r, t)
+}
+
+// gap is a gap in the signal: longer than the timeout, it is a loss,
+// whether or not a sweep noticed it first; the ping that ends it restores
+// the signal.
+func (st *State) gap(p *Ping, o *Order, cur Evidence, r *Rules, ev []Event) []Event {
+	if st.Last.TS == 0 {
+		return ev
+	}
+	deadline := st.Last.TS + r.SignalTimeout.Milliseconds()
+	if st.flags&flagSignalLost == 0 && p.TS > deadline && deadline >= o.StartsAt {
+		ev = signalLost(st, o, r, ev)
+		ev = st.expire(o, p.TS, ev) // the request may have run out already
+	}
+	if st.flags&flagSignalLost != 0 {
+		st.flags &^= flagSignalLost
+		e := newEvent(SignalRestored, o, p.TS, st.Last.TS, cur)
+		e.EndedAt = p.TS
+		e.DurationS = (p.TS - st.Last.TS) / 1000
+		e.Evidence = []Evidence{st.Last, cur}
+		ev = append(ev, e)
+	}
+	return ev
+}
+
+// implausibleFix is the decision on a fix no one could make (too fast
+// from the last plausible one, or a mock provider): stored, flagged, the
+// first of a run an implausible_location event; it moves no breach and is
+// no speed reference; a check-in it carries answers but proves no
+// presence.
+func (st *State) implausibleFix(p *Ping, o *Order, r *Rules, f *fix, ref Evidence, flag Flag, t Track, ev []Event) ([]Event, Outcome, Track) {
+	f.late(p, r, &t) // judged like a late fix: zones and passes, no visit clock
+	if p.Checkin.Present {
+		ev, _, t.Checkin = st.checkin(p, o, f.cur, r, ev)
+	}
+	if st.flags&flagImplausible == 0 {
+		st.flags |= flagImplausible
+		e := newEvent(ImplausibleLocation, o, p.TS, p.TS, f.cur)
+		e.Reason = flag.String()
+		e.Zone = t.Zone
+		if flag == FlagSpeed {
+			e.Evidence = []Evidence{ref, f.cur}
+		} else {
+			e.Evidence = []Evidence{f.cur}
+		}
+		ev = append(ev, e)
+	}
+	if st.flags&flagRefAside == 0 {
+		st.episode().Ref = ref
+		st.flags |= flagRefAside
+	}
+	st.Last = f.cur
+	t.Evidence, t.InBreach, t.Flag = f.cur, st.InBreach(), flag
+	return ev, Accepted, t
+}
+
+// visit runs the allowed zones' clock: time in one is excused until its
+// max_minutes. The clock runs over consecutive outside fixes in the same
+// zone; a fix at home or outside the zone ends the visit, an uncertain one
+// leaves it be.
+func (st *State) visit(p *Ping, f *fix) {
+	switch {
+	case f.cur.State == Outside && f.allowed != nil:
+		if st.ep == nil || st.ep.VisitZone != f.allowed.ID {
+			ep := st.episode()
+			ep.VisitZone, ep.VisitStart = f.allowed.ID, p.TS
+		}
+		if f.allowed.MaxMinutes == 0 || float64(p.TS-st.ep.VisitStart) <= f.allowed.MaxMinutes*60000 {
+			f.cur.State = Excused
+		}
+	case f.cur.State != Uncertain && st.ep != nil:
+		st.ep.VisitZone, st.ep.VisitStart = "", 0
+	}
+}
+
+// underPass: a run that begins now begins under a pass when one was valid
+// at this fix (the trip went beyond its distance) or excused the fix
+// before (the trip outlasted it); the latest valid_to wins.
+func (st *State) underPass(p *Ping, r *Rules, f *fix) {
+	if f.cur.State == Outside && len(f.mine) > 0 && (st.ep == nil || (st.ep.RunCount == 0 && st.ep.BreachStart == 0)) {
+		if pass := runPass(f.mine, p.TS, st.Last, r.MarginM); pass != nil {
+			st.episode().Pass = &PassRef{ID: pass.ID, Purpose: pass.Purpose, ValidTo: pass.ValidTo}
+		}
+	}
 }
 
 // track is ping p's row before it is judged.
