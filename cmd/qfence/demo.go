@@ -19,8 +19,8 @@ import (
 
 	"github.com/qfence/qfence/cmd/internal/daemon"
 	"github.com/qfence/qfence/sinks/clickhouse"
-	qkafka "github.com/qfence/qfence/sinks/kafka"
 	"github.com/qfence/qfence/sinks/edge"
+	qkafka "github.com/qfence/qfence/sinks/kafka"
 	"github.com/qfence/qfence/sinks/local"
 
 	"github.com/segmentio/kafka-go"
