@@ -299,19 +299,17 @@ func (n *Notifier) render(kind NotificationKind, d NotificationData) string {
 // limit) and counts the rest, so that no template can make a text, or
 // the memory it takes, larger than that.
 type limitedBuffer struct {
-	b    []byte
-	max  int
-	over bool
+	b   []byte
+	max int
 }
 
 func (l *limitedBuffer) Write(p []byte) (int, error) {
+	keep := p
 	if l.max > 0 && len(l.b)+len(p) > l.max {
-		l.b = append(l.b, p[:min(len(p), max(0, l.max+utf8.UTFMax-len(l.b)))]...)
-		l.over = true
-		return len(p), nil
+		keep = p[:min(len(p), max(0, l.max+utf8.UTFMax-len(l.b)))] // enough to find the rune boundary at max
 	}
-	l.b = append(l.b, p...)
-	return len(p), nil
+	l.b = append(l.b, keep...)
+	return len(p), nil // the rest is dropped, not refused: the template renders on
 }
 
 // text is what was written, cut at a UTF-8 boundary at max bytes, and
@@ -320,11 +318,19 @@ func (l *limitedBuffer) text() (string, bool) {
 	if l.max == 0 || len(l.b) <= l.max {
 		return string(l.b), false
 	}
-	cut := l.max
-	for cut > 0 && !utf8.RuneStart(l.b[cut]) {
-		cut--
+	return CutUTF8(string(l.b), l.max), true
+}
+
+// CutUTF8 is the longest prefix of s of at most n bytes that ends at a
+// rune boundary.
+func CutUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
 	}
-	return string(l.b[:cut]), true
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 func (n *Notifier) time(ms int64) time.Time {

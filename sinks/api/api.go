@@ -21,7 +21,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
@@ -179,11 +178,7 @@ func auditPath(p string) string {
 	if len(p) <= maxAuditPath {
 		return p
 	}
-	cut := maxAuditPath
-	for cut > 0 && !utf8.RuneStart(p[cut]) {
-		cut--
-	}
-	return fmt.Sprintf("%s…(%d bytes)", p[:cut], len(p))
+	return fmt.Sprintf("%s…(%d bytes)", processor.CutUTF8(p, maxAuditPath), len(p))
 }
 
 type ctxKey struct{}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/qfence/qfence/processor"
 	"github.com/qfence/qfence/processor/pipeline"
 	"github.com/qfence/qfence/sinks/edge"
 )
@@ -51,11 +52,8 @@ func (p *Producer) Produce(_ context.Context, records []pipeline.Record, done fu
 	msgs := make([]kafka.Message, len(records))
 	limit := min(p.k.MaxRecord(), maxBatchBytes) - recordOverhead
 	for i, r := range records {
-		msgs[i] = kafka.Message{Topic: r.Topic, Key: r.Key, Value: r.Value}
-		for _, h := range r.Headers {
-			msgs[i].Headers = append(msgs[i].Headers, kafka.Header{Key: h.Key, Value: h.Value})
-		}
-		if isDeadLetter(r) {
+		msgs[i] = message(r)
+		if isDeadLetter(msgs[i]) {
 			msgs[i] = fit(msgs[i], limit)
 		}
 	}
@@ -72,8 +70,17 @@ const maxKeptKey = 1024
 // recordOverhead is room for a record's framing and its batch's header.
 const recordOverhead = 4096
 
-func isDeadLetter(r pipeline.Record) bool {
-	return len(r.Headers) > 0 && r.Headers[0].Key == "qfence-reason"
+// message is record r as kafka-go writes it.
+func message(r pipeline.Record) kafka.Message {
+	m := kafka.Message{Topic: r.Topic, Key: r.Key, Value: r.Value}
+	for _, h := range r.Headers {
+		m.Headers = append(m.Headers, kafka.Header{Key: h.Key, Value: h.Value})
+	}
+	return m
+}
+
+func isDeadLetter(m kafka.Message) bool {
+	return len(m.Headers) > 0 && m.Headers[0].Key == "qfence-reason"
 }
 
 // fit truncates a dead letter too large for the topic and says so in a
@@ -145,20 +152,14 @@ func (p *Producer) write(msgs []kafka.Message) error {
 // broker said it takes; a dead letter refused again is cut further.
 func (p *Producer) refused(m kafka.Message) kafka.Message {
 	limit := max(min(p.k.MaxRecord(), maxBatchBytes)/4-recordOverhead, 1024)
-	if !isDeadLetterMessage(m) {
+	if !isDeadLetter(m) {
 		p.k.log.Warn("the broker refused a record as too large; it goes to the dead-letter topic", "topic", m.Topic, "bytes", len(m.Value))
-		m = kafka.Message{Topic: p.k.cfg.Topics.PingsDLQ, Key: m.Key, Value: m.Value, Headers: []kafka.Header{
-			{Key: "qfence-reason", Value: []byte("too_large")},
-			{Key: "qfence-error", Value: []byte("the broker refused this record for " + m.Topic + " as too large (check the topic's max.message.bytes, or notifications.max_text_bytes)")},
-			{Key: "qfence-topic", Value: []byte(m.Topic)}, {Key: "qfence-partition", Value: []byte("0")}, {Key: "qfence-offset", Value: []byte("0")}}}
+		m = message(pipeline.DeadLetter(p.k.cfg.Topics.PingsDLQ, m.Topic, 0, 0, m.Key, m.Value, &processor.Reject{Reason: processor.TooLarge,
+			Msg: "the broker refused this record for " + m.Topic + " as too large (check the topic's max.message.bytes, or notifications.max_text_bytes)"}))
 	} else {
 		limit = min(limit, len(m.Value)/2)
 	}
 	return fit(m, limit)
-}
-
-func isDeadLetterMessage(m kafka.Message) bool {
-	return len(m.Headers) > 0 && m.Headers[0].Key == "qfence-reason"
 }
 
 // Close stops retrying, waits for the goroutines and closes the writer.
