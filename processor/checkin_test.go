@@ -371,3 +371,48 @@ func TestNotifications(t *testing.T) {
 		t.Errorf("a template naming a missing field: %v", err)
 	}
 }
+
+// With pseudonymisation on, every id qfence makes is hashed from the
+// patient's pseudonym (contract 3.1): request ids, event ids and
+// notification ids equal the ids of the same records of a patient named
+// by the pseudonym, and none equals the unkeyed one a list of guessed
+// patient ids would give. The events still name the real patient.
+func TestIdsAreHashedFromThePseudonym(t *testing.T) {
+	const key = "k3y-of-32-bytes-or-more-0123456789abcdef"
+	run := func(pseudonymKey string) []processor.Event {
+		book := processor.NewOrderBook()
+		book.Put(&processor.Order{PatientID: "p1", Home: home, RadiusM: 50, StartsAt: t0 - 24*3600_000, EndsAt: math.MaxInt64})
+		r := processor.DefaultRules()
+		r.PseudonymKey = pseudonymKey
+		eng := processor.NewEngine(r, book)
+		var ev []processor.Event
+		for _, tp := range []tping{out(0), out(5), out(10)} {
+			p := ping(tp)
+			ev, _, _ = eng.Process(&p, testZones(), ev)
+		}
+		return ev
+	}
+	plain, keyed := run(""), run(key)
+	pseudonym := processor.Pseudonym(key, "p1")
+	notifier, err := processor.NewNotifier("", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keyed) != len(plain) || len(keyed) < 2 {
+		t.Fatalf("%d events keyed, %d plain", len(keyed), len(plain))
+	}
+	for i := range keyed {
+		k, p := keyed[i], plain[i]
+		as := processor.Event{Type: k.Type, PatientID: pseudonym, At: k.At, StartedAt: k.StartedAt} // of a patient named by the pseudonym, unkeyed
+		if k.PatientID != "p1" || k.ID() == p.ID() || k.ID() != as.ID() {
+			t.Errorf("%s: id %x, unkeyed %x", k.Type, k.ID(), p.ID())
+		}
+		if k.Type == processor.CheckinRequested && (k.RequestID != requestID(pseudonym, 5) || k.RequestID == requestID("p1", 5)) {
+			t.Errorf("request id %x is not hashed from the pseudonym", k.RequestID)
+		}
+		kn, pn := notifier.For(&keyed[i], nil), notifier.For(&plain[i], nil)
+		if len(kn) == 1 && (kn[0].ID() == pn[0].ID() || kn[0].PatientID != "p1") {
+			t.Errorf("%s's notification id is the unkeyed one", k.Type)
+		}
+	}
+}

@@ -197,12 +197,7 @@ func restricted(node parse.Node) error {
 		if n == nil {
 			return nil
 		}
-		for _, c := range n.Nodes {
-			if err := restricted(c); err != nil {
-				return err
-			}
-		}
-		return nil
+		return restrictedAll(n.Nodes)
 	case *parse.ActionNode:
 		return restricted(n.Pipe)
 	case *parse.IfNode:
@@ -213,19 +208,9 @@ func restricted(node parse.Node) error {
 		if n == nil {
 			return nil
 		}
-		for _, c := range n.Cmds {
-			if err := restricted(c); err != nil {
-				return err
-			}
-		}
-		return nil
+		return restrictedAll(n.Cmds)
 	case *parse.CommandNode:
-		for _, a := range n.Args {
-			if err := restricted(a); err != nil {
-				return err
-			}
-		}
-		return nil
+		return restrictedAll(n.Args)
 	case *parse.ChainNode:
 		return restricted(n.Node)
 	case *parse.IdentifierNode:
@@ -239,6 +224,15 @@ func restricted(node parse.Node) error {
 		return errors.New("template is not allowed in a notification template")
 	}
 	return fmt.Errorf("%s is not allowed in a notification template", node)
+}
+
+func restrictedAll[N parse.Node](nodes []N) error {
+	for _, n := range nodes {
+		if err := restricted(n); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func allowedFuncs() string {
