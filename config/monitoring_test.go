@@ -12,7 +12,7 @@ import (
 
 // contractMetrics are the metrics qfence exports (the README's table); the
 // dashboard and the alerts may name no other.
-var contractMetrics = []string{"qfence_pings_total", "qfence_pings_rejected_total", "qfence_events_total", "qfence_open_breaches",
+var contractMetrics = []string{"qfence_pings_total", "qfence_pings_rejected_total", "qfence_events_total", "qfence_open_breaches", "qfence_known_mislocations",
 	"qfence_active_orders", "qfence_orders_total", "qfence_event_latency_seconds", "qfence_sink_rows_total", "qfence_sink_flush_seconds",
 	"qfence_sink_errors_total", "qfence_consumer_lag", "qfence_zones", "qfence_zones_reload_errors_total", "qfence_build_info", "qfence_ready", "qfence_state_restore_errors_total", "qfence_passes_total", "qfence_active_passes", "up"}
 

@@ -25,12 +25,24 @@ type Rules struct {
 	MaxSpeedMps      float64       `koanf:"max_speed_mps"`
 	MaxEvidence      int           `koanf:"max_evidence"`
 	EscalateAfter    time.Duration `koanf:"escalate_after"`
+	Mislocation      Mislocation   `koanf:"mislocation"`
+}
+
+// Mislocation is `rules.mislocation` (contract 2.4), processor.Mislocation
+// with the file's key names.
+type Mislocation struct {
+	TTL                 time.Duration `koanf:"ttl"`
+	MinRadiusM          float64       `koanf:"min_radius_m"`
+	MaxRadiusM          float64       `koanf:"max_radius_m"`
+	MaxPerPatient       int           `koanf:"max_per_patient"`
+	MaxCheckinAccuracyM float64       `koanf:"max_checkin_accuracy_m"`
 }
 
 func rulesOf(r processor.Rules) Rules {
 	return Rules{MarginM: r.MarginM, MaxAccuracyM: r.MaxAccuracyM, DefaultAccuracyM: r.DefaultAccuracyM,
 		BreachAfter: r.BreachAfter, BreachMinPings: r.BreachMinPings, ReturnMinPings: r.ReturnMinPings,
-		SignalTimeout: r.SignalTimeout, MaxSpeedMps: r.MaxSpeedMps, MaxEvidence: r.MaxEvidence, EscalateAfter: r.EscalateAfter}
+		SignalTimeout: r.SignalTimeout, MaxSpeedMps: r.MaxSpeedMps, MaxEvidence: r.MaxEvidence, EscalateAfter: r.EscalateAfter,
+		Mislocation: Mislocation(r.Mislocation)}
 }
 
 // EngineRules are the `rules` and `checkins` sections as the engine takes
@@ -41,7 +53,7 @@ func (c *Config) EngineRules() processor.Rules {
 	return processor.Rules{MarginM: r.MarginM, MaxAccuracyM: r.MaxAccuracyM, DefaultAccuracyM: r.DefaultAccuracyM,
 		BreachAfter: r.BreachAfter, BreachMinPings: r.BreachMinPings, ReturnMinPings: r.ReturnMinPings,
 		SignalTimeout: r.SignalTimeout, MaxSpeedMps: r.MaxSpeedMps, MaxEvidence: r.MaxEvidence, EscalateAfter: r.EscalateAfter,
-		Checkins: ch, PseudonymKey: string(c.Privacy.PseudonymizeKey)}
+		Checkins: ch, Mislocation: processor.Mislocation(r.Mislocation), PseudonymKey: string(c.Privacy.PseudonymizeKey)}
 }
 
 // Checkins is the `checkins` section (contract 2.2).
@@ -223,6 +235,14 @@ func (r Rules) validate() []error {
 	floatIn(bad, "max_speed_mps", r.MaxSpeedMps, 1, 10000)
 	intIn(bad, "max_evidence", r.MaxEvidence, 2, 1000)
 	durationIn(bad, "escalate_after", r.EscalateAfter, time.Minute, 7*24*time.Hour)
+	m := r.Mislocation
+	if m.TTL != 0 { // 0 turns learning off
+		durationIn(bad, "mislocation.ttl", m.TTL, time.Hour, 90*24*time.Hour)
+	}
+	floatIn(bad, "mislocation.min_radius_m", m.MinRadiusM, 10, 5000)
+	floatIn(bad, "mislocation.max_radius_m", m.MaxRadiusM, max(10, m.MinRadiusM), 5000)
+	intIn(bad, "mislocation.max_per_patient", m.MaxPerPatient, 1, 64)
+	floatIn(bad, "mislocation.max_checkin_accuracy_m", m.MaxCheckinAccuracyM, 1, 500)
 	return errs
 }
 

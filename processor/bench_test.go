@@ -1,6 +1,7 @@
 package processor_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -442,5 +443,57 @@ func BenchmarkCheckinPing(b *testing.B) {
 		if !t.Checkin.Counted {
 			b.Fatalf("check-in %d did not count", i)
 		}
+	}
+}
+
+// BenchmarkKnownMislocationPing is the cost of a network fix that falls in
+// a known mislocation (contract 2.4): each of 100k patients whose Wi-Fi put
+// it 700 m from home (outside any allowed zone: 92 % of them) has learned
+// a circle there (two Wi-Fi fixes answered by a GNSS check-in at home),
+// and each ping is a Wi-Fi fix inside it: uncertain, flagged, extending the
+// circle, no event. Compare its ns/op with DecodeDecide's at-home case of
+// the same run.
+func BenchmarkKnownMislocationPing(b *testing.B) {
+	const n = 100_000
+	e := newPingBench(n, 5000, 700, 20)
+	eng := processor.NewEngine(processor.DefaultRules(), e.book)
+	dec := processor.PingDecoder{MaxBytes: 4096, DefaultAccuracy: 50}
+	var (
+		p      processor.Ping
+		events []processor.Event
+		msgs   [][]byte
+	)
+	for i := range n { // a run of two Wi-Fi fixes, then the answer at home
+		for _, ts := range []int64{t0, t0 + 60_000} {
+			_ = dec.Decode(e.next(i), 0, &p)
+			p.TS, p.Source = ts+int64(i), []byte("wifi")
+			events, _, _ = eng.Process(&p, e.zones, events[:0])
+		}
+		o := e.book.Get(p.PatientID)
+		p = processor.Ping{PatientID: []byte(o.PatientID), TS: t0 + 120_000 + int64(i), Lat: o.Home[1], Lon: o.Home[0], Accuracy: 8,
+			Source: []byte("gps"), Checkin: processor.Checkin{Present: true, Verified: true}}
+		events, _, _ = eng.Process(&p, e.zones, events[:0])
+		if len(events) > 0 && events[0].Type == processor.MislocationLearned {
+			msgs = append(msgs, bytes.Replace(e.msgs[i], []byte(`,"lat"`), []byte(`,"source":"wifi","lat"`), 1))
+		}
+	}
+	if len(msgs) < n*9/10 || eng.KnownMislocations() != len(msgs) {
+		b.Fatalf("%d circles learned, %d held, of %d patients", len(msgs), eng.KnownMislocations(), n)
+	}
+	w := &pingBench{msgs: msgs, base: t0 + 300_000} // after the answers, before any signal is lost
+	b.SetBytes(int64(len(msgs[0])))
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if err := dec.Decode(w.next(i), 0, &p); err != nil {
+			b.Fatal(err)
+		}
+		var tr processor.Track
+		var out processor.Outcome
+		events, out, tr = eng.Process(&p, e.zones, events[:0])
+		if out != processor.Accepted || len(events) != 0 || tr.Flag != processor.FlagKnownMislocation {
+			b.Fatalf("ping %d: %s, %d events, flag %q; want accepted, none, known_mislocation", i, out, len(events), tr.Flag)
+		}
+		i++
 	}
 }

@@ -145,8 +145,8 @@ func TestTestdataMatchesTheSchemas(t *testing.T) {
 	}
 }
 
-// The events of contract 2.3 (checkin_rejected, device_mismatch) are valid
-// events of the schema, as every other type.
+// The events of contract 2.3 and 2.4 (checkin_rejected, device_mismatch,
+// mislocation_learned) are valid events of the schema, as every other type.
 func TestAttestationEventsFollowTheSchema(t *testing.T) {
 	s := schema(t, contract.Event)
 	r := rand.New(rand.NewPCG(seed(t), 3))
@@ -160,7 +160,7 @@ func TestAttestationEventsFollowTheSchema(t *testing.T) {
 	}
 	seen := map[processor.EventType]int{}
 	for i := range ev {
-		if ev[i].Type != processor.CheckinRejected && ev[i].Type != processor.DeviceMismatch {
+		if ev[i].Type != processor.CheckinRejected && ev[i].Type != processor.DeviceMismatch && ev[i].Type != processor.MislocationLearned {
 			continue
 		}
 		seen[ev[i].Type]++
@@ -168,7 +168,7 @@ func TestAttestationEventsFollowTheSchema(t *testing.T) {
 			t.Fatalf("%s: %v", ev[i].AppendJSON(nil, &rules), err)
 		}
 	}
-	if seen[processor.CheckinRejected] == 0 || seen[processor.DeviceMismatch] == 0 {
+	if seen[processor.CheckinRejected] == 0 || seen[processor.DeviceMismatch] == 0 || seen[processor.MislocationLearned] == 0 {
 		t.Fatalf("the generator made %v", seen)
 	}
 }

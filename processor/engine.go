@@ -36,12 +36,18 @@ type Engine struct {
 	scratch []byte
 	ends    []int32
 	sweep   []Event
-	// openBreaches counts the partition's patients in a breach (a gauge).
+	// openBreaches counts the partition's patients in a breach, and
+	// mislocations the known mislocations they hold (gauges).
 	openBreaches int
+	mislocations int
 }
 
 // OpenBreaches is the number of open breaches in the partition.
 func (e *Engine) OpenBreaches() int { return e.openBreaches }
+
+// KnownMislocations is the number of known mislocations the partition's
+// patients hold (contract 2.4).
+func (e *Engine) KnownMislocations() int { return e.mislocations }
 
 // NewEngine returns an engine for one partition.
 func NewEngine(r Rules, orders *OrderBook) *Engine {
@@ -83,7 +89,7 @@ func (e *Engine) Process(p *Ping, zones *geo.Zones, ev []Event) ([]Event, Outcom
 		}
 		ev = e.Advance(wm, ev)
 	}
-	was := st.InBreach()
+	was, knew := st.InBreach(), st.Mislocations()
 	if p.TS > st.Last.TS {
 		// What time alone brought this patient before this ping: noticed by
 		// the ping itself, whatever the sweep's cadence.
@@ -93,6 +99,7 @@ func (e *Engine) Process(p *Ping, zones *geo.Zones, ev []Event) ([]Event, Outcom
 	if out == Accepted {
 		e.markDirty(o.PatientID, st)
 		e.openBreaches += b2i(st.InBreach()) - b2i(was)
+		e.mislocations += st.Mislocations() - knew
 	}
 	if len(ev) > start {
 		pseudonymize(ev[start:], &e.rules)
@@ -158,6 +165,7 @@ func (e *Engine) Sweep(ev []Event) []Event {
 				e.sweep = append(e.sweep, closeBreach(st, ended))
 				e.openBreaches--
 			}
+			e.mislocations -= st.Mislocations() // they end with the order
 			delete(e.patients, id)
 			st.flags |= flagDropped
 			e.markDirty(id, st)
@@ -165,6 +173,9 @@ func (e *Engine) Sweep(ev []Event) []Event {
 		}
 		st.order = o
 		changed := false
+		if st.ep != nil && st.ep.mis != nil {
+			changed = e.expireMislocations(st, o, wm)
+		}
 		if lost && deadline >= o.StartsAt {
 			e.sweep, changed = signalLost(st, o, &e.rules, e.sweep), true
 		}
@@ -184,6 +195,20 @@ func (e *Engine) Sweep(ev []Event) []Event {
 		return int(a.Type) - int(b.Type)
 	})
 	return append(ev, e.sweep...)
+}
+
+// expireMislocations drops the known mislocations of st that expired by wm
+// or were learned under another order, silently; it reports a change.
+func (e *Engine) expireMislocations(st *State, o *Order, wm int64) bool {
+	was := st.Mislocations()
+	l := st.ep.mis
+	l.current(o, wm)
+	if l.empty() {
+		st.ep.mis = nil
+		st.tidy()
+	}
+	e.mislocations += st.Mislocations() - was
+	return st.Mislocations() != was
 }
 
 // StateRecord is one entry of the qfence-state changelog: a patient's state,
@@ -270,8 +295,9 @@ func (e *Engine) Snapshot(fn func(id string, state []byte)) {
 // Restore loads one patient's state from its serialised form, replacing any
 // state held for the patient; nil removes it.
 func (e *Engine) Restore(id string, state []byte) error {
-	if old := e.patients[id]; old != nil && old.InBreach() {
-		e.openBreaches--
+	if old := e.patients[id]; old != nil {
+		e.openBreaches -= b2i(old.InBreach())
+		e.mislocations -= old.Mislocations()
 	}
 	if state == nil {
 		delete(e.patients, id)
@@ -286,6 +312,7 @@ func (e *Engine) Restore(id string, state []byte) error {
 	}
 	e.patients[id] = st
 	e.openBreaches += b2i(st.InBreach())
+	e.mislocations += st.Mislocations()
 	return nil
 }
 

@@ -35,6 +35,7 @@ func randomPings(r *rand.Rand, n, count int) []processor.Ping {
 		east, north float64
 		silentUntil int64
 		last        int64
+		misUntil    int64 // a mislocated access point is all the phone sees
 	}
 	ws := make([]walker, n)
 	clock := t0
@@ -81,6 +82,30 @@ func randomPings(r *rand.Rand, n, count int) []processor.Ping {
 		}
 		if r.IntN(3) == 0 {
 			ping.Source = []byte([]string{"gps", "wifi", "fused"}[r.IntN(3)])
+		}
+		// Some phones see only a mislocated access point now and then, always
+		// placed at the same wrong spot 700 m away; their owner, at home,
+		// answers with a GNSS check-in.
+		if i%11 == 3 && clock >= w.misUntil && r.IntN(40) == 0 {
+			w.misUntil = clock + 25*60_000
+		}
+		if clock < w.misUntil {
+			wrong := east(700 + r.NormFloat64()*10)
+			ping.Lat, ping.Lon, ping.Accuracy, ping.Source, ping.Mock = wrong[1], wrong[0], 20, []byte("wifi"), false
+			if r.IntN(5) == 0 {
+				at := east(r.NormFloat64() * 5)
+				ping.Lat, ping.Lon, ping.Accuracy, ping.Source = at[1], at[0], 8, []byte("gps")
+				ping.Checkin = processor.Checkin{Present: true, Verified: true, Method: []byte("selfie")}
+				st := processor.StatementOf(&ping, "qfence", processor.IntegrityDevice)
+				jws, err := st.Sign(attestKey, "k1")
+				if err != nil {
+					panic(err)
+				}
+				ping.Attestation = []byte(jws)
+				w.misUntil = 0
+			}
+			out = append(out, ping)
+			continue
 		}
 		if r.IntN(25) == 0 { // a check-in: mostly verified, some failing the face match
 			ping.Checkin = processor.Checkin{Present: true, Verified: r.IntN(5) != 0, Method: []byte("selfie")}

@@ -24,14 +24,15 @@ const (
 	CheckinFailed
 	CheckinRejected
 	DeviceMismatch
+	MislocationLearned
 )
 
 var eventNames = [...]string{"", "breach_started", "breach_ended", "signal_lost", "signal_restored", "implausible_location", "breach_escalated",
-	"checkin_requested", "checkin_missed", "checkin_failed", "checkin_rejected", "device_mismatch"}
+	"checkin_requested", "checkin_missed", "checkin_failed", "checkin_rejected", "device_mismatch", "mislocation_learned"}
 
 // EventTypes lists every type, for metrics and tests.
 var EventTypes = []EventType{BreachStarted, BreachEnded, SignalLost, SignalRestored, ImplausibleLocation, BreachEscalated,
-	CheckinRequested, CheckinMissed, CheckinFailed, CheckinRejected, DeviceMismatch}
+	CheckinRequested, CheckinMissed, CheckinFailed, CheckinRejected, DeviceMismatch, MislocationLearned}
 
 func (t EventType) String() string {
 	if int(t) < len(eventNames) {
@@ -72,6 +73,9 @@ type Event struct {
 	ExpiresAt int64
 	// Device is what device_mismatch carries (nil for the other types).
 	Device *DeviceSeen
+	// Mislocation is mislocation_learned's circle (nil for the other
+	// types); its Confidence then holds the run's figures and the radius.
+	Mislocation *MislocationRef
 }
 
 // DeviceSeen is the order's enrolled device and the one a ping came from
@@ -248,6 +252,24 @@ func (e *Event) AppendJSON(b []byte, r *Rules) []byte {
 			b = append(b, "null"...)
 		}
 		b = append(b, '}')
+	}
+	if m := e.Mislocation; m != nil {
+		b = append(b, `,"mislocation":{"radius_m":`...)
+		b = appendDistance(b, m.RadiusM)
+		b = append(b, `,"valid_to":`...)
+		b = appendTSJSON(b, m.ValidTo)
+		b = append(b, '}')
+		if c := e.Confidence; c != nil {
+			b = append(b, `,"confidence":{"outside_pings":`...)
+			b = strconv.AppendInt(b, int64(c.OutsidePings), 10)
+			b = append(b, `,"min_margin_m":`...)
+			b = appendDistance(b, c.MinMarginM)
+			b = append(b, `,"dwell_s":`...)
+			b = strconv.AppendInt(b, c.DwellS, 10)
+			b = append(b, `,"radius_m":`...)
+			b = appendDistance(b, c.RadiusM)
+			b = append(b, '}')
+		}
 	}
 	b = append(b, `,"rule":{"margin_m":`...)
 	b = appendFloat(b, r.MarginM)

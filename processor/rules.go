@@ -25,6 +25,8 @@ type Rules struct {
 	EscalateAfter time.Duration
 	// Checkins are the check-in rules (contract 2.2).
 	Checkins Checkins
+	// Mislocation are the rules of learning from answers (contract 2.4).
+	Mislocation Mislocation
 	// PseudonymKey is privacy.pseudonymize_key ("": off). With it, every id
 	// qfence makes (event_id, notification_id, request ids) is hashed from
 	// the patient's pseudonym, not the real id (contract 3.1), so ids
@@ -66,5 +68,6 @@ func DefaultRules() Rules {
 		EscalateAfter:    15 * time.Minute,
 		Checkins: Checkins{QuietStart: 22 * 60, QuietEnd: 8 * 60, Location: time.UTC,
 			ResponseWindow: 20 * time.Minute},
+		Mislocation: Mislocation{TTL: 336 * time.Hour, MinRadiusM: 100, MaxRadiusM: 500, MaxPerPatient: 4, MaxCheckinAccuracyM: 50},
 	}
 }

@@ -46,6 +46,7 @@ type tping struct {
 	request float64 // the minute of the request the check-in names (0: none)
 	device  string  // the ping's device_id ("": none)
 	attest  byte    // the check-in's attestation: 's' signed as it is, 'x' signed for another fix, 0 none
+	source  string  // the fix's source ("": none)
 }
 
 func in(min float64) tping         { return tping{min: min, east: 5, acc: 10} }
@@ -71,6 +72,9 @@ func ping(t tping) processor.Ping {
 	}
 	if t.device != "" {
 		png.DeviceID = []byte(t.device)
+	}
+	if t.source != "" {
+		png.Source = []byte(t.source)
 	}
 	if t.attest != 0 {
 		st := processor.StatementOf(&png, "qfence", processor.IntegrityStrong)

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+
+	"github.com/paulmach/orb"
 )
 
 // PingState is the verdict on one ping (config/contract/CONTRACT.md 2).
@@ -92,11 +94,17 @@ type episode struct {
 	// BreachAt is when the open breach was confirmed (its breach_started's
 	// at); Escalated says breach_escalated was emitted; BreachEvidence
 	// holds the breach's pings so far (what the escalation quotes).
-	BreachAt       int64
-	Escalated      bool
+	BreachAt  int64
+	Escalated bool
+	// runMixed: an outside fix of the current run or breach was not a
+	// network fix, or the run taught already: it teaches nothing (2.4).
+	// (In what was padding after Escalated.)
+	runMixed       bool
 	BreachEvidence []Evidence
 	// Requests are the open check-in requests, oldest first.
 	Requests []request
+	// mis is what learning from answers needs (contract 2.4; nil: nothing).
+	mis *learning
 }
 
 // Confidence is how sure a breach is (contract 3.1): the run's outside
@@ -106,6 +114,9 @@ type Confidence struct {
 	OutsidePings int32
 	MinMarginM   float32
 	DwellS       int64
+	// RadiusM is mislocation_learned's circle (0 for breaches; not part of
+	// a patient's state).
+	RadiusM float32
 }
 
 // PassRef is how breach events quote a pass (contract 3.1).
@@ -116,7 +127,7 @@ type PassRef struct {
 }
 
 func (e *episode) idle() bool {
-	return e.RunStart == 0 && e.BreachStart == 0 && e.VisitZone == "" && e.Ref.TS == 0 && len(e.Requests) == 0
+	return e.RunStart == 0 && e.BreachStart == 0 && e.VisitZone == "" && e.Ref.TS == 0 && len(e.Requests) == 0 && e.mis == nil
 }
 
 // ref is the newest plausible ping: the reference for the speed check.
@@ -134,8 +145,9 @@ func (s *State) ref() Evidence {
 func (s *State) InBreach() bool { return s.ep != nil && s.ep.BreachStart != 0 }
 
 // stateVersion is what AppendBinary writes; UnmarshalBinary reads it,
-// version 3 (before check-ins) and version 2 (before passes and confidence).
-const stateVersion = 4
+// version 4 (before known mislocations), 3 (before check-ins) and 2
+// (before passes and confidence).
+const stateVersion = 5
 
 // AppendBinary appends the state's serialised form to b.
 func (s *State) AppendBinary(b []byte) []byte {
@@ -205,6 +217,27 @@ func (s *State) AppendBinary(b []byte) []byte {
 		b = append(b, q.ID[:]...)
 		b = binary.AppendVarint(b, q.At)
 		b = binary.AppendVarint(b, q.Expires)
+	}
+	// Version 5: what learning from answers holds.
+	b = append(b, byte(b2i(e.runMixed)))
+	l := e.mis
+	if l == nil {
+		return append(b, 0)
+	}
+	b = append(b, 1)
+	b = binary.LittleEndian.AppendUint64(b, math.Float64bits(l.home[0]))
+	b = binary.LittleEndian.AppendUint64(b, math.Float64bits(l.home[1]))
+	b = binary.AppendVarint(b, l.startsAt)
+	b = binary.AppendUvarint(b, uint64(len(l.run)))
+	for _, ev := range l.run {
+		b = appendEvidence(b, ev)
+	}
+	b = binary.AppendUvarint(b, uint64(len(l.known)))
+	for _, k := range l.known {
+		b = binary.LittleEndian.AppendUint64(b, math.Float64bits(k.lat))
+		b = binary.LittleEndian.AppendUint64(b, math.Float64bits(k.lon))
+		b = binary.LittleEndian.AppendUint32(b, math.Float32bits(k.radiusM))
+		b = binary.AppendVarint(b, k.validTo)
 	}
 	return b
 }
@@ -358,6 +391,28 @@ func (s *State) UnmarshalBinary(b []byte) error {
 				q.At, q.Expires = r.varint(), r.varint()
 				e.Requests = append(e.Requests, q)
 			}
+		}
+		if v >= 5 {
+			e.runMixed = r.byte1() == 1
+		}
+		if v >= 5 && r.byte1() == 1 {
+			l := &learning{home: orb.Point{math.Float64frombits(r.u64()), math.Float64frombits(r.u64())}, startsAt: r.varint()}
+			n := r.uvarint()
+			if n > uint64(len(r.b)) {
+				return errCorrupt
+			}
+			for i := uint64(0); i < n && r.err == nil; i++ {
+				l.run = append(l.run, r.evidence())
+			}
+			n = r.uvarint()
+			if n > uint64(len(r.b)) {
+				return errCorrupt
+			}
+			for i := uint64(0); i < n && r.err == nil; i++ {
+				l.known = append(l.known, known{lat: math.Float64frombits(r.u64()), lon: math.Float64frombits(r.u64()),
+					radiusM: math.Float32frombits(r.u32()), validTo: r.varint()})
+			}
+			e.mis = l
 		}
 		s.ep = e
 	}

@@ -35,9 +35,15 @@ const (
 	// FlagForeign: the ping came from a phone other than the enrolled one
 	// (contract 2.3). It has no value in the older `flag` column.
 	FlagForeign
+	// FlagKnownMislocation: a network fix inside a known mislocation
+	// (contract 2.4), uncertain instead of outside.
+	FlagKnownMislocation
 )
 
-var flagNames = [...]string{"", "late", "speed", "mock_provider", "foreign_device"}
+var flagNames = [...]string{"", "late", "speed", "mock_provider", "foreign_device", "known_mislocation"}
+
+// Flags lists every flag but FlagNone, for the sinks' tables.
+var Flags = []Flag{FlagLate, FlagSpeed, FlagMock, FlagForeign, FlagKnownMislocation}
 
 func (f Flag) String() string { return flagNames[f] }
 
@@ -137,6 +143,9 @@ func Step(st *State, p *Ping, o *Order, zones *geo.Zones, passes *PassBook, r *R
 		return ev, Duplicate, t
 	case p.TS < st.Last.TS:
 		f.late(p, r, &t)
+		if f.cur.State == Outside && st.ep != nil && st.ep.mis != nil && ClassOf(p.Source) == SourceNetwork {
+			st.mislocated(p, o, &f, r, false) // judged by the circles, extends none
+		}
 		t.Evidence, t.InBreach, t.Flag = f.cur, st.InBreach(), FlagLate
 		return ev, Late, t
 	}
@@ -158,14 +167,25 @@ func Step(st *State, p *Ping, o *Order, zones *geo.Zones, passes *PassBook, r *R
 	}
 	if f.cur.State == Outside {
 		f.excuse(p, r, &t)
+		// classify: a network fix where this phone was proved wrong before.
+		if f.cur.State == Outside && st.ep != nil && st.ep.mis != nil && ClassOf(p.Source) == SourceNetwork &&
+			st.mislocated(p, o, &f, r, true) {
+			t.Flag = FlagKnownMislocation
+		}
 		st.underPass(p, r, &f)
 	}
-	// answer: the check-in.
+	// answer: the check-in, and what a counted one teaches.
 	checkedIn := false
 	if p.Checkin.Present {
 		ev, checkedIn, t.Checkin = st.checkin(p, o, f.cur, r, ev)
+		if t.Checkin.Counted && r.Mislocation.TTL > 0 {
+			ev = st.learn(p, o, f.cur, r, ev)
+		}
 	}
-	// breach: the state machine.
+	// breach: the state machine, and the run's fixes kept to learn from.
+	if f.cur.State == Outside && r.Mislocation.TTL > 0 {
+		st.noteOutside(p, f.cur)
+	}
 	ev = breach(st, f.cur, o, r, t.Zone, checkedIn, ev)
 	st.Last = f.cur
 	st.flags &^= flagRefAside
@@ -571,6 +591,7 @@ func (st *State) tidy() {
 func (ep *episode) resetRun() {
 	ep.RunStart, ep.RunCount, ep.MaxDist, ep.Pass, ep.MinMargin = 0, 0, 0, nil, 0
 	ep.Evidence = ep.Evidence[:0]
+	ep.forgetRun()
 }
 
 func (ep *episode) endBreach() {

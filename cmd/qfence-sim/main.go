@@ -74,6 +74,7 @@ func newGenerate() *cobra.Command {
 	cmd.Flags().IntVar(&p.Patients, "patients", 10000, "patients")
 	cmd.Flags().IntVar(&minutes, "minutes", 20, "simulated minutes")
 	cmd.Flags().DurationVar(&p.Interval, "interval", 30*time.Second, "time between a phone's pings")
+	cmd.Flags().DurationVar(&p.Recur, "recur", 0, "how often a mislocated phone's access point is all it sees again, at the same wrong place (0: once)")
 	cmd.Flags().Uint64Var(&p.Seed, "seed", 1, "random seed (the same seed gives the same files)")
 	cmd.Flags().DurationVar(&rules.BreachAfter, "breach-after", rules.BreachAfter, "the rules.breach_after qfence will use (shapes the trips)")
 	cmd.Flags().DurationVar(&rules.SignalTimeout, "signal-timeout", rules.SignalTimeout, "the rules.signal_timeout qfence will use (shapes the silences)")

@@ -141,7 +141,7 @@ func TestDaemon(t *testing.T) {
 			labels []string
 		}{
 			"qfence_pings_total": {dto.MetricType_COUNTER, []string{"outcome"}}, "qfence_pings_rejected_total": {dto.MetricType_COUNTER, []string{"reason"}},
-			"qfence_events_total": {dto.MetricType_COUNTER, []string{"type"}}, "qfence_open_breaches": {dto.MetricType_GAUGE, nil},
+			"qfence_events_total": {dto.MetricType_COUNTER, []string{"type"}}, "qfence_open_breaches": {dto.MetricType_GAUGE, nil}, "qfence_known_mislocations": {dto.MetricType_GAUGE, nil},
 			"qfence_active_orders": {dto.MetricType_GAUGE, nil}, "qfence_event_latency_seconds": {dto.MetricType_HISTOGRAM, nil},
 			"qfence_sink_rows_total": {dto.MetricType_COUNTER, []string{"sink"}}, "qfence_sink_flush_seconds": {dto.MetricType_HISTOGRAM, []string{"sink"}},
 			"qfence_sink_errors_total": {dto.MetricType_COUNTER, []string{"sink"}}, "qfence_consumer_lag": {dto.MetricType_GAUGE, []string{"partition", "topic"}},

@@ -60,7 +60,8 @@ func demo(ctx context.Context, o demoOptions, out io.Writer) error {
 	}
 	say := func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) }
 	log := slog.New(edge.Quiet(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}), edge.FloodInterval, nil))
-	say("qfence demo: %d patients, 20 simulated minutes streamed over %s", o.patients, o.stream)
+	const duration = 30 * time.Minute
+	say("qfence demo: %d patients, %s of simulated time streamed over %s", o.patients, duration, o.stream)
 
 	say("• ClickHouse: starting a private server (QFENCE_CLICKHOUSE_ADDR uses yours instead)…")
 	ch, err := local.StartClickHouseServer(ctx, log)
@@ -84,7 +85,7 @@ func demo(ctx context.Context, o demoOptions, out io.Writer) error {
 	cfg.ClickHouse.Addr = ch.Addr
 	cfg.ClickHouse.Database = "qfence_demo"
 	cfg.Metrics.Listen = metricsAddr
-	// Twenty simulated minutes need shorter rules than a real quarantine.
+	// Half an hour of simulated time needs shorter rules than a real quarantine.
 	cfg.Rules.BreachAfter, cfg.Rules.SignalTimeout, cfg.Rules.EscalateAfter = 2*time.Minute, 5*time.Minute, 4*time.Minute
 	cfg.Checkins.ResponseWindow, cfg.Checkins.RandomPerDay, cfg.Checkins.Timezone = 5*time.Minute, 24, "Europe/Moscow"
 	// A fixed key, so that the demo is the same every run; a deployment's
@@ -101,9 +102,10 @@ func demo(ctx context.Context, o demoOptions, out io.Writer) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	duration := 20 * time.Minute
+	// A mislocated phone's access point is all it sees again every 9
+	// simulated minutes (every evening, compressed), at the same wrong place.
 	s := sim.Generate(sim.Params{Seed: 1, Patients: o.patients, Start: time.Now().UTC().Add(-duration).Truncate(time.Second),
-		Duration: duration, Interval: 30 * time.Second, Rules: rules})
+		Duration: duration, Interval: 30 * time.Second, Rules: rules, Recur: 9 * time.Minute})
 	if err := os.WriteFile(filepath.Join(dir, "zones.geojson"), s.Zones, 0o644); err != nil {
 		return err
 	}
@@ -293,6 +295,41 @@ func demo(ctx context.Context, o demoOptions, out io.Writer) error {
 			id, s.DriftDistance(id), cfg.Checkins.Timezone)
 		printStory(out, byPatient[id])
 	}
+	// Learning from the answer: the same phone, the same wrong place, the
+	// next episode: no warning.
+	learnedOff := rules
+	learnedOff.Mislocation.TTL = 0
+	unlearned, err := s.Decide(learnedOff, true)
+	if err != nil {
+		return err
+	}
+	ucard := sim.Score(s.Truth, simEvents(unlearned), &learnedOff.Checkins)
+	perEpisode := func(c sim.Card) string {
+		return fmt.Sprintf("%.2f", float64(c.Count(sim.RowWifiBreaches))/float64(max(1, c.Count(sim.RowWifiEpisodes))))
+	}
+	walks, uwalks := card.Row(sim.RowWalksCaught), ucard.Row(sim.RowWalksCaught)
+	compare(out, fmt.Sprintf("what learning from answers is worth (%d mislocated phones, %d episodes; the same pings and answers without it, offline)",
+		card.Count(sim.RowWifiPlaces), card.Count(sim.RowWifiEpisodes)), "learning", "without",
+		[3]string{"warnings in a place's first episode", n(card.Count(sim.RowWifiFirst)), n(ucard.Count(sim.RowWifiFirst))},
+		[3]string{"warnings in its later episodes", n(card.Count(sim.RowWifiLater)), n(ucard.Count(sim.RowWifiLater))},
+		[3]string{"warnings per episode", perEpisode(card), perEpisode(ucard)},
+		[3]string{"false breach_escalated (mislocated phones)", n(card.Count(sim.RowWifiEscalated)), n(ucard.Count(sim.RowWifiEscalated))},
+		[3]string{"walks to a learned place caught", fmt.Sprintf("%d/%d", walks.Right, walks.Of), fmt.Sprintf("%d/%d", uwalks.Right, uwalks.Of)},
+		[3]string{"real breaches caught", n(card.Kind("breach_started").TruePos), n(ucard.Kind("breach_started").TruePos)})
+	if id := story(byPatient, s, func(p string, v []sim.Event) bool {
+		return s.Behaviour(p) == sim.WifiDrift && len(s.Episodes(p)) >= 2 && has(v, "mislocation_learned", "") && count(v, "breach_started") == 1
+	}); id != "" {
+		ep := s.Episodes(id)[1]
+		flagged, err := knownMislocationRows(ctx, cfg.ClickHouse, id, ep)
+		if err != nil {
+			return err
+		}
+		say("\nasked once: %s's Wi-Fi put it %s from home twice; the answer to the first episode taught qfence the place (times UTC):",
+			id, s.DriftDistance(id))
+		printStory(out, byPatient[id])
+		say("  %s  the second episode, to %s: %d network fixes inside the learned circle, stored uncertain with flag known_mislocation; no warning",
+			hhmm(time.UnixMilli(ep[0]).UTC().Format(time.RFC3339)), hhmm(time.UnixMilli(ep[1]).UTC().Format(time.RFC3339)), flagged)
+	}
 	if id := story(byPatient, s, func(p string, v []sim.Event) bool {
 		b := s.Behaviour(p)
 		return (b == sim.Walk || b == sim.Drive) && has(v, "breach_escalated", "") && has(v, "checkin_missed", "")
@@ -409,6 +446,10 @@ func printStory(out io.Writer, records [][]byte) {
 			Type, Kind, At, Reason, Text string
 			ExpiresAt                    string  `json:"expires_at"`
 			DistanceM                    float64 `json:"distance_m"`
+			Mislocation                  *struct {
+				RadiusM float64 `json:"radius_m"`
+				ValidTo string  `json:"valid_to"`
+			} `json:"mislocation"`
 		}
 		if json.Unmarshal(v, &r) != nil {
 			continue
@@ -424,6 +465,9 @@ func printStory(out io.Writer, records [][]byte) {
 			}
 			if r.Type == "breach_started" || r.Type == "breach_escalated" {
 				text += fmt.Sprintf(" %.0f m from home", r.DistanceM)
+			}
+			if m := r.Mislocation; m != nil {
+				text += fmt.Sprintf(" a circle of %.0f m, %.0f m from home, in force to %s", m.RadiusM, r.DistanceM, m.ValidTo[:10])
 			}
 		}
 		lines = append(lines, line{r.At, text})
@@ -592,6 +636,20 @@ func storedOnce(ctx context.Context, cfg config.ClickHouse) (rows, final uint64,
 	}
 	err = conn.QueryRow(ctx, "SELECT count() FROM "+cfg.Database+".pings FINAL").Scan(&final)
 	return rows, final, err
+}
+
+// knownMislocationRows counts the patient's stored pings in span that a
+// learned circle made uncertain.
+func knownMislocationRows(ctx context.Context, cfg config.ClickHouse, patient string, span [2]int64) (uint64, error) {
+	conn, err := clickhouse.Connect(ctx, cfg)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	var n uint64
+	err = conn.QueryRow(ctx, "SELECT count() FROM "+cfg.Database+".pings FINAL WHERE patient_id = ? AND has(flags, 'known_mislocation') "+
+		"AND ts >= toDateTime(?) AND ts <= toDateTime(?)", patient, span[0]/1000, span[1]/1000+1).Scan(&n)
+	return n, err
 }
 
 func newScan(t string) any {

@@ -20,7 +20,8 @@ func TestDemoShort(t *testing.T) {
 		"a police scanner checks a pass through the API", `"status":"`, "a trip that outlasted its QR pass",
 		"notifications on notifications:", "what the app's answers are worth", "a false alarm a check-in resolved before escalation",
 		"notification warning", "notification checkin_request", "reason checkin", "a real breach that escalated", "event checkin_missed",
-		"what the verification service's signatures are worth", "a forged check-in that did not count", "event checkin_rejected"} {
+		"what the verification service's signatures are worth", "a forged check-in that did not count", "event checkin_rejected",
+		"what learning from answers is worth", "asked once:", "event mislocation_learned", "stored uncertain with flag known_mislocation; no warning"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("the summary lacks %q:\n%s", want, s)
 		}

@@ -28,7 +28,7 @@ type Ping struct {
 	AccuracyM float64
 	DistanceM float64
 	State     string // inside, outside, excused, uncertain
-	Flag      string // "", late, speed, mock_provider, foreign_device
+	Flag      string // "", late, speed, mock_provider, foreign_device, known_mislocation
 	Source    string // the fix's source class: gnss, network, unknown (contract 2.3)
 	PassID    string
 	Zone      string
@@ -63,6 +63,35 @@ type Pass struct {
 	ValidFrom, ValidTo int64
 	RevokedAt          int64
 	MaxDistanceM       float64
+}
+
+// Mislocation is a known mislocation of the patient's phone in force in
+// the window (contract 2.4): a circle learned from an answer, where its
+// network fixes are not believed.
+type Mislocation struct {
+	EventID            string // its mislocation_learned
+	LearnedAt, ValidTo int64  // ValidTo as learned (each fix inside extends it)
+	Lat, Lon, RadiusM  float64
+}
+
+// KeepInForce keeps of c.Mislocations those in force in the window: valid
+// (as learned) at its start, or holding a ping of the window they made
+// uncertain (each such fix extended the circle).
+func KeepInForce(c *Case) {
+	kept := c.Mislocations[:0]
+	for _, m := range c.Mislocations {
+		inForce := m.ValidTo >= c.WindowFrom
+		for _, p := range c.Pings {
+			if !inForce && p.Flag == "known_mislocation" && p.TS >= m.LearnedAt &&
+				geo.Distance(orb.Point{m.Lon, m.Lat}, orb.Point{p.Lon, p.Lat}) <= m.RadiusM {
+				inForce = true
+			}
+		}
+		if inForce {
+			kept = append(kept, m)
+		}
+	}
+	c.Mislocations = kept
 }
 
 // Rules are the rule values the event was decided by.
@@ -100,6 +129,7 @@ type Case struct {
 	// (0: Pings is all of them).
 	TotalPings           int
 	Passes               []Pass
+	Mislocations         []Mislocation  // in force in the window, in the order learned
 	Checkins             []Checkin      // in time order
 	Notifications        []Notification // in time order
 	WindowFrom, WindowTo int64
@@ -226,7 +256,8 @@ func svg(c *Case, zones *geo.Zones) template.HTML {
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" id="map" viewBox="0 0 %g %g" width="%g" height="%g" data-m-per-px="%g" role="img" aria-label="map of the home and the pings">`,
 		mapW, mapH, mapW, mapH, f.MPerPx)
-	fmt.Fprintf(&b, `<defs><clipPath id="frame"><rect x="0" y="0" width="%g" height="%g"/></clipPath></defs>`, mapW, mapH)
+	fmt.Fprintf(&b, `<defs><clipPath id="frame"><rect x="0" y="0" width="%g" height="%g"/></clipPath>`+
+		`<pattern id="hatch" width="8" height="8" patternUnits="userSpaceOnUse" patternTransform="rotate(45)"><line x1="0" y1="0" x2="0" y2="8" class="hatch"/></pattern></defs>`, mapW, mapH)
 	fmt.Fprintf(&b, `<rect x="0" y="0" width="%g" height="%g" class="bg"/><g clip-path="url(#frame)">`, mapW, mapH)
 	// Zones that cross the frame, clipped to it.
 	if zones != nil {
@@ -261,6 +292,12 @@ func svg(c *Case, zones *geo.Zones) template.HTML {
 			}
 			fmt.Fprintf(&b, `"><title>%s</title></path>`, title)
 		}
+	}
+	// Known mislocations: hatched, where this phone's network fixes are not believed.
+	for _, m := range c.Mislocations {
+		x, y := f.Px(orb.Point{m.Lon, m.Lat})
+		fmt.Fprintf(&b, `<circle class="mislocation" fill="url(#hatch)" cx="%s" cy="%s" r="%s" data-r-m="%g"><title>known mislocation learned %s: network fixes within %g m are uncertain until %s</title></circle>`,
+			f1(x), f1(y), f1(m.RadiusM/f.MPerPx), m.RadiusM, tsText(m.LearnedAt), m.RadiusM, tsText(m.ValidTo))
 	}
 	hx, hy := f.Px(c.Home)
 	for _, p := range c.Passes {
@@ -318,7 +355,11 @@ func lengthText(m float64) string {
 
 func flagText(p Ping) string {
 	s := ""
-	if p.Flag != "" {
+	switch p.Flag {
+	case "":
+	case "known_mislocation":
+		s += ", known mislocation: inside a circle learned from an earlier answer, so this network fix was taken as uncertain, not outside"
+	default:
 		s += ", " + p.Flag
 	}
 	if p.PassID != "" {
@@ -336,6 +377,15 @@ func flagText(p Ping) string {
 	return s
 }
 
+// detailFlag is the flag the table's detail column explains (the flag
+// column names them all; only a learned circle needs a sentence).
+func detailFlag(f string) string {
+	if f == "known_mislocation" {
+		return f
+	}
+	return ""
+}
+
 func tsText(ms int64) string { return time.UnixMilli(ms).UTC().Format("2006-01-02 15:04:05.000Z") }
 
 // Row is a ping as the table shows it.
@@ -350,30 +400,35 @@ type Row struct {
 }
 
 type page struct {
-	C         *Case
-	Map       template.HTML
-	Style     template.CSS
-	CSP       string
-	Rows      []Row
-	Title     string
-	At        string
-	Started   string
-	Ended     string
-	Duration  string
-	Passes    []passRow
-	Checkins  []checkinRow
-	Notes     []noteRow
-	Replay    string
-	Generated string
-	NoPings   bool
-	Thinned   string // "N of M pings shown, …" when the window was thinned
-	Zones     string // which zones were drawn
-	ScaleNote string
+	C        *Case
+	Map      template.HTML
+	Style    template.CSS
+	CSP      string
+	Rows     []Row
+	Title    string
+	At       string
+	Started  string
+	Ended    string
+	Duration string
+	Passes   []passRow
+	Misloc   []mislocRow
+	// MislocUsed: a learned circle made some ping of the window uncertain.
+	MislocUsed bool
+	Checkins   []checkinRow
+	Notes      []noteRow
+	Replay     string
+	Generated  string
+	NoPings    bool
+	Thinned    string // "N of M pings shown, …" when the window was thinned
+	Zones      string // which zones were drawn
+	ScaleNote  string
 }
 
 type checkinRow struct{ At, Trigger, Expires, Outcome, Answered string }
 
 type noteRow struct{ At, Kind, Text string }
+
+type mislocRow struct{ Learned, Centre, Radius, ValidTo, EventID string }
 
 type passRow struct {
 	ID, Purpose, From, To, Revoked, Distance string
@@ -407,7 +462,7 @@ func Render(c *Case, zones *geo.Zones) ([]byte, error) {
 	for i, q := range c.Pings {
 		p.Rows = append(p.Rows, Row{N: i + 1, Time: tsText(q.TS), Distance: f1(q.DistanceM), Accuracy: f1(q.AccuracyM),
 			Margin: f1(q.DistanceM - q.AccuracyM - limit), State: q.State, Flag: q.Flag, Source: q.Source,
-			Detail:   strings.TrimPrefix(flagText(Ping{PassID: q.PassID, Zone: q.Zone, Checkin: q.Checkin, Rejected: q.Rejected}), ", "),
+			Detail:   strings.TrimPrefix(flagText(Ping{PassID: q.PassID, Zone: q.Zone, Checkin: q.Checkin, Rejected: q.Rejected, Flag: detailFlag(q.Flag)}), ", "),
 			Evidence: c.Evidence[q.TS]})
 	}
 	for _, ps := range c.Passes {
@@ -419,6 +474,13 @@ func Render(c *Case, zones *geo.Zones) ([]byte, error) {
 			r.Distance = fmt.Sprintf("%g m", ps.MaxDistanceM)
 		}
 		p.Passes = append(p.Passes, r)
+	}
+	for _, m := range c.Mislocations {
+		p.Misloc = append(p.Misloc, mislocRow{Learned: tsText(m.LearnedAt), Centre: fmt.Sprintf("%.6f, %.6f", m.Lat, m.Lon),
+			Radius: fmt.Sprintf("%g m", m.RadiusM), ValidTo: tsText(m.ValidTo), EventID: m.EventID})
+	}
+	for _, q := range c.Pings {
+		p.MislocUsed = p.MislocUsed || q.Flag == "known_mislocation"
 	}
 	for _, ci := range c.Checkins {
 		r := checkinRow{At: tsText(ci.At), Trigger: ci.Trigger, Expires: tsText(ci.ExpiresAt), Outcome: ci.Outcome}
@@ -463,6 +525,7 @@ svg .state-excused .dot,svg .state-excused .acc{fill:#38a169;stroke:#38a169}
 svg .state-uncertain .dot,svg .state-uncertain .acc{fill:#d69e2e;stroke:#d69e2e}
 svg .flag-late .dot,svg .flag-speed .dot,svg .flag-mock_provider .dot{stroke:#000;stroke-width:2;stroke-dasharray:2 1}
 svg .evidence .dot{r:6;stroke:#000;stroke-width:2}
+svg .mislocation{stroke:#805ad5;stroke-width:1.5}svg .hatch{stroke:#805ad5;stroke-width:1.5;stroke-opacity:.45}
 svg .bar{fill:#333}svg .north path{fill:#333}
 .legend span{display:inline-block;margin-right:14px}.sw{display:inline-block;width:10px;height:10px;border-radius:50%;margin-right:4px;vertical-align:-1px}
 .sw-inside{background:#2b6cb0}.sw-outside{background:#c53030}.sw-excused{background:#38a169}.sw-uncertain{background:#d69e2e}
@@ -503,7 +566,7 @@ var pageTmpl = template.Must(template.New("dossier").Parse(`<!DOCTYPE html>
 {{if .Thinned}}<p class="note"><strong>{{.Thinned}}</strong></p>{{end}}{{if .NoPings}}<p><strong>No stored ping of this patient falls in the window ({{len .C.Pings}} pings from 30 minutes before to 30 minutes after the episode): there is nothing to map but the home.</strong></p>{{end}}
 {{.Map}}
 <p class="note">{{.Zones}}</p>
-<p class="legend"><span><i class="sw sw-inside"></i>inside</span><span><i class="sw sw-outside"></i>outside</span><span><i class="sw sw-excused"></i>excused</span><span><i class="sw sw-uncertain"></i>uncertain</span><span>dashed ring: late, speed or mock</span><span>bold ring: quoted as evidence</span><span>faint disc: reported accuracy, to scale</span><span>blue: home radius, dashed: radius + margin</span><span>purple dotted: a pass's distance limit</span><span>green: allowed zones, grey dashed: districts</span></p>
+<p class="legend"><span><i class="sw sw-inside"></i>inside</span><span><i class="sw sw-outside"></i>outside</span><span><i class="sw sw-excused"></i>excused</span><span><i class="sw sw-uncertain"></i>uncertain</span><span>dashed ring: late, speed or mock</span><span>bold ring: quoted as evidence</span><span>faint disc: reported accuracy, to scale</span><span>blue: home radius, dashed: radius + margin</span><span>purple dotted: a pass's distance limit</span><span>green: allowed zones, grey dashed: districts</span><span>hatched: a known mislocation of this phone</span></p>
 <h2>The pings, in time order</h2>
 <table><tr><th>#</th><th>time (UTC)</th><th>distance m</th><th>accuracy m</th><th>d − a − (r + m)</th><th class="l">state</th><th class="l">source</th><th class="l">flag</th><th class="l">detail</th></tr>
 {{range .Rows}}<tr{{if .Evidence}} class="evidence"{{end}}><td>{{.N}}</td><td>{{.Time}}</td><td>{{.Distance}}</td><td>{{.Accuracy}}</td><td>{{.Margin}}</td><td class="l">{{.State}}</td><td class="l">{{.Source}}</td><td class="l">{{.Flag}}</td><td class="l">{{.Detail}}</td></tr>
@@ -512,6 +575,12 @@ var pageTmpl = template.Must(template.New("dossier").Parse(`<!DOCTYPE html>
 {{if .Passes}}<table><tr><th class="l">pass</th><th class="l">purpose</th><th>valid from</th><th>valid to</th><th>revoked at</th><th>distance</th></tr>
 {{range .Passes}}<tr><td class="l">{{.ID}}{{if .Named}} (named by the event){{end}}</td><td class="l">{{.Purpose}}</td><td>{{.From}}</td><td>{{.To}}</td><td>{{.Revoked}}</td><td>{{.Distance}}</td></tr>
 {{end}}</table>{{else}}<p>No pass of this patient was valid in the window.</p>{{end}}
+<h2>Known mislocations in force</h2>
+{{if .Misloc}}<table><tr><th>learned at</th><th class="l">centre</th><th>radius</th><th>valid to (as learned)</th><th class="l">mislocation_learned</th></tr>
+{{range .Misloc}}<tr><td>{{.Learned}}</td><td class="l">{{.Centre}}</td><td>{{.Radius}}</td><td>{{.ValidTo}}</td><td class="l">{{.EventID}}</td></tr>
+{{end}}</table>
+<p class="note" id="mislocation-trade">{{if .MislocUsed}}<strong>A learned circle made pings of this window uncertain.</strong> {{end}}Each circle was learned from an attested GNSS check-in at home that contradicted a run of network (Wi-Fi, cell) fixes there. Inside it this phone's network fixes no longer flag the patient, so a patient who went exactly there with GNSS off would not be flagged by them; GNSS fixes and fixes of unknown source are judged as always, random check-ins still ask, and the circle expires ({{len .Misloc}} in force here; each fix inside extends it).</p>
+{{else}}<p>No known mislocation of this patient's phone was in force in the window.</p>{{end}}
 <h2>Check-ins asked and answered</h2>
 {{if .Checkins}}<table><tr><th>asked at</th><th class="l">why</th><th>expires at</th><th class="l">outcome</th><th>answered at</th></tr>
 {{range .Checkins}}<tr><td>{{.At}}</td><td class="l">{{.Trigger}}</td><td>{{.Expires}}</td><td class="l">{{.Outcome}}</td><td>{{.Answered}}</td></tr>

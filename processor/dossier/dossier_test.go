@@ -344,3 +344,60 @@ func TestALongBreachIsThinnedNotCut(t *testing.T) {
 		t.Errorf("the page does not say %q", want)
 	}
 }
+
+// A known mislocation in force is drawn as a hatched circle to scale, listed
+// with what the rule trades, and each ping it made uncertain says so.
+func TestDossierShowsKnownMislocations(t *testing.T) {
+	c, zones := overrunCase(t)
+	c.Pings = append(c.Pings[:0:0], c.Pings...)
+	far := c.Pings[len(c.Pings)/2]
+	c.Pings[len(c.Pings)/2].State, c.Pings[len(c.Pings)/2].Flag, c.Pings[len(c.Pings)/2].Source = "uncertain", "known_mislocation", "network"
+	c.Mislocations = []dossier.Mislocation{{EventID: "0123456789abcdef0123456789abcdef", LearnedAt: c.StartedAt - 86400_000,
+		ValidTo: c.StartedAt + 13*86400_000, Lat: far.Lat, Lon: far.Lon, RadiusM: 150}}
+	page, err := dossier.Render(c, zones)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(page)
+	circle := regexp.MustCompile(`<circle class="mislocation" fill="url\(#hatch\)"[^>]*>`).FindString(s)
+	if circle == "" || !strings.Contains(s, `<pattern id="hatch"`) {
+		t.Fatal("no hatched circle drawn")
+	}
+	mpp := num(t, attr("data-m-per-px").FindStringSubmatch(s)[1])
+	if r := num(t, attr(` r`).FindStringSubmatch(circle)[1]) * mpp; math.Abs(r-150)/150 > 0.01 {
+		t.Errorf("the circle is drawn %.1f m wide, it is 150 m", r)
+	}
+	for _, want := range []string{"A learned circle made pings of this window uncertain.", "0123456789abcdef0123456789abcdef", "150 m",
+		"would not be flagged by them", "known mislocation: inside a circle learned from an earlier answer"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("the page lacks %q", want)
+		}
+	}
+	c.Mislocations = nil
+	page, _ = dossier.Render(c, zones)
+	if !strings.Contains(string(page), "No known mislocation of this patient's phone was in force in the window.") {
+		t.Error("a page without circles does not say so")
+	}
+}
+
+// A circle is in force in the window when it was valid (as learned) at its
+// start, or when a ping of the window it made uncertain extended it; an
+// older one that nothing extended is left out.
+func TestOnlyTheMislocationsInForceAreShown(t *testing.T) {
+	at := orb.Point{37.62, 55.76}
+	c := &dossier.Case{WindowFrom: 10_000_000, WindowTo: 20_000_000,
+		Pings: []dossier.Ping{{TS: 15_000_000, Lat: at[1], Lon: at[0], Flag: "known_mislocation"}},
+		Mislocations: []dossier.Mislocation{
+			{EventID: "valid", LearnedAt: 1, ValidTo: 12_000_000, Lat: 55.0, Lon: 37.0, RadiusM: 100},
+			{EventID: "extended", LearnedAt: 1, ValidTo: 5_000_000, Lat: at[1], Lon: at[0], RadiusM: 100},
+			{EventID: "expired", LearnedAt: 1, ValidTo: 5_000_000, Lat: 55.0, Lon: 37.0, RadiusM: 100},
+		}}
+	dossier.KeepInForce(c)
+	var got []string
+	for _, m := range c.Mislocations {
+		got = append(got, m.EventID)
+	}
+	if strings.Join(got, " ") != "valid extended" {
+		t.Errorf("kept %v, want valid and extended", got)
+	}
+}

@@ -9,13 +9,15 @@ import (
 // Metrics are the processor's metrics (config/contract/CONTRACT.md 5). No label
 // holds a patient id: every label value comes from a fixed list.
 type Metrics struct {
-	Pings         *prometheus.CounterVec
-	Rejected      *prometheus.CounterVec
-	Events        *prometheus.CounterVec
-	OpenBreaches  prometheus.Gauge
-	ActiveOrders  prometheus.Gauge
-	EventLatency  prometheus.Histogram
-	OrdersApplied *prometheus.CounterVec
+	Pings        *prometheus.CounterVec
+	Rejected     *prometheus.CounterVec
+	Events       *prometheus.CounterVec
+	OpenBreaches prometheus.Gauge
+	// KnownMislocations are the learned circles held (contract 2.4).
+	KnownMislocations prometheus.Gauge
+	ActiveOrders      prometheus.Gauge
+	EventLatency      prometheus.Histogram
+	OrdersApplied     *prometheus.CounterVec
 	// StateRestoreErrors counts qfence-state records that could not be
 	// decoded at restore: each is skipped and its patient starts afresh.
 	StateRestoreErrors prometheus.Counter
@@ -51,6 +53,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Events emitted, by type."}, []string{"type"}),
 		OpenBreaches: prometheus.NewGauge(prometheus.GaugeOpts{Name: "qfence_open_breaches",
 			Help: "Breaches open in the partitions this instance owns."}),
+		KnownMislocations: prometheus.NewGauge(prometheus.GaugeOpts{Name: "qfence_known_mislocations",
+			Help: "Known mislocations (circles learned from answers) held in the partitions this instance owns."}),
 		ActiveOrders: prometheus.NewGauge(prometheus.GaugeOpts{Name: "qfence_active_orders",
 			Help: "Quarantine orders held (the whole global table)."}),
 		EventLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "qfence_event_latency_seconds",
@@ -74,7 +78,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Check-ins by outcome: counted (attested), rejected (by reason), unattested (no keys configured: the phone's word)."},
 			[]string{"outcome", "reason"}),
 	}
-	reg.MustRegister(m.Pings, m.Rejected, m.Events, m.OpenBreaches, m.ActiveOrders, m.EventLatency, m.OrdersApplied, m.StateRestoreErrors, m.Passes, m.ActivePasses, m.Notifications, m.Checkins, m.NotificationsCut)
+	reg.MustRegister(m.Pings, m.Rejected, m.Events, m.OpenBreaches, m.KnownMislocations, m.ActiveOrders, m.EventLatency, m.OrdersApplied, m.StateRestoreErrors, m.Passes, m.ActivePasses, m.Notifications, m.Checkins, m.NotificationsCut)
 	for _, o := range []string{"accepted", "rejected", "no_order", "late", "duplicate"} {
 		m.Pings.WithLabelValues(o)
 	}

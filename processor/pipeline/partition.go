@@ -89,7 +89,10 @@ func (p *Partition) Run(ctx context.Context, drain time.Duration) error {
 	defer tick.Stop()
 	st := &loopState{p: p, tracker: tracker, lastMsg: p.Now(), lastCommit: time.Now(), next: p.Start}
 	st.reportOpen()
-	defer p.Metrics.OpenBreaches.Sub(float64(st.open)) // the partition leaves with its breaches
+	defer func() { // the partition leaves with its breaches and circles
+		p.Metrics.OpenBreaches.Sub(float64(st.open))
+		p.Metrics.KnownMislocations.Sub(float64(st.known))
+	}()
 	var runErr error
 	// A batch dropped while it waited for budget ends the loop: a later
 	// batch registered behind it would commit past it (its pings decided,
@@ -230,6 +233,7 @@ type loopState struct {
 	lastCommit time.Time
 	next       int64 // the offset after the last message decided
 	open       int   // open breaches last reported to the gauge
+	known      int   // known mislocations last reported to theirs
 	// ready accumulates the states of released batches until the next
 	// checkpoint, one record per key (readyIndex), in order of first change.
 	readyNext    int64
@@ -295,11 +299,16 @@ func (s *loopState) process(ctx context.Context, batch []Message) error {
 	return s.submit(ctx, s.next, records, sources)
 }
 
-// reportOpen moves the open-breaches gauge by the partition's change.
+// reportOpen moves the open-breaches and known-mislocations gauges by the
+// partition's change.
 func (s *loopState) reportOpen() {
 	n := s.p.Engine.OpenBreaches()
 	s.p.Metrics.OpenBreaches.Add(float64(n - s.open))
 	s.open = n
+	if k := s.p.Engine.KnownMislocations(); k != s.known {
+		s.p.Metrics.KnownMislocations.Add(float64(k - s.known))
+		s.known = k
+	}
 }
 
 // submit hands a batch's rows and records to the sinks and registers it.

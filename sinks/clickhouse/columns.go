@@ -67,7 +67,7 @@ const noCheckin = -1
 
 // flagArrays are the flags column's value for each Flag: one shared
 // slice a flag, so a block's arrays allocate nothing per row.
-var flagArrays = func() (a [processor.FlagForeign + 1][]string) {
+var flagArrays = func() (a [processor.FlagKnownMislocation + 1][]string) {
 	for f := range a {
 		a[f] = []string{}
 		if f != int(processor.FlagNone) {

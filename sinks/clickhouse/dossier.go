@@ -125,7 +125,41 @@ FROM %s.events FINAL WHERE event_id = ? LIMIT 1`, r.ms("at"), r.ms("started_at")
 	if err := r.checkins(ctx, c); err != nil {
 		return nil, err
 	}
+	if err := r.mislocations(ctx, c); err != nil {
+		return nil, err
+	}
 	return c, nil
+}
+
+// mislocations reads the known mislocations learned by the window's end;
+// dossier.KeepInForce keeps those in force in it.
+func (r *Reader) mislocations(ctx context.Context, c *dossier.Case) error {
+	q := fmt.Sprintf(`SELECT event_id, %s, location_lat, location_lon, mislocation_radius_m, expires_at
+FROM %s.events FINAL WHERE patient_id = ? AND type = 'mislocation_learned' AND at <= toDateTime(?) ORDER BY at`, r.ms("at"), r.db)
+	rows, err := r.conn.Query(ctx, q, c.PatientID, c.WindowTo/1000+1)
+	if err != nil {
+		return fmt.Errorf("read the known mislocations of event %s: %w", c.EventID, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var m dossier.Mislocation
+		var at uint64
+		var radius float32
+		var valid *time.Time
+		if err := rows.Scan(&m.EventID, &at, &m.Lat, &m.Lon, &radius, &valid); err != nil {
+			return fmt.Errorf("read a known mislocation: %w", err)
+		}
+		m.LearnedAt, m.RadiusM = int64(at), float64(radius)
+		if valid != nil {
+			m.ValidTo = valid.UnixMilli()
+		}
+		c.Mislocations = append(c.Mislocations, m)
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	dossier.KeepInForce(c)
+	return nil
 }
 
 // checkins reads the check-in requests of the window with their outcomes

@@ -127,3 +127,78 @@ func BenchmarkDossier(b *testing.B) {
 	}
 	b.ReportMetric(float64(size)/1024, "page-KiB")
 }
+
+// A breach by GNSS at a place this phone's Wi-Fi was proved wrong about:
+// its dossier reads the learned circle from ClickHouse and the network
+// fixes it made uncertain, flagged.
+func TestADossierShowsTheKnownMislocationsInForce(t *testing.T) {
+	cfg := chtest.DB(t, chtest.Addr)
+	cfg.RetentionDays = 3650
+	book := processor.NewOrderBook()
+	home := orb.Point{37.62, 55.75}
+	book.Put(&processor.Order{PatientID: "p-misloc", Home: home, RadiusM: 50, StartsAt: dataStart.Add(-24 * time.Hour).UnixMilli(), EndsAt: math.MaxInt64})
+	rules := processor.DefaultRules()
+	rules.SignalTimeout = 48 * time.Hour
+	eng := processor.NewEngine(rules, book)
+	var tracks []processor.Track
+	var events []processor.Event
+	at := func(min float64, east float64, source string, checkin bool) {
+		lon := home[0] + east/(111320*math.Cos(home[1]*math.Pi/180))
+		p := processor.Ping{PatientID: []byte("p-misloc"), TS: dataStart.Add(time.Duration(min * float64(time.Minute))).UnixMilli(),
+			Lat: home[1], Lon: lon, Accuracy: 20, Source: []byte(source)}
+		if checkin {
+			p.Accuracy, p.Checkin = 8, processor.Checkin{Present: true, Verified: true, Method: []byte("selfie")}
+		}
+		var out processor.Outcome
+		var tr processor.Track
+		events, out, tr = eng.Process(&p, nil, events)
+		if out == processor.Accepted {
+			tracks = append(tracks, tr)
+		}
+	}
+	for _, m := range []float64{0, 3, 6} { // day one: the access point, then the answer
+		at(m, 700, "wifi", false)
+	}
+	at(8, 3, "gps", true)
+	for _, m := range []float64{1440, 1443} { // day two: the access point again, then a real walk there
+		at(m, 700, "wifi", false)
+	}
+	for _, m := range []float64{1446, 1449, 1452} {
+		at(m, 700, "gps", false)
+	}
+	var breach *processor.Event
+	for i := range events {
+		if events[i].Type == processor.BreachStarted && events[i].At > dataStart.Add(time.Hour).UnixMilli() {
+			breach = &events[i]
+		}
+	}
+	if breach == nil || eng.KnownMislocations() != 1 {
+		t.Fatalf("the scenario gave %d known mislocations and no second-day breach: %v", eng.KnownMislocations(), events)
+	}
+	sink := chtest.OpenSink(t, cfg, "")
+	sink.Rules = rules
+	chtest.WriteOutput(t, sink, &pipeline.Output{Rows: tracks, Events: events})
+	r, err := qch.NewReader(context.Background(), cfg, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	c, err := r.Case(context.Background(), breach.IDString())
+	if err != nil {
+		t.Fatal(err)
+	}
+	flagged := 0
+	for _, p := range c.Pings {
+		if p.Flag == "known_mislocation" && p.State == "uncertain" && p.Source == "network" {
+			flagged++
+		}
+	}
+	if len(c.Mislocations) != 1 || c.Mislocations[0].RadiusM != 100 || flagged != 2 ||
+		c.Mislocations[0].ValidTo != dataStart.Add(8*time.Minute+336*time.Hour).UnixMilli() {
+		t.Errorf("mislocations %+v, %d flagged pings; want the one circle of 100 m and 2 flagged", c.Mislocations, flagged)
+	}
+	page, err := dossier.Render(c, nil)
+	if err != nil || !strings.Contains(string(page), "A learned circle made pings of this window uncertain.") {
+		t.Errorf("render: %v", err)
+	}
+}

@@ -175,7 +175,12 @@ func (c *Sink) insertEvents(ctx context.Context, events []processor.Event) error
 		if e.RequestID != ([16]byte{}) {
 			reqID = hex.EncodeToString(e.RequestID[:])
 		}
-		return append(vals, reqID, c.optTime(e.ExpiresAt))
+		// A learned circle's valid_to is when it expires.
+		expires, radius := e.ExpiresAt, float32(0)
+		if m := e.Mislocation; m != nil {
+			expires, radius = m.ValidTo, m.RadiusM
+		}
+		return append(vals, reqID, c.optTime(expires), radius)
 	})
 }
 

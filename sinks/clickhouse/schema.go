@@ -278,6 +278,13 @@ ORDER BY (patient_id, notification_id)%s`, db, s.timeCol("at", false), s.timeCol
 		fmt.Sprintf("ALTER TABLE %s.events MODIFY COLUMN type Enum8('breach_started' = 1, 'breach_ended' = 2, 'signal_lost' = 3, 'signal_restored' = 4, "+
 			"'implausible_location' = 5, 'breach_escalated' = 6, 'checkin_requested' = 7, 'checkin_missed' = 8, 'checkin_failed' = 9, "+
 			"'checkin_rejected' = 10, 'device_mismatch' = 11, 'mislocation_learned' = 12)", db),
+	}, {
+		// 5: known mislocations (contract 2.4): the flag of the pings they made
+		// uncertain, and the circle of mislocation_learned (its valid_to in
+		// expires_at).
+		fmt.Sprintf("ALTER TABLE %s.pings MODIFY COLUMN flag Enum8('' = 0, 'late' = 1, 'speed' = 2, 'mock_provider' = 3, 'foreign_device' = 4, "+
+			"'known_mislocation' = 5)", db),
+		s.addColumn("events", "mislocation_radius_m Float32 DEFAULT 0"),
 	}}
 }
 
@@ -329,7 +336,7 @@ func (s Schema) Columns(table string) []string {
 		return concat([]string{"event_id", "type", "patient_id"}, t("at"), t("started_at"), []string{"ended_at", "duration_s", "reason",
 			"location_lat", "location_lon", "location_accuracy_m", "distance_m", "max_distance_m", "home_lat", "home_lon", "home_radius_m",
 			"district", "zone", "evidence", "inserted_at", "pass_id", "rule_margin_m", "rule_breach_after_s", "rule_breach_min_pings",
-			"confidence_outside_pings", "confidence_min_margin_m", "confidence_dwell_s", "request_id", "expires_at"})
+			"confidence_outside_pings", "confidence_min_margin_m", "confidence_dwell_s", "request_id", "expires_at", "mislocation_radius_m"})
 	case "notifications":
 		return concat([]string{"notification_id", "patient_id", "kind"}, t("at"), []string{"event_id", "expires_at", "text", "inserted_at"})
 	case "orders":

@@ -137,7 +137,19 @@ func TestMigrationFourUpgradesRowsOfThree(t *testing.T) {
 		Evidence: []processor.Evidence{tr.Evidence}}
 	mismatch := processor.Event{Type: processor.DeviceMismatch, PatientID: "new-row", At: tr.TS + 1, StartedAt: tr.TS + 1,
 		Device: &processor.DeviceSeen{Enrolled: "phone"}, Evidence: []processor.Evidence{}}
-	chtest.Write(t, chtest.OpenSink(t, cfg, ""), []processor.Track{tr}, []processor.Event{ev, mismatch})
+	learned := processor.Event{Type: processor.MislocationLearned, PatientID: "new-row", At: tr.TS + 2, StartedAt: tr.TS,
+		Mislocation: &processor.MislocationRef{RadiusM: 180, ValidTo: tr.TS + 14*24*3600_000}, Evidence: []processor.Evidence{}}
+	known := tr
+	known.TS, known.Flag = tr.TS+3, processor.FlagKnownMislocation
+	chtest.Write(t, chtest.OpenSink(t, cfg, ""), []processor.Track{tr, known}, []processor.Event{ev, mismatch, learned})
+	if n := chtest.Count(t, conn, "SELECT count() FROM "+cfg.Database+".pings WHERE patient_id = 'new-row' "+
+		"AND flags = ['known_mislocation'] AND flag = 'known_mislocation'"); n != 1 {
+		t.Errorf("the known_mislocation row reads as %d rows with its flag", n)
+	}
+	if n := chtest.Count(t, conn, "SELECT count() FROM "+cfg.Database+".events WHERE type = 'mislocation_learned' "+
+		"AND mislocation_radius_m = 180 AND toUnixTimestamp(expires_at) = "+fmt.Sprint((tr.TS+14*24*3600_000)/1000)); n != 1 {
+		t.Errorf("mislocation_learned stored as %d rows with its circle", n)
+	}
 	if n := chtest.Count(t, conn, "SELECT count() FROM "+cfg.Database+".pings WHERE patient_id = 'new-row' AND source_class = 'network' "+
 		"AND flags = ['foreign_device'] AND checkin_counted = 0 AND flag = 'foreign_device'"); n != 1 {
 		t.Errorf("the new row reads as %d rows with its source, flags and uncounted check-in", n)
@@ -549,7 +561,7 @@ func TestEveryPingColumnReadsBackAsWritten(t *testing.T) {
 	var tracks []processor.Track
 	for i := range 16384 + 1000 { // more than one chunk
 		t := processor.Track{PatientID: fmt.Sprintf("p-%d-%s", i, str(30)), District: str(20), Zone: str(12), PassID: str(40),
-			DeviceID: []byte(str(45)), Source: []byte(str(6)), InBreach: r.IntN(2) == 0, Mock: r.IntN(3) == 0, Flag: processor.Flag(r.IntN(int(processor.FlagForeign) + 1)),
+			DeviceID: []byte(str(45)), Source: []byte(str(6)), InBreach: r.IntN(2) == 0, Mock: r.IntN(3) == 0, Flag: processor.Flag(r.IntN(int(processor.FlagKnownMislocation) + 1)),
 		}
 		if r.IntN(2) == 0 {
 			t.Source = []byte([]string{"gps", "Fused-Network", "cell"}[r.IntN(3)])

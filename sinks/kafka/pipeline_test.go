@@ -18,12 +18,14 @@ import (
 // patients through the broker, the consumer group and the partition loops
 // give the same set of events and notifications, byte for byte, as
 // replaying each partition's messages through the engine; with check-ins
-// answered and failed, and random requests (in run and replay alike).
+// answered and failed, random requests (in run and replay alike), and
+// mislocated phones whose episodes recur after an answer taught a circle.
 func TestRunMatchesReplay(t *testing.T) {
 	addr := kafkatest.StartBroker(t)
 	cfg, k := kafkatest.KafkaAt(t, addr)
 	cfg.Checkins.RandomPerDay = 4
 	d := kafkatest.GenData(1, 10_000, 200_000, 0)
+	kafkatest.Mislocate(t, &d)
 	kafkatest.Produce(t, addr, cfg.Kafka.Topics.Orders, d.Orders)
 	kafkatest.Produce(t, addr, cfg.Kafka.Topics.Pings, d.Pings)
 	now := func() time.Time { return d.End }
@@ -50,7 +52,7 @@ func TestRunMatchesReplay(t *testing.T) {
 		byType[v.Type+"/"+v.Reason]++
 	}
 	for _, typ := range []string{"checkin_requested/random", "checkin_requested/breach_started", "checkin_requested/signal_lost",
-		"checkin_failed/", "breach_ended/checkin", "checkin_missed/"} {
+		"checkin_failed/", "breach_ended/checkin", "checkin_missed/", "mislocation_learned/"} {
 		if byType[typ] == 0 {
 			t.Errorf("no %s event: the data no longer exercises check-ins (%v)", typ, byType)
 		}
@@ -89,6 +91,7 @@ func TestRunMatchesReplayAttested(t *testing.T) {
 	cfg, k := kafkatest.KafkaAt(t, addr)
 	cfg.Checkins.RandomPerDay = 4
 	d := kafkatest.GenData(2, 2_000, 40_000, 0)
+	kafkatest.Mislocate(t, &d)
 	jwks := kafkatest.Attest(t, &d, ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize)), "k1")
 	keys := filepath.Join(t.TempDir(), "keys.jwks")
 	if err := os.WriteFile(keys, jwks, 0o600); err != nil {
@@ -114,7 +117,7 @@ func TestRunMatchesReplayAttested(t *testing.T) {
 		_ = json.Unmarshal([]byte(e), &v)
 		byType[v.Type+"/"+v.Reason]++
 	}
-	for _, typ := range []string{"checkin_rejected/mismatch", "device_mismatch/", "breach_ended/checkin"} {
+	for _, typ := range []string{"checkin_rejected/mismatch", "device_mismatch/", "breach_ended/checkin", "mislocation_learned/"} {
 		if byType[typ] == 0 {
 			t.Errorf("no %s event: the data no longer exercises contract 2.3 (%v)", typ, byType)
 		}

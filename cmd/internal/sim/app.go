@@ -191,6 +191,8 @@ func (pt *patient) atHome(ts int64) bool {
 	switch pt.b {
 	case ShortTrip, Walk, Drive, Clinic, Forger, SecondPhone, PassTrip, PassOverrun, PassFar, PassRevoked, PassForged:
 		return !pt.inBehaviour(ts)
+	case WifiWalk:
+		return !pt.walking(ts)
 	}
 	return true
 }
@@ -291,6 +293,20 @@ func (s *Scenario) Behaviour(id string) Behaviour {
 		return pt.b
 	}
 	return ""
+}
+
+// Episodes are the [start, end) spans (Unix ms) in which a mislocated
+// phone saw only its mislocated access point (none for other patients).
+func (s *Scenario) Episodes(id string) [][2]int64 {
+	pt := s.patients[id]
+	if pt == nil {
+		return nil
+	}
+	var out [][2]int64
+	for _, at := range pt.episodes {
+		out = append(out, [2]int64{at, at + pt.dur.Milliseconds()})
+	}
+	return out
 }
 
 // DriftDistance is how far from home a mislocated Wi-Fi phone claims to

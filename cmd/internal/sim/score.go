@@ -82,16 +82,14 @@ func Score(truth []Truth, events []Event, checkins *processor.Checkins) Card {
 	var card Card
 	// A phone on mislocated Wi-Fi is indistinguishable from a walk: its
 	// breaches are counted in rows of their own, not against precision.
-	onWifi := func(id string) bool {
-		return len(want[key{id, "wifi_drift"}]) > 0 && len(want[key{id, "breach_started"}]) == 0
-	}
+	onWifi := drifting(truth)
 	for _, typ := range []string{"breach_started", "breach_escalated", "signal_lost", "implausible_location"} {
 		k := Kind{Type: typ}
 		matched := map[key]int{}
 		var delays []time.Duration
 		for _, e := range events {
 			if e.Type != typ || (typ == "breach_escalated" && len(want[key{e.PatientID, "escalation_unsure"}]) > 0) ||
-				((typ == "breach_started" || typ == "breach_escalated") && onWifi(e.PatientID)) {
+				((typ == "breach_started" || typ == "breach_escalated") && onWifi(e)) {
 				continue
 			}
 			kk := key{e.PatientID, typ}
@@ -122,7 +120,96 @@ func Score(truth []Truth, events []Event, checkins *processor.Checkins) Card {
 	card.Passes = scorePasses(truth, events)
 	card.Checkins = scoreCheckins(truth, events, checkins)
 	card.Trust, card.TrustCounts = scoreTrust(truth, events)
+	walks, counts := scoreMislocations(truth, events)
+	card.Checkins = append(card.Checkins, counts...)
+	if walks.Of > 0 {
+		card.Passes = append(card.Passes, walks)
+	}
 	return card
+}
+
+// drifting returns whether an event is about a mislocated phone's episode:
+// a breach event whose run began while the phone saw only its mislocated
+// access point (an interval of slack either side).
+func drifting(truth []Truth) func(Event) bool {
+	episodes := map[string][]Truth{}
+	for _, t := range truth {
+		if t.Type == "wifi_drift" {
+			episodes[t.PatientID] = append(episodes[t.PatientID], t)
+		}
+	}
+	return func(e Event) bool {
+		eps := episodes[e.PatientID]
+		if len(eps) == 0 {
+			return false
+		}
+		at, err := time.Parse(time.RFC3339, e.StartedAt)
+		if err != nil {
+			return false
+		}
+		ms := at.UnixMilli()
+		for _, ep := range eps {
+			if ms >= ep.At-60_000 && ms <= ep.Until+60_000 {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// The rows of learning from answers (contract 2.4).
+const (
+	RowWifiEpisodes = "mislocated Wi-Fi: episodes"
+	RowWifiPlaces   = "mislocated Wi-Fi: places (one a phone)"
+	RowWifiFirst    = "warnings in a place's first episode"
+	RowWifiLater    = "warnings in its later episodes (learning silences them)"
+	RowLearned      = "mislocations learned (mislocation_learned)"
+	RowWalksCaught  = "walks to a learned place caught (breach_started)"
+)
+
+// scoreMislocations counts the warnings (breach_started) of mislocated
+// phones by episode: the first of a place warns, the later ones should
+// not; and the walks to a learned place that were caught all the same.
+func scoreMislocations(truth []Truth, events []Event) (PassRow, []Count) {
+	episodes := map[string][]Truth{}
+	walks := map[string]int64{}
+	for _, t := range truth {
+		switch t.Type {
+		case "wifi_drift":
+			episodes[t.PatientID] = append(episodes[t.PatientID], t)
+		case "walk_to_learned":
+			walks[t.PatientID] = t.At
+		}
+	}
+	n := map[string]int{RowWifiPlaces: len(episodes)}
+	for _, eps := range episodes {
+		n[RowWifiEpisodes] += len(eps)
+	}
+	onWifi := drifting(truth)
+	caught := map[string]bool{}
+	for _, e := range events {
+		switch {
+		case e.Type == "mislocation_learned" && len(episodes[e.PatientID]) > 0:
+			n[RowLearned]++
+		case e.Type != "breach_started":
+		case onWifi(e):
+			at, _ := time.Parse(time.RFC3339, e.StartedAt)
+			if first := episodes[e.PatientID][0]; at.UnixMilli() <= first.Until+60_000 {
+				n[RowWifiFirst]++
+			} else {
+				n[RowWifiLater]++
+			}
+		case walks[e.PatientID] != 0: // confirmed during the walk (its run may begin with a noisy fix just before)
+			if at, err := time.Parse(time.RFC3339, e.At); err == nil && at.UnixMilli() >= walks[e.PatientID] {
+				caught[e.PatientID] = true
+			}
+		}
+	}
+	var rows []Count
+	for _, what := range []string{RowWifiEpisodes, RowWifiPlaces, RowWifiFirst, RowWifiLater, RowLearned} {
+		rows = append(rows, Count{what, n[what]})
+	}
+	return PassRow{What: RowWalksCaught, Right: len(caught), Of: len(walks)}, rows
 }
 
 // The rows of whose word counts.
@@ -215,15 +302,13 @@ const (
 )
 
 func scoreCheckins(truth []Truth, events []Event, c *processor.Checkins) []Count {
-	wifi, real := map[string]bool{}, map[string]bool{}
+	real := map[string]bool{}
 	for _, t := range truth {
-		switch t.Type {
-		case "wifi_drift":
-			wifi[t.PatientID] = true
-		case "breach_started":
+		if t.Type == "breach_started" {
 			real[t.PatientID] = true
 		}
 	}
+	wifi := drifting(truth)
 	escalated := map[string]map[string]bool{} // patient → started_at of the escalated breaches
 	for _, e := range events {
 		if e.Type == "breach_escalated" {
@@ -237,18 +322,18 @@ func scoreCheckins(truth []Truth, events []Event, c *processor.Checkins) []Count
 	for _, e := range events {
 		switch e.Type {
 		case "breach_started":
-			if wifi[e.PatientID] && !real[e.PatientID] {
+			if wifi(e) {
 				n[RowWifiBreaches]++
 				if escalated[e.PatientID][e.StartedAt] {
 					n[RowWifiEscalated]++
 				}
 			}
 		case "breach_ended":
-			if wifi[e.PatientID] && !real[e.PatientID] && e.Reason == "checkin" && !escalated[e.PatientID][e.StartedAt] {
+			if wifi(e) && e.Reason == "checkin" && !escalated[e.PatientID][e.StartedAt] {
 				n[RowWifiResolved]++
 			}
 		case "breach_escalated":
-			if !real[e.PatientID] {
+			if !real[e.PatientID] || wifi(e) {
 				n[RowEscalationsFalse]++
 			}
 		case "checkin_requested":

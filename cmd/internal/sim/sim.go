@@ -31,6 +31,10 @@ type Params struct {
 	Interval time.Duration // between a phone's pings
 	Rules    processor.Rules
 	Box      orb.Bound
+	// Recur is how often a mislocated phone's access point is all it sees
+	// again, at the same wrong place (0: once): every evening in a real
+	// quarantine, minutes apart in the compressed demo.
+	Recur time.Duration
 }
 
 // Behaviour is what a patient does in the scenario.
@@ -57,6 +61,10 @@ const (
 	// confident accuracy: no accuracy test can tell it from a walk. Not a
 	// breach; the check-in the breach asks for is what clears it.
 	WifiDrift Behaviour = "wifi_drift"
+	// WifiWalk is a mislocated phone whose owner, after its first episode,
+	// really walks to the place its Wi-Fi claimed, with GNSS on: learning
+	// from the first episode must not hide the walk.
+	WifiWalk Behaviour = "wifi_then_walk"
 	// Forger walks out for long enough to be escalated and answers every
 	// check-in request while out with a forgery from a modified app, one
 	// kind per forger (Forgery): none of them may count.
@@ -70,7 +78,7 @@ const (
 var mix = []struct {
 	b     Behaviour
 	share float64
-}{{Home, 0.48}, {Forger, 0.02}, {SecondPhone, 0.02}, {WifiDrift, 0.05}, {ShortTrip, 0.08}, {Walk, 0.07}, {Drive, 0.03}, {Clinic, 0.05}, {PhoneOff, 0.05}, {Teleport, 0.03}, {Mock, 0.03},
+}{{Home, 0.46}, {WifiWalk, 0.02}, {Forger, 0.02}, {SecondPhone, 0.02}, {WifiDrift, 0.05}, {ShortTrip, 0.08}, {Walk, 0.07}, {Drive, 0.03}, {Clinic, 0.05}, {PhoneOff, 0.05}, {Teleport, 0.03}, {Mock, 0.03},
 	{PassTrip, 0.05}, {PassOverrun, 0.01}, {PassFar, 0.01}, {PassRevoked, 0.01}, {PassForged, 0.01}}
 
 // Truth is one event a correct engine must emit, or (Type "pass_…") a
@@ -82,6 +90,8 @@ type Truth struct {
 	Type      string `json:"type"`
 	At        int64  `json:"at_ms"` // when it truly began (breach: first step out)
 	PassID    string `json:"pass_id,omitempty"`
+	// Until ends a wifi_drift episode (Unix ms).
+	Until int64 `json:"until_ms,omitempty"`
 }
 
 // Scenario is a generated world.
@@ -121,6 +131,11 @@ type patient struct {
 	pass   *processor.Pass // the pass of a pass trip
 	// breachAt is when a real breach truly begins (0: none).
 	breachAt int64
+	// episodes are when a mislocated phone's access point is all it sees
+	// (each dur long); walkAt and walkDur are a WifiWalk's real walk (0:
+	// none), travel each way.
+	episodes        []int64
+	walkAt, walkDur int64
 }
 
 // VerifierKID names the verification service's key in CheckinKeys.
@@ -201,10 +216,14 @@ func Generate(p Params) *Scenario {
 			s.passTrip(r, pt, p, inAllowed)
 		case PhoneOff:
 			pt.dur = p.Rules.SignalTimeout + 3*p.Interval
-		case WifiDrift:
+		case WifiDrift, WifiWalk:
 			d := 150 + r.Float64()*250
 			pt.away = synth.Offset(pt.home, d*math.Cos(float64(i)), d*math.Sin(float64(i)))
+			for k := 1; pt.b == WifiWalk && inAllowed(pt.away) && k < 8; k++ { // the walk there must be a breach
+				pt.away = synth.Offset(pt.home, d*math.Cos(float64(i+k)), d*math.Sin(float64(i+k)))
+			}
 			pt.dur = 10*time.Minute + time.Duration(r.Float64()*float64(20*time.Minute))
+			s.mislocated(r, pt, p, d)
 		case Mock:
 			pt.dur = 3 * p.Interval
 		}
@@ -271,10 +290,13 @@ func (s *Scenario) pingsOf(r *rand.Rand, pt *patient, p Params) {
 		mock := false
 		source := "gps"
 		switch pt.b {
-		case WifiDrift:
-			if in { // the access point's wrong place, steadily, and confidently
+		case WifiDrift, WifiWalk:
+			switch {
+			case pt.drifting(ts): // the access point's wrong place, steadily, and confidently
 				pos, acc, source = pt.away, 8+r.Float64()*12, "wifi"
 				e, n = r.NormFloat64()*acc/3, r.NormFloat64()*acc/3
+			case pt.walking(ts):
+				pos = pt.walkPos(ts)
 			}
 		case ShortTrip, Walk, Drive, Clinic, Forger, SecondPhone, PassTrip, PassOverrun, PassFar, PassRevoked, PassForged:
 			if in {
@@ -291,12 +313,12 @@ func (s *Scenario) pingsOf(r *rand.Rand, pt *patient, p Params) {
 			if !teleported && ts >= pt.start {
 				teleported = true
 				pos = synth.Offset(pt.home, 40000, 0)
-				s.Truth = append(s.Truth, Truth{pt.id, "implausible_location", ts, ""})
+				s.Truth = append(s.Truth, Truth{pt.id, "implausible_location", ts, "", 0})
 			}
 		case Mock:
 			if ts >= pt.start && mockLeft == 0 && !teleported {
 				teleported, mockLeft = true, 3
-				s.Truth = append(s.Truth, Truth{pt.id, "implausible_location", ts, ""})
+				s.Truth = append(s.Truth, Truth{pt.id, "implausible_location", ts, "", 0})
 			}
 			if mockLeft > 0 {
 				mock = true
@@ -320,17 +342,82 @@ func (s *Scenario) pingsOf(r *rand.Rand, pt *patient, p Params) {
 	}
 	switch pt.b {
 	case Forger, SecondPhone:
-		s.Truth = append(s.Truth, Truth{pt.id, string(pt.b), pt.start, ""})
+		s.Truth = append(s.Truth, Truth{pt.id, string(pt.b), pt.start, "", 0})
 		fallthrough
 	case Walk, Drive:
 		pt.breachAt = pt.start + pt.travel/4
-		s.Truth = append(s.Truth, Truth{pt.id, "breach_started", pt.breachAt, ""})
+		s.Truth = append(s.Truth, Truth{pt.id, "breach_started", pt.breachAt, "", 0})
 	case PhoneOff:
-		s.Truth = append(s.Truth, Truth{pt.id, "signal_lost", pt.start, ""})
-	case WifiDrift:
-		s.Truth = append(s.Truth, Truth{pt.id, "wifi_drift", pt.start, ""})
+		s.Truth = append(s.Truth, Truth{pt.id, "signal_lost", pt.start, "", 0})
+	case WifiDrift, WifiWalk:
+		for _, at := range pt.episodes {
+			s.Truth = append(s.Truth, Truth{PatientID: pt.id, Type: "wifi_drift", At: at, Until: at + pt.dur.Milliseconds()})
+		}
+		if pt.walkAt != 0 {
+			pt.breachAt = pt.walkAt + pt.travel/2
+			s.Truth = append(s.Truth, Truth{PatientID: pt.id, Type: "breach_started", At: pt.breachAt},
+				Truth{PatientID: pt.id, Type: "walk_to_learned", At: pt.walkAt})
+			s.escalationTruthOf(pt, p, pt.walkAt, pt.walkDur)
+		}
+		return
 	}
 	s.escalationTruth(pt, p)
+}
+
+// mislocated plans a mislocated phone's episodes (every Recur, at the
+// same wrong place, each at most two thirds of Recur) and, for a WifiWalk,
+// the real walk there after the first: at a jogger's pace (3 m/s),
+// staying the dwell time and three ping intervals (a breach for certain),
+// when it fits.
+func (s *Scenario) mislocated(r *rand.Rand, pt *patient, p Params, d float64) {
+	end := p.Start.Add(p.Duration).UnixMilli()
+	if p.Recur > 0 {
+		pt.dur = min(pt.dur, p.Recur*2/3)
+	}
+	pt.episodes = []int64{pt.start}
+	dwell := p.Rules.BreachAfter.Milliseconds()
+	if pt.b == WifiWalk {
+		pt.travel = int64(d / 3 * 1000)
+		at := pt.start + pt.dur.Milliseconds() + max(p.Recur.Milliseconds()/2, dwell/2)
+		if dur := 2*pt.travel + dwell + 3*p.Interval.Milliseconds(); at+dur < end {
+			pt.walkAt, pt.walkDur = at, dur
+		}
+		return
+	}
+	for k := int64(1); p.Recur > 0; k++ {
+		at := pt.start + k*p.Recur.Milliseconds() + r.Int64N(p.Recur.Milliseconds()/10+1)
+		if at+pt.dur.Milliseconds() >= end {
+			break
+		}
+		pt.episodes = append(pt.episodes, at)
+	}
+}
+
+// drifting says whether the phone sees only its mislocated access point at ts.
+func (pt *patient) drifting(ts int64) bool {
+	for _, at := range pt.episodes {
+		if ts >= at && ts < at+pt.dur.Milliseconds() {
+			return true
+		}
+	}
+	return false
+}
+
+func (pt *patient) walking(ts int64) bool {
+	return pt.walkAt != 0 && ts >= pt.walkAt && ts < pt.walkAt+pt.walkDur
+}
+
+// walkPos is where a WifiWalk is on its walk at ts.
+func (pt *patient) walkPos(ts int64) orb.Point {
+	el := ts - pt.walkAt
+	f := 1.0
+	switch {
+	case el < pt.travel:
+		f = float64(el) / float64(pt.travel)
+	case el > pt.walkDur-pt.travel:
+		f = float64(pt.walkDur-el) / float64(pt.travel)
+	}
+	return orb.Point{pt.home[0] + (pt.away[0]-pt.home[0])*f, pt.home[1] + (pt.away[1]-pt.home[1])*f}
 }
 
 // escalationTruth says whether a real breach must escalate: when the
@@ -338,12 +425,17 @@ func (s *Scenario) pingsOf(r *rand.Rand, pt *patient, p Params) {
 // breach that ends within two ping intervals of that instant either way
 // may go both ways and is not scored.
 func (s *Scenario) escalationTruth(pt *patient, p Params) {
+	s.escalationTruthOf(pt, p, pt.start, pt.dur.Milliseconds())
+}
+
+// escalationTruthOf is escalationTruth for a trip from start, dur long.
+func (s *Scenario) escalationTruthOf(pt *patient, p Params, start, dur int64) {
 	at := pt.breachAt
 	if at == 0 {
 		return
 	}
 	d := geo.Distance(pt.home, pt.away)
-	back := pt.start + pt.dur.Milliseconds() // home again, within r + m on the way back
+	back := start + dur // home again, within r + m on the way back
 	if d > 0 {
 		back -= int64(float64(pt.travel) * 75 / d)
 	}
@@ -351,9 +443,9 @@ func (s *Scenario) escalationTruth(pt *patient, p Params) {
 	slack := 2 * p.Interval.Milliseconds()
 	switch {
 	case back > due+slack:
-		s.Truth = append(s.Truth, Truth{pt.id, "breach_escalated", due, ""})
+		s.Truth = append(s.Truth, Truth{pt.id, "breach_escalated", due, "", 0})
 	case back >= due-slack:
-		s.Truth = append(s.Truth, Truth{pt.id, "escalation_unsure", due, ""})
+		s.Truth = append(s.Truth, Truth{pt.id, "escalation_unsure", due, "", 0})
 	}
 }
 
@@ -376,27 +468,27 @@ func (s *Scenario) passTrip(r *rand.Rand, pt *patient, p Params, inAllowed func(
 		ValidFrom: pt.start - 60_000, ValidTo: end + 5*60_000, MaxDistanceM: 1000}
 	switch pt.b {
 	case PassTrip, PassForged:
-		s.Truth = append(s.Truth, Truth{pt.id, "pass_excused", pt.start, pass.ID})
+		s.Truth = append(s.Truth, Truth{pt.id, "pass_excused", pt.start, pass.ID, 0})
 	case PassOverrun: // the pass ends early in the stay; the breach counts from then
 		pass.ValidTo = pt.start + pt.travel + dwell.Milliseconds()/2
 		pt.dur += 2 * dwell
-		s.Truth = append(s.Truth, Truth{pt.id, "breach_started", pass.ValidTo, ""}, Truth{pt.id, "pass_breach", pass.ValidTo, pass.ID})
+		s.Truth = append(s.Truth, Truth{pt.id, "breach_started", pass.ValidTo, "", 0}, Truth{pt.id, "pass_breach", pass.ValidTo, pass.ID, 0})
 		pt.breachAt = pass.ValidTo
 	case PassFar: // the breach begins where the walk passes max_distance_m + margin
 		at := pt.start + int64(float64(pt.travel)*(pass.MaxDistanceM+p.Rules.MarginM+60)/d)
-		s.Truth = append(s.Truth, Truth{pt.id, "breach_started", at, ""}, Truth{pt.id, "pass_breach", at, pass.ID})
+		s.Truth = append(s.Truth, Truth{pt.id, "breach_started", at, "", 0}, Truth{pt.id, "pass_breach", at, pass.ID, 0})
 		pt.breachAt = at
 	case PassRevoked: // revoked once the patient is there
 		pass.RevokedAt = pt.start + pt.travel + 30_000
 		pt.dur += 2 * dwell
-		s.Truth = append(s.Truth, Truth{pt.id, "breach_started", pass.RevokedAt, ""}, Truth{pt.id, "pass_breach", pass.RevokedAt, pass.ID})
+		s.Truth = append(s.Truth, Truth{pt.id, "breach_started", pass.RevokedAt, "", 0}, Truth{pt.id, "pass_breach", pass.RevokedAt, pass.ID, 0})
 		pt.breachAt = pass.RevokedAt
 	}
 	if pt.b == PassForged { // refused: the trip is a breach, under no pass
 		s.Truth[len(s.Truth)-1].Type = "pass_forged"
 		pt.dur += dwell
 		pt.breachAt = pt.start + pt.travel/4
-		s.Truth = append(s.Truth, Truth{pt.id, "breach_started", pt.breachAt, ""})
+		s.Truth = append(s.Truth, Truth{pt.id, "breach_started", pt.breachAt, "", 0})
 	}
 	pass.IssuedAt = pass.ValidFrom - 30*60_000
 	if pt.b == PassRevoked { // the original, its revocation, then the original re-sent: stale

@@ -220,3 +220,58 @@ func events(t *testing.T, l *Loop) []Event {
 	}
 	return out
 }
+
+// Over several days a mislocated phone's access point is all it sees every
+// evening, at the same wrong place. With learning (contract 2.4) the first
+// episode of a place warns and asks, the answer teaches, and the later
+// episodes pass without a warning; the patients who later walk to that
+// place with GNSS on are caught all the same, and no real breach is lost.
+// The numbers are the README's scorecard (go test ./cmd/internal/sim -run
+// LearningAsksOnce -v).
+func TestLearningAsksOncePerPlace(t *testing.T) {
+	rules := processor.DefaultRules()
+	p := Params{Seed: 11, Patients: 800, Start: time.Date(2026, 4, 2, 0, 0, 0, 0, time.UTC), Duration: 72 * time.Hour,
+		Interval: 5 * time.Minute, Recur: 24 * time.Hour, Rules: rules}
+	s := Generate(p)
+	rules.Checkins.Attest = s.Attestation(processor.IntegrityDevice)
+	cards := map[string]Card{}
+	for _, mode := range []string{"learning", "off"} {
+		r := rules
+		if mode == "off" {
+			r.Mislocation.TTL = 0
+		}
+		loop, err := s.Decide(r, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cards[mode] = Score(s.Truth, events(t, loop), &r.Checkins)
+	}
+	on, off := cards["learning"], cards["off"]
+	places, episodes := on.Count(RowWifiPlaces), on.Count(RowWifiEpisodes)
+	later := episodes - places
+	if places < 30 || later < places {
+		t.Fatalf("%d places, %d episodes: too few to judge (%v)", places, episodes, s.Counts)
+	}
+	walks := on.Row(RowWalksCaught)
+	t.Logf("%d mislocated phones, %d episodes (%d after the first of their place), %d walks to a learned place", places, episodes, later, walks.Of)
+	t.Logf("%-62s %9s %9s", "", "learning", "off")
+	for _, row := range []string{RowWifiFirst, RowWifiLater, RowWifiBreaches, RowWifiEscalated, RowEscalationsFalse, RowLearned} {
+		t.Logf("%-62s %9d %9d", row, on.Count(row), off.Count(row))
+	}
+	t.Logf("%-62s %9s %9s", "warnings per episode", fmt.Sprintf("%.2f", float64(on.Count(RowWifiBreaches))/float64(episodes)),
+		fmt.Sprintf("%.2f", float64(off.Count(RowWifiBreaches))/float64(episodes)))
+	t.Logf("%-62s %6d/%d %6d/%d", RowWalksCaught, walks.Right, walks.Of, off.Row(RowWalksCaught).Right, off.Row(RowWalksCaught).Of)
+	t.Logf("%-62s %9d %9d", "real breaches caught (breach_started true positives)", on.Kind("breach_started").TruePos, off.Kind("breach_started").TruePos)
+	if n := on.Count(RowWifiLater); float64(n) > 0.15*float64(later) {
+		t.Errorf("with learning %d warnings in %d later episodes: learning does not silence them", n, later)
+	}
+	if n := off.Count(RowWifiLater); float64(n) < 0.8*float64(later) {
+		t.Errorf("without learning only %d warnings in %d later episodes: the scenario does not recur", n, later)
+	}
+	if walks.Of < 5 || walks.Right != walks.Of {
+		t.Errorf("walks to a learned place caught: %d of %d", walks.Right, walks.Of)
+	}
+	if a, b := on.Kind("breach_started"), off.Kind("breach_started"); a.TruePos != b.TruePos || a.Missed != b.Missed {
+		t.Errorf("real breaches: %d caught, %d missed with learning; %d and %d without", a.TruePos, a.Missed, b.TruePos, b.Missed)
+	}
+}

@@ -649,3 +649,48 @@ func Attest(t testing.TB, d *Dataset, key ed25519.PrivateKey, kid string) []byte
 	}
 	return b
 }
+
+// Mislocate gives every 17th patient of d a mislocated access point
+// (contract 2.4): in rounds 2-4, 9-11 and 14-16 its pings are Wi-Fi fixes
+// of 20 m at the same place 700 m east of home; in round 5 it answers at
+// home with a verified GNSS check-in (which Attest may then sign), so the
+// later episodes meet a learned circle. It returns how many patients.
+func Mislocate(t testing.TB, d *Dataset) int {
+	t.Helper()
+	homes := map[string][2]float64{}
+	for _, o := range d.Orders {
+		var v struct {
+			Home struct{ Lat, Lon float64 } `json:"home"`
+		}
+		if err := json.Unmarshal(o.Value, &v); err != nil {
+			t.Fatal(err)
+		}
+		homes[string(o.Key)] = [2]float64{v.Home.Lon, v.Home.Lat}
+	}
+	dec := processor.PingDecoder{DefaultAccuracy: 50}
+	chosen := map[string]bool{}
+	for n, m := range d.Pings {
+		var p processor.Ping
+		if dec.Decode(m.Value, 0, &p) != nil {
+			continue
+		}
+		id := string(m.Key)
+		var i int
+		if _, err := fmt.Sscanf(id, "p-%d", &i); err != nil || i%17 != 5 {
+			continue
+		}
+		chosen[id] = true
+		k := (p.TS - DataStart.UnixMilli()) / (2 * 60_000)
+		ts := time.UnixMilli(p.TS).UTC().Format(time.RFC3339Nano)
+		switch {
+		case k >= 2 && k <= 4, k >= 9 && k <= 11, k >= 14 && k <= 16:
+			at := synth.Offset(homes[id], 700+float64(k%3)*10, 0)
+			d.Pings[n].Value = fmt.Appendf(nil, `{"patient_id":%q,"ts":%q,"lat":%.6f,"lon":%.6f,"accuracy_m":20,"source":"wifi"}`, id, ts, at[1], at[0])
+		case k == 5:
+			at := synth.Offset(homes[id], 3, 0)
+			d.Pings[n].Value = fmt.Appendf(nil, `{"patient_id":%q,"ts":%q,"lat":%.6f,"lon":%.6f,"accuracy_m":8,"source":"gps","checkin":{"verified":true,"method":"selfie"}}`,
+				id, ts, at[1], at[0])
+		}
+	}
+	return len(chosen)
+}
