@@ -55,6 +55,11 @@ type Kafka struct {
 	// waits for a member that stopped heartbeating (killed, cut off)
 	// before its partitions move to another instance.
 	SessionTimeout time.Duration `koanf:"session_timeout"`
+	// HeartbeatInterval is how often a member tells the group it is alive.
+	HeartbeatInterval time.Duration `koanf:"heartbeat_interval"`
+	// CommitInterval spaces a partition's checkpoints and offset commits:
+	// a crash re-reads at most about this much (deduplicated).
+	CommitInterval time.Duration `koanf:"commit_interval"`
 	TLS            TLS           `koanf:"tls"`
 	SASL           SASL          `koanf:"sasl"`
 }
@@ -167,6 +172,8 @@ type Limits struct {
 	MaxMessageBytes int           `koanf:"max_message_bytes"`
 	MaxClockSkew    time.Duration `koanf:"max_clock_skew"`
 	MaxInflightRows int           `koanf:"max_inflight_rows"`
+	// MaxBatch bounds the messages a partition decides as one batch.
+	MaxBatch int `koanf:"max_batch"`
 }
 
 // Log is the `log` section.
@@ -194,9 +201,11 @@ func Default() Config {
 			Topics: Topics{Pings: "pings", Orders: "quarantine-orders", Violations: "violations",
 				State: "qfence-state", PingsDLQ: "pings-dlq", OrdersDLQ: "quarantine-orders-dlq",
 				Passes: "passes", PassesDLQ: "passes-dlq", Notifications: "notifications"},
-			CreateTopics:   true,
-			Partitions:     4,
-			SessionTimeout: 10 * time.Second,
+			CreateTopics:      true,
+			Partitions:        4,
+			SessionTimeout:    10 * time.Second,
+			HeartbeatInterval: time.Second,
+			CommitInterval:    5 * time.Second,
 		},
 		ClickHouse: ClickHouse{Addr: "127.0.0.1:9000", Database: "qfence", Username: "default",
 			RetentionDays: 28, BatchRows: 50000, FlushInterval: time.Second, Timeout: 30 * time.Second, Compression: "auto"},
@@ -206,7 +215,7 @@ func Default() Config {
 		Checkins: checkinsOf(processor.DefaultRules().Checkins),
 		Notifications: Notifications{Templates: Templates{Warning: processor.DefaultWarningTemplate,
 			CheckinRequest: processor.DefaultCheckinRequestTemplate}, MaxTextBytes: 480},
-		Limits:          Limits{MaxMessageBytes: 4096, MaxClockSkew: 5 * time.Minute, MaxInflightRows: 200000},
+		Limits:          Limits{MaxMessageBytes: 4096, MaxClockSkew: 5 * time.Minute, MaxInflightRows: 200000, MaxBatch: 2000},
 		Log:             Log{Format: "text", Level: "info"},
 		ShutdownTimeout: 15 * time.Second,
 	}
@@ -481,6 +490,9 @@ func (c *Config) validate() []error {
 	// slow heartbeat; the brokers' own bounds (6 s to 30 min by default)
 	// may refuse more of it.
 	durationIn(bad, "kafka.session_timeout", c.Kafka.SessionTimeout, 3*time.Second, 30*time.Minute)
+	// A session must outlive a few lost heartbeats.
+	durationIn(bad, "kafka.heartbeat_interval", c.Kafka.HeartbeatInterval, 100*time.Millisecond, max(100*time.Millisecond, c.Kafka.SessionTimeout/3))
+	durationIn(bad, "kafka.commit_interval", c.Kafka.CommitInterval, 100*time.Millisecond, 5*time.Minute)
 	if c.Kafka.GroupID == "" {
 		bad("kafka.group_id", "must not be empty")
 	}
@@ -540,6 +552,7 @@ func (c *Config) validate() []error {
 	// Zero would switch the future check off: pings dated 2250 accepted.
 	durationIn(bad, "limits.max_clock_skew", c.Limits.MaxClockSkew, time.Second, 24*time.Hour)
 	intIn(bad, "limits.max_inflight_rows", c.Limits.MaxInflightRows, 1000, 50_000_000)
+	intIn(bad, "limits.max_batch", c.Limits.MaxBatch, 1, 100_000)
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		bad("log.format", "must be text or json, got %q", c.Log.Format)
 	}

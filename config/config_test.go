@@ -216,3 +216,27 @@ func TestAnUnknownEnvironmentVariableIsRefused(t *testing.T) {
 		t.Errorf("a tool's variable, another program's and a key: %v", err)
 	}
 }
+
+// The partition loops and the decoders take their settings from the keys
+// (the daemon hands them to the Kafka side; it has no constants of its own).
+func TestTheLoopAndDecodersFollowTheConfig(t *testing.T) {
+	c, err := Load("", []string{"QFENCE_KAFKA_COMMIT_INTERVAL=2s", "QFENCE_LIMITS_MAX_BATCH=10", "QFENCE_SHUTDOWN_TIMEOUT=30s",
+		"QFENCE_LIMITS_MAX_INFLIGHT_ROWS=5000", "QFENCE_LIMITS_MAX_MESSAGE_BYTES=1000", "QFENCE_RULES_DEFAULT_ACCURACY_M=30"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := c.Loop()
+	if l.CommitEvery != 2*time.Second || l.MaxBatch != 10 || l.Drain != 20*time.Second || l.MaxInFlight != 5000 || l.Tick != time.Second {
+		t.Errorf("loop %+v", l)
+	}
+	if d := c.PingDecoder(); d.MaxBytes != 1000 || d.DefaultAccuracy != 30 || d.MaxSkew != 5*time.Minute {
+		t.Errorf("ping decoder %+v", d)
+	}
+	if d := c.PassDecoder(nil); d.MaxBytes != 1000 || d.MaxDuration != 12*time.Hour || d.Keys != nil {
+		t.Errorf("pass decoder %+v", d)
+	}
+	def := Default()
+	if l := def.Loop(); l.CommitEvery != 5*time.Second || l.MaxBatch != 2000 || def.Kafka.HeartbeatInterval != time.Second {
+		t.Errorf("the defaults moved: %+v, heartbeat %s", l, def.Kafka.HeartbeatInterval)
+	}
+}

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"os"
@@ -250,4 +251,37 @@ func (r Rules) validate() []error {
 func DefaultEngineRules() processor.Rules {
 	c := Default()
 	return c.EngineRules()
+}
+
+// PingDecoder is the decoder of the pings topic the limits and rules ask for.
+func (c *Config) PingDecoder() processor.PingDecoder {
+	return processor.PingDecoder{MaxBytes: c.Limits.MaxMessageBytes, MaxSkew: c.Limits.MaxClockSkew, DefaultAccuracy: c.Rules.DefaultAccuracyM}
+}
+
+// PassDecoder is the decoder of the passes topic and file, verifying with
+// keys (none: signatures not checked).
+func (c *Config) PassDecoder(keys []ed25519.PublicKey) processor.PassDecoder {
+	return processor.PassDecoder{MaxBytes: c.Limits.MaxMessageBytes, MaxDuration: c.Passes.MaxDuration, Keys: keys}
+}
+
+// Loop are the settings of the partition loops.
+type Loop struct {
+	// Tick is how often a loop looks at its clock; IdleAfter is how long a
+	// caught-up partition waits before its watermark follows the wall clock.
+	Tick, IdleAfter time.Duration
+	// CommitEvery spaces checkpoints and commits (kafka.commit_interval).
+	CommitEvery time.Duration
+	// Drain bounds the wait for in-flight work when partitions are revoked
+	// or qfence stops: two thirds of shutdown_timeout (the sink's flush
+	// gets the rest).
+	Drain time.Duration
+	// MaxBatch and MaxInFlight are limits.max_batch and .max_inflight_rows.
+	MaxBatch    int
+	MaxInFlight int64
+}
+
+// Loop is the partition loops' settings of the configuration.
+func (c *Config) Loop() Loop {
+	return Loop{Tick: time.Second, IdleAfter: 10 * time.Second, CommitEvery: c.Kafka.CommitInterval, Drain: c.ShutdownTimeout * 2 / 3,
+		MaxBatch: c.Limits.MaxBatch, MaxInFlight: int64(c.Limits.MaxInflightRows)}
 }

@@ -228,7 +228,7 @@ func TestClickHouseOutage(t *testing.T) {
 	d := kafkatest.GenData(6, 10_000, 200_000, 0)
 	kafkatest.Produce(t, addr, cfg.Kafka.Topics.Orders, d.Orders)
 	sink := chtest.OpenSink(t, cfg.ClickHouse, "")
-	svc := kafkatest.RunServiceWith(t, qkafka.ServiceDeps{Config: cfg, Book: processor.NewOrderBook(), Sink: sink, Now: func() time.Time { return d.End }, IdleAfter: time.Hour})
+	svc := kafkatest.RunServiceWith(t, qkafka.ServiceDeps{Config: cfg, Book: processor.NewOrderBook(), Sink: sink, Now: func() time.Time { return d.End }})
 	ready := func() string {
 		if why := svc.Svc.Ready(t.Context()); why != "" {
 			return why

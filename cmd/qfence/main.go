@@ -117,8 +117,7 @@ func checkFiles(cfg *config.Config) []error {
 		errs = append(errs, err)
 	}
 	if cfg.Passes.File != "" {
-		dec := processor.PassDecoder{MaxBytes: cfg.Limits.MaxMessageBytes, MaxDuration: cfg.Passes.MaxDuration, Keys: keys}
-		if _, err := load.PassesFile(cfg.Passes.File, processor.NewPassBook(), dec, discard); err != nil {
+		if _, err := load.PassesFile(cfg.Passes.File, processor.NewPassBook(), cfg.PassDecoder(keys), discard); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -101,12 +101,12 @@ func replay(cfg *config.Config, files replayInputs, in io.Reader, stdout, notes,
 		if err != nil {
 			return err
 		}
-		dec := processor.PassDecoder{MaxBytes: cfg.Limits.MaxMessageBytes, MaxDuration: cfg.Passes.MaxDuration, Keys: keys}
-		if _, err := load.PassesFile(files.passes, passes, dec, log); err != nil {
+		if _, err := load.PassesFile(files.passes, passes, cfg.PassDecoder(keys), log); err != nil {
 			return err
 		}
 	}
-	dec := processor.PingDecoder{MaxBytes: cfg.Limits.MaxMessageBytes, DefaultAccuracy: cfg.Rules.DefaultAccuracyM}
+	dec := cfg.PingDecoder()
+	dec.MaxSkew = 0 // replay has no wall clock: nothing is in the future
 	eng := processor.NewEngine(cfg.EngineRules(), book)
 	eng.UsePasses(passes)
 	notifier, err := cfg.Notifier()

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sync/semaphore"
 
+	"github.com/qfence/qfence/config"
 	"github.com/qfence/qfence/geo"
 	"github.com/qfence/qfence/processor"
 	"github.com/qfence/qfence/processor/pipeline"
@@ -40,12 +41,8 @@ type Group struct {
 	Edge      *edge.Metrics
 	Log       *slog.Logger
 	Now       func() time.Time
-	// MaxInFlight is limits.max_inflight_rows; Drain bounds the wait for
-	// in-flight work when partitions are revoked or qfence stops.
-	MaxInFlight int64
-	Drain       time.Duration
-	// Tick, IdleAfter and CommitEvery tune the partition loops.
-	Tick, IdleAfter, CommitEvery time.Duration
+	// Loop tunes the partition loops (config.Loop).
+	Loop config.Loop
 	// Observe, when set, hears when this instance starts owning a partition
 	// (after its state is restored) and stops (after its last commit).
 	Observe func(partition int, owned bool)
@@ -94,12 +91,12 @@ func (g *Group) Owned() []int {
 // Run joins the group and processes assignments until ctx ends; then the
 // partitions drain, checkpoint and commit before it returns.
 func (g *Group) Run(ctx context.Context) error {
-	g.inFlight = semaphore.NewWeighted(g.MaxInFlight)
+	g.inFlight = semaphore.NewWeighted(g.Loop.MaxInFlight)
 	topic := g.Kafka.cfg.Topics.Pings
 	cg, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
 		ID: g.Kafka.cfg.GroupID, Brokers: g.Kafka.brokers, Dialer: g.Kafka.dialer, Topics: []string{topic},
 		StartOffset: kafka.FirstOffset, WatchPartitionChanges: true, PartitionWatchInterval: 10 * time.Second,
-		HeartbeatInterval: time.Second, SessionTimeout: g.Kafka.cfg.SessionTimeout, RebalanceTimeout: g.Drain + 5*time.Second,
+		HeartbeatInterval: g.Kafka.cfg.HeartbeatInterval, SessionTimeout: g.Kafka.cfg.SessionTimeout, RebalanceTimeout: g.Loop.Drain + 5*time.Second,
 		JoinGroupBackoff: time.Second,
 		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
 			g.Log.Warn("consumer group", "err", fmt.Sprintf(msg, args...))
@@ -260,13 +257,13 @@ func (g *Group) run(gctx context.Context, gen *kafka.Generation, topic string, a
 	p := &pipeline.Partition{
 		ID: a.ID, Engine: eng, Zones: g.Zones, Decoder: g.Decoder, Fetcher: newFetcher(g.Kafka.fetch, topic, a.ID, a.Offset, log), Sink: g.Sink,
 		Producer: g.Producer, Checkpointer: g.Changelog, Committer: committer{gen, topic},
-		InFlight: g.inFlight, MaxInFlight: g.MaxInFlight, Blocked: &g.blocked, Start: a.Offset,
+		InFlight: g.inFlight, MaxInFlight: g.Loop.MaxInFlight, Blocked: &g.blocked, Start: a.Offset,
 		Topics: pipeline.Topics{Pings: topic, Violations: g.Kafka.cfg.Topics.Violations, PingsDLQ: g.Kafka.cfg.Topics.PingsDLQ,
 			Notifications: g.Kafka.cfg.Topics.Notifications},
 		Notifier: g.Notifier, Metrics: g.Metrics, Log: log, Now: g.Now,
-		MaxBatch: 2000, CommitEvery: g.CommitEvery, IdleAfter: g.IdleAfter, Tick: g.Tick,
+		MaxBatch: g.Loop.MaxBatch, CommitEvery: g.Loop.CommitEvery, IdleAfter: g.Loop.IdleAfter, Tick: g.Loop.Tick,
 	}
-	if err := p.Run(gctx, g.Drain); err != nil {
+	if err := p.Run(gctx, g.Loop.Drain); err != nil {
 		log.Error("partition stopped", "err", err)
 	}
 	if !p.Clean {

@@ -241,7 +241,7 @@ func TestARecordTheBrokerRefusesIsDeadLettered(t *testing.T) {
 	cfg, k := kafkatest.KafkaAt(t, addr)
 	start := kafkatest.DataStart
 	kafkatest.Produce(t, addr, cfg.Kafka.Topics.Orders, []kafka.Message{orderMsg("p-1")})
-	d := &qkafka.ServiceDeps{Config: cfg, Book: processor.NewOrderBook(), IdleAfter: time.Hour, Sink: kafkatest.NewRecorder(),
+	d := &qkafka.ServiceDeps{Config: cfg, Book: processor.NewOrderBook(), Sink: kafkatest.NewRecorder(),
 		Now: func() time.Time { return start.Add(time.Hour) }}
 	svc := kafkatest.RunServiceWith(t, *d)
 	kafkatest.WaitFor(t, time.Minute, "ready", func() bool { return svc.Svc.Ready(t.Context()) == "" })

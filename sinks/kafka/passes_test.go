@@ -205,7 +205,8 @@ func signedPass(t *testing.T, key ed25519.PrivateKey, id, patient, patientKey st
 func TestAPassRevocationHoldsAgainstReplaysAndUnsignedVersions(t *testing.T) {
 	addr, k, d := setup(t)
 	key := ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize))
-	d.PassKeys = []ed25519.PublicKey{key.Public().(ed25519.PublicKey)}
+	d.Parts = kafkatest.Parts(t, d.Config, time.Hour)
+	d.Parts.Passes.Keys = []ed25519.PublicKey{key.Public().(ed25519.PublicKey)}
 	now := time.Now().UTC().Truncate(time.Second)
 	from, to, revoked := now.Add(-time.Hour), now.Add(time.Hour), now.Add(-time.Minute)
 	original := signedPass(t, key, "X-1", "p-1", "patient_id", from, to, now.Add(-2*time.Hour), time.Time{})

@@ -56,9 +56,31 @@ func (s *Service) probe(ctx context.Context) error {
 	}
 }
 
+// Parts are what the daemon builds from the configuration and hands the
+// Kafka side, which builds nothing of the kind itself: the rules, the
+// notifier, the decoders and the partition loops' settings (PartsOf).
+type Parts struct {
+	Rules    processor.Rules
+	Notifier *processor.Notifier // nil: no notifications
+	Pings    processor.PingDecoder
+	Passes   processor.PassDecoder
+	Loop     config.Loop
+}
+
+// PartsOf are the parts of cfg (keys verify the passes; none: not
+// checked): the one place they are made, for the daemon and the tests.
+func PartsOf(cfg *config.Config, keys []ed25519.PublicKey) (Parts, error) {
+	notifier, err := cfg.Notifier()
+	if err != nil {
+		return Parts{}, fmt.Errorf("notification templates: %w", err)
+	}
+	return Parts{Rules: cfg.EngineRules(), Notifier: notifier, Pings: cfg.PingDecoder(), Passes: cfg.PassDecoder(keys), Loop: cfg.Loop()}, nil
+}
+
 // ServiceDeps are what the caller provides.
 type ServiceDeps struct {
 	Config  *config.Config
+	Parts   Parts
 	Book    *processor.OrderBook
 	Zones   func() *geo.Zones
 	Sink    pipeline.Sink
@@ -67,18 +89,13 @@ type ServiceDeps struct {
 	Log     *slog.Logger
 	// Now is the wall clock; nil is time.Now (tests drive it).
 	Now func() time.Time
-	// IdleAfter overrides how long a caught-up partition waits before its
-	// watermark follows the wall clock (default 10 s).
-	IdleAfter time.Duration
 	// Observe hears partitions being taken and released (see Group).
 	Observe func(partition int, owned bool)
 	// ArchiveOrders, when set, stores every order version (ClickHouse).
 	ArchiveOrders func(pipeline.OrderRow)
-	// Passes is the table of QR passes (nil: a new empty one); PassKeys
-	// verify their signatures (none: not checked); ArchivePasses, when set,
-	// stores every pass version held.
+	// Passes is the table of QR passes (nil: a new empty one);
+	// ArchivePasses, when set, stores every pass version held.
 	Passes        *processor.PassBook
-	PassKeys      []ed25519.PublicKey
 	ArchivePasses func(pipeline.PassRow)
 	// PassRescan spaces the passes rescans for new patients (default a
 	// minute; tests shorten it).
@@ -94,34 +111,22 @@ func NewService(d ServiceDeps) (*Service, error) {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
-	if d.IdleAfter == 0 {
-		d.IdleAfter = 10 * time.Second
-	}
 	if d.Passes == nil {
 		d.Passes = processor.NewPassBook()
 	}
-	notifier, err := d.Config.Notifier()
-	if err != nil {
-		return nil, fmt.Errorf("notification templates: %w", err)
+	p := d.Parts
+	if p.Notifier != nil {
+		p.Notifier.OnCut = d.Metrics.NotificationsCut.Inc
 	}
-	notifier.OnCut = d.Metrics.NotificationsCut.Inc
 	producer := k.NewProducer(d.Edge)
 	s := &Service{cfg: d.Config, kafka: k, producer: producer, log: d.Log}
 	s.passes = &PassesTable{Kafka: k, Book: d.Passes, Orders: d.Book, Producer: producer, Metrics: d.Metrics, Log: d.Log,
-		Decoder: processor.PassDecoder{MaxBytes: d.Config.Limits.MaxMessageBytes, MaxDuration: d.Config.Passes.MaxDuration, Keys: d.PassKeys},
-		Archive: d.ArchivePasses, Now: d.Now, RescanEvery: d.PassRescan}
+		Decoder: p.Passes, Archive: d.ArchivePasses, Now: d.Now, RescanEvery: d.PassRescan}
 	s.orders = &OrdersTable{Kafka: k, Book: d.Book, Zones: d.Zones, Producer: producer, Metrics: d.Metrics,
 		Log: d.Log, MaxBytes: d.Config.Limits.MaxMessageBytes, Archive: d.ArchiveOrders, NewPatient: s.passes.Want}
-	s.group = &Group{Kafka: k, Orders: d.Book, Passes: d.Passes, Zones: d.Zones, Rules: d.Config.EngineRules(), Notifier: notifier,
-		Decoder: processor.PingDecoder{MaxBytes: d.Config.Limits.MaxMessageBytes, MaxSkew: d.Config.Limits.MaxClockSkew,
-			DefaultAccuracy: d.Config.Rules.DefaultAccuracyM},
+	s.group = &Group{Kafka: k, Orders: d.Book, Passes: d.Passes, Zones: d.Zones, Rules: p.Rules, Notifier: p.Notifier, Decoder: p.Pings,
 		Sink: d.Sink, Producer: producer, Changelog: k.NewChangelog(), Metrics: d.Metrics, Edge: d.Edge, Log: d.Log,
-		// The partitions get two thirds of shutdown_timeout to drain; the sink
-		// flush after them, the rest.
-		Now: d.Now, MaxInFlight: int64(d.Config.Limits.MaxInflightRows), Drain: d.Config.ShutdownTimeout * 2 / 3,
-		// Checkpoints and commits every 5 s: most state records are superseded
-		// within seconds, and a crash replays at most that much (deduplicated).
-		Tick: time.Second, IdleAfter: d.IdleAfter, CommitEvery: 5 * time.Second, Observe: d.Observe}
+		Now: d.Now, Loop: p.Loop, Observe: d.Observe}
 	return s, nil
 }
 

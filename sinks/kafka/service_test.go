@@ -23,7 +23,7 @@ func setup(t *testing.T) (string, *qkafka.Client, *qkafka.ServiceDeps) {
 	t.Helper()
 	addr := kafkatest.StartBroker(t)
 	cfg, k := kafkatest.KafkaAt(t, addr)
-	return addr, k, &qkafka.ServiceDeps{Config: cfg, Book: processor.NewOrderBook(), IdleAfter: time.Hour}
+	return addr, k, &qkafka.ServiceDeps{Config: cfg, Book: processor.NewOrderBook()}
 }
 
 // deadLetterHeaders is a record's headers as the object the contract's
@@ -123,7 +123,7 @@ func TestOrdersAreAGlobalTable(t *testing.T) {
 	sink := kafkatest.NewRecorder()
 	var clock atomic.Int64
 	clock.Store(kafkatest.DataStart.Add(10 * time.Minute).UnixMilli())
-	d.Sink, d.IdleAfter = sink, 5*time.Second
+	d.Sink, d.Parts = sink, kafkatest.Parts(t, d.Config, 5*time.Second)
 	d.Now = func() time.Time { return time.UnixMilli(clock.Load()) }
 	svc := kafkatest.RunServiceWith(t, *d)
 	if why := svc.Svc.Ready(t.Context()); why == "" {
@@ -190,7 +190,7 @@ func TestIdlePartitionLosesSignalByTheWallClock(t *testing.T) {
 		`{"patient_id":"quiet","home":{"lat":55.7512,"lon":37.6184},"radius_m":50,"starts_at":"2026-04-01T00:00:00Z"}`)}})
 	var clock atomic.Int64
 	clock.Store(kafkatest.DataStart.UnixMilli())
-	d.Sink, d.IdleAfter = kafkatest.NewRecorder(), 5*time.Second
+	d.Sink, d.Parts = kafkatest.NewRecorder(), kafkatest.Parts(t, d.Config, 5*time.Second)
 	d.Now = func() time.Time { return time.UnixMilli(clock.Load()) }
 	svc := kafkatest.RunServiceWith(t, *d)
 	kafkatest.Produce(t, addr, d.Config.Kafka.Topics.Pings, []kafka.Message{{Key: []byte("quiet"), Value: fmt.Appendf(nil,
@@ -228,8 +228,8 @@ func TestRebalanceKeepsEveryEventAndOneOwner(t *testing.T) {
 		}
 	}
 	now := func() time.Time { return data.End }
-	a := kafkatest.RunServiceWith(t, qkafka.ServiceDeps{Config: d.Config, Book: processor.NewOrderBook(), Sink: kafkatest.NewRecorder(), Now: now, IdleAfter: time.Hour, Observe: observe})
-	b := kafkatest.RunServiceWith(t, qkafka.ServiceDeps{Config: d.Config, Book: processor.NewOrderBook(), Sink: kafkatest.NewRecorder(), Now: now, IdleAfter: time.Hour, Observe: observe})
+	a := kafkatest.RunServiceWith(t, qkafka.ServiceDeps{Config: d.Config, Book: processor.NewOrderBook(), Sink: kafkatest.NewRecorder(), Now: now, Observe: observe})
+	b := kafkatest.RunServiceWith(t, qkafka.ServiceDeps{Config: d.Config, Book: processor.NewOrderBook(), Sink: kafkatest.NewRecorder(), Now: now, Observe: observe})
 	kafkatest.WaitFor(t, time.Minute, "both instances to own partitions", func() bool {
 		return len(a.Svc.Group().Owned()) > 0 && len(b.Svc.Group().Owned()) > 0
 	})

@@ -26,7 +26,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/exporter-toolkit/web"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/qfence/qfence/cmd/internal/load"
 	"github.com/qfence/qfence/config"
@@ -111,6 +110,11 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *Hooks
 	if err != nil {
 		return err
 	}
+	// What the Kafka side runs with, built here from the configuration.
+	engine, err := kafka.PartsOf(cfg, keys)
+	if err != nil {
+		return err
+	}
 	var tokens []api.Token // read now: a bad tokens file is refused before anything waits on ClickHouse
 	if cfg.API.Listen != "" {
 		if tokens, err = api.LoadTokens(cfg.API.TokensFile); err != nil {
@@ -118,17 +122,20 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *Hooks
 		}
 	}
 
-	// Background work that outlives the consumers: the broker, the sink,
-	// the HTTP server. It stops after the consumers have drained.
-	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopBG()
-	var bgGroup errgroup.Group
+	// The daemon's parts, each started with one call and stopped in the
+	// reverse order once the consumers have drained (or one part failed):
+	// the zones reloader, the sink (its last flush), the API, the metrics
+	// server, the broker.
+	ctx, fail := context.WithCancelCause(ctx)
+	defer fail(nil)
+	ps := newParts(fail)
+	defer func() { _ = ps.stop() }() // on an error path: what started stops, in order
 	if cfg.Kafka.Embedded() {
 		b, err := local.StartBroker(config.EmbeddedBroker, "", cfg.Kafka.Partitions)
 		if err != nil {
 			return err
 		}
-		bgGroup.Go(func() error { return b.Run(bg, log) })
+		ps.start("embedded broker", func(ctx context.Context) error { return b.Run(ctx, log) })
 	}
 	// The probes and the API answer from here on, while ClickHouse and the
 	// tables load: /healthz 200, /readyz 503 with the reason, passes
@@ -144,7 +151,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *Hooks
 	ready := func(ctx context.Context) string { return (*readyNow.Load())(ctx) }
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "qfence_ready",
 		Help: "1 when /readyz would answer 200, else 0 (evaluated at scrape time)."}, func() float64 {
-		rctx, cancel := context.WithTimeout(bg, 3*time.Second)
+		rctx, cancel := context.WithTimeout(ps.hard, 3*time.Second)
 		defer cancel()
 		if ready(rctx) == "" {
 			return 1
@@ -156,12 +163,10 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *Hooks
 	}
 	srv, served, err := serveHTTP(cfg.Metrics, reg, ready, log)
 	if err != nil {
-		stopBG()
-		_ = bgGroup.Wait()
 		return err
 	}
-	bgGroup.Go(func() error {
-		<-bg.Done()
+	ps.start("metrics server", func(ctx context.Context) error {
+		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		err := srv.Shutdown(sctx)
@@ -176,9 +181,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *Hooks
 		Help: "API audit rows dropped because the buffer for ClickHouse was full (ClickHouse down under a flood of requests)."},
 		audit.dropped))
 	if cfg.API.Listen != "" {
-		if err := serveAPI(bg, &bgGroup, cfg.API, tokens, passes, passesLoaded, dossiers, audit.add, reg, log); err != nil {
-			stopBG()
-			_ = bgGroup.Wait()
+		if err := serveAPI(ps, cfg.API, tokens, passes, passesLoaded, dossiers, audit.add, reg, log); err != nil {
 			return err
 		}
 	}
@@ -187,21 +190,14 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *Hooks
 		setStatus(fmt.Sprintf("starting: ClickHouse at %s is not available (retrying): %v", cfg.ClickHouse.Addr, err))
 	})
 	if err != nil {
-		stopBG()
-		_ = bgGroup.Wait()
 		return err
 	}
-	sink.Rules, sink.Budget = cfg.EngineRules(), cfg.Limits.MaxInflightRows
+	sink.Rules, sink.Budget = engine.Rules, cfg.Limits.MaxInflightRows
 	audit.use(sink)
-	sinkDone := make(chan error, 1)
-	sinkCtx, stopSink := context.WithCancel(context.WithoutCancel(ctx))
-	go func() { sinkDone <- sink.Run(sinkCtx, bg) }()
+	ps.start("clickhouse sink", func(ctx context.Context) error { return sink.Run(ctx, ps.hard) })
 	if cfg.API.Listen != "" {
 		reader, err := clickhouse.NewReader(ctx, cfg.ClickHouse, cfg.Privacy.PseudonymizeKey != "")
 		if err != nil {
-			stopSink()
-			stopBG()
-			_ = bgGroup.Wait()
 			return err
 		}
 		defer reader.Close()
@@ -210,12 +206,9 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *Hooks
 
 	setStatus("starting: reading the orders and passes topics")
 	svc, err := kafka.NewService(kafka.ServiceDeps{Config: cfg, Book: book, Zones: zones.Load, Sink: sink,
-		Metrics: pm, Edge: em, Log: log, ArchiveOrders: sink.ArchiveOrder,
-		Passes: passes, PassKeys: keys, ArchivePasses: sink.ArchivePass})
+		Metrics: pm, Edge: em, Log: log, ArchiveOrders: sink.ArchiveOrder, Parts: engine,
+		Passes: passes, ArchivePasses: sink.ArchivePass})
 	if err != nil {
-		stopSink()
-		stopBG()
-		_ = bgGroup.Wait()
 		return err
 	}
 	running := func(ctx context.Context) string {
@@ -230,20 +223,20 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *Hooks
 	hup := make(chan os.Signal, 1) // size 1: a burst of SIGHUPs merges into one reload
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	bgGroup.Go(func() error {
-		reload(bg, hup, cfg, &zones, zonesReloadErrors, zonesInForce, log)
+	ps.start("zones reloader", func(ctx context.Context) error {
+		reload(ctx, hup, cfg, &zones, zonesReloadErrors, zonesInForce, log)
 		return nil
 	})
 
 	// shutdown_timeout bounds everything after SIGTERM: if the sinks cannot
 	// finish (ClickHouse down), what is uncommitted is consumed again at the
 	// next start, so giving up loses nothing.
-	bgDone := make(chan struct{})
-	defer close(bgDone)
+	stopped := make(chan struct{})
+	defer close(stopped)
 	go func() {
 		select {
 		case <-ctx.Done():
-		case <-bgDone:
+		case <-stopped:
 			return
 		}
 		// What is left after the hard stop (closing connections, the HTTP
@@ -254,21 +247,18 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *Hooks
 		case <-t.C:
 			log.Warn("shutdown_timeout reached; stopping what is left (uncommitted work is consumed again at the next start)",
 				"shutdown_timeout", cfg.ShutdownTimeout)
-			stopBG()
-			stopSink()
-		case <-bgDone:
+			ps.kill()
+		case <-stopped:
 		}
 	}()
 	log.Info("qfence running", "brokers", cfg.Kafka.BrokerList(), "clickhouse", cfg.ClickHouse.Addr, "metrics", cfg.Metrics.Listen,
 		"zones", z.Len(), "orders_from_file", book.Len())
 	runErr := svc.Run(ctx)
-	log.Info("consumers drained; flushing the sink")
-	stopSink()
-	if err := <-sinkDone; err != nil && runErr == nil {
-		runErr = err
+	if cause := context.Cause(ctx); runErr == nil && cause != nil && !errors.Is(cause, context.Canceled) {
+		runErr = cause // a part failed and stopped the consumers
 	}
-	stopBG()
-	if err := bgGroup.Wait(); err != nil && runErr == nil && !errors.Is(err, http.ErrServerClosed) {
+	log.Info("consumers drained; stopping the sink (its last flush), the servers and the broker")
+	if err := ps.stop(); err != nil && runErr == nil {
 		runErr = err
 	}
 	log.Info("qfence stopped")
@@ -276,7 +266,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *Hooks
 }
 
 // serveAPI starts the people's API (passes, dossiers) on api.listen.
-func serveAPI(ctx context.Context, g *errgroup.Group, cfg config.API, tokens []api.Token, passes *processor.PassBook, passesLoaded func() bool, dossiers api.Dossiers,
+func serveAPI(ps *parts, cfg config.API, tokens []api.Token, passes *processor.PassBook, passesLoaded func() bool, dossiers api.Dossiers,
 	audit func(pipeline.AuditRow), reg prometheus.Registerer, log *slog.Logger) error {
 	l, err := api.Listen(cfg.Listen, cfg.TLS.CertFile, cfg.TLS.KeyFile)
 	if err != nil {
@@ -288,7 +278,7 @@ func serveAPI(ctx context.Context, g *errgroup.Group, cfg config.API, tokens []a
 	srv := &api.Server{Tokens: tokens, Passes: passes, Dossiers: dossiers, Audit: audit, Now: time.Now, Log: log.With("component", "api"), Throttled: throttled,
 		PassesLoaded: passesLoaded}
 	log.Info("api listening", "addr", cfg.Listen, "tls", cfg.TLS.CertFile != "", "tokens", len(tokens))
-	g.Go(func() error { return srv.Serve(ctx, l) })
+	ps.start("api", func(ctx context.Context) error { return srv.Serve(ctx, l) })
 	return nil
 }
 
@@ -334,8 +324,7 @@ func loadPasses(cfg *config.Config, log *slog.Logger) (*processor.PassBook, []ed
 	}
 	book := processor.NewPassBook()
 	if cfg.Passes.File != "" {
-		dec := processor.PassDecoder{MaxBytes: cfg.Limits.MaxMessageBytes, MaxDuration: cfg.Passes.MaxDuration, Keys: keys}
-		n, err := load.PassesFile(cfg.Passes.File, book, dec, log)
+		n, err := load.PassesFile(cfg.Passes.File, book, cfg.PassDecoder(keys), log)
 		if err != nil {
 			return nil, nil, err
 		}

@@ -149,12 +149,29 @@ func (r *Running) Stop(t testing.TB) {
 
 func RunService(t testing.TB, cfg *config.Config, book *processor.OrderBook, sink pipeline.Sink, now func() time.Time) *Running {
 	t.Helper()
-	return RunServiceWith(t, qkafka.ServiceDeps{Config: cfg, Book: book, Sink: sink, Now: now, IdleAfter: time.Hour})
+	return RunServiceWith(t, qkafka.ServiceDeps{Config: cfg, Book: book, Sink: sink, Now: now})
 }
 
-// RunServiceWith runs a service; Zones, metrics and the log get defaults.
+// Parts are the parts of cfg as the daemon builds them, with the idle
+// partitions' watermark following the wall clock after idle (tests that
+// drive the clock set an hour: off).
+func Parts(t testing.TB, cfg *config.Config, idle time.Duration) qkafka.Parts {
+	t.Helper()
+	p, err := qkafka.PartsOf(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Loop.IdleAfter = idle
+	return p
+}
+
+// RunServiceWith runs a service; Zones, metrics, the log and the parts (of
+// its config, idle watermark off) get defaults.
 func RunServiceWith(t testing.TB, d qkafka.ServiceDeps) *Running {
 	t.Helper()
+	if d.Parts.Loop.Tick == 0 {
+		d.Parts = Parts(t, d.Config, time.Hour)
+	}
 	reg := prometheus.NewRegistry()
 	if d.Zones == nil {
 		d.Zones = func() *geo.Zones { return nil }
@@ -389,7 +406,7 @@ func ReplayAll(t testing.TB, cfg *config.Config, orders []kafka.Message, parts m
 		}
 		book.Put(o)
 	}
-	dec := processor.PingDecoder{MaxBytes: cfg.Limits.MaxMessageBytes, MaxSkew: cfg.Limits.MaxClockSkew, DefaultAccuracy: cfg.Rules.DefaultAccuracyM}
+	dec := cfg.PingDecoder()
 	events, rows, notes := map[string]string{}, map[string]string{}, map[string]string{}
 	for _, msgs := range parts {
 		eng := processor.NewEngine(cfg.EngineRules(), book)
