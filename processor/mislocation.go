@@ -112,19 +112,32 @@ func (l *learning) current(o *Order, ts int64) []known {
 	return l.known
 }
 
-// mislocated is the classify stage of a network fix that would be outside:
-// inside a known mislocation it is uncertain, flagged, and extends the
-// circle's validity. It reports whether it applied.
-func (st *State) mislocated(p *Ping, o *Order, f *fix, r *Rules, extend bool) bool {
-	l := st.ep.mis
-	for i, k := range l.current(o, p.TS) {
-		if geo.Distance(orb.Point{k.lon, k.lat}, f.pt) <= float64(k.radiusM) {
-			f.cur.State = Uncertain
-			if extend {
-				l.known[i].validTo = max(k.validTo, p.TS+r.Mislocation.TTL.Milliseconds())
-			}
-			return true
+// circle is the index of the known mislocation of order o in force at ts
+// that holds pt, or -1. It changes nothing: a late fix is judged by it
+// without touching the state it may not move.
+func (l *learning) circle(o *Order, ts int64, pt orb.Point) int {
+	if l.home != o.Home || l.startsAt != o.StartsAt {
+		return -1
+	}
+	for i, k := range l.known {
+		if k.validTo > ts && geo.Distance(orb.Point{k.lon, k.lat}, pt) <= float64(k.radiusM) {
+			return i
 		}
+	}
+	return -1
+}
+
+// mislocated is the classify stage of an in-order network fix that would
+// be outside: inside a known mislocation it is uncertain and extends the
+// circle's validity; the circles that expired go. It reports whether it
+// applied.
+func (st *State) mislocated(p *Ping, o *Order, f *fix, r *Rules) bool {
+	l := st.ep.mis
+	l.current(o, p.TS)
+	if i := l.circle(o, p.TS, f.pt); i >= 0 {
+		f.cur.State = Uncertain
+		l.known[i].validTo = max(l.known[i].validTo, p.TS+r.Mislocation.TTL.Milliseconds())
+		return true
 	}
 	if l.empty() {
 		st.ep.mis = nil

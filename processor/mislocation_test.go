@@ -369,3 +369,27 @@ func TestAVersion4StateStillReads(t *testing.T) {
 		t.Errorf("the version 4 state reads as % x, want % x", st.AppendBinary(nil), v5)
 	}
 }
+
+// A late fix is judged by the circles but changes none of them: the count
+// of known mislocations the gauge reports stays the count the state holds
+// (a late fix once dropped an expired circle without the gauge hearing).
+func TestALateFixLeavesTheCirclesAlone(t *testing.T) {
+	book := processor.NewOrderBook()
+	book.Put(&processor.Order{PatientID: "p1", Home: home, RadiusM: 50, District: "district-a", StartsAt: t0 - 24*3600_000, EndsAt: math.MaxInt64})
+	rules := mislocationRules(t, func(r *processor.Rules) { r.Mislocation.TTL = 2 * time.Hour }) // learned at 8: valid to 128
+	e := processor.NewEngine(rules, book)
+	feed(e, episode(0, 700, true))
+	_, rows := feed(e, []tping{in(200), wifi(100, 700), wifi(150, 700)}) // late: one in force then, one after the circle expired
+	if rows[1].State != processor.Uncertain || rows[2].State != processor.Outside {
+		t.Errorf("late rows %v and %v, want uncertain (in force at 100) and outside (expired by 150)", rows[1].State, rows[2].State)
+	}
+	fresh := processor.NewEngine(rules, book)
+	e.Snapshot(func(id string, b []byte) {
+		if err := fresh.Restore(id, b); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if e.KnownMislocations() != fresh.KnownMislocations() {
+		t.Errorf("the gauge says %d known mislocations, the state holds %d", e.KnownMislocations(), fresh.KnownMislocations())
+	}
+}

@@ -143,8 +143,9 @@ func Step(st *State, p *Ping, o *Order, zones *geo.Zones, passes *PassBook, r *R
 		return ev, Duplicate, t
 	case p.TS < st.Last.TS:
 		f.late(p, r, &t)
-		if f.cur.State == Outside && st.ep != nil && st.ep.mis != nil && ClassOf(p.Source) == SourceNetwork {
-			st.mislocated(p, o, &f, r, false) // judged by the circles, extends none
+		if f.cur.State == Outside && st.ep != nil && st.ep.mis != nil && ClassOf(p.Source) == SourceNetwork &&
+			st.ep.mis.circle(o, p.TS, f.pt) >= 0 {
+			f.cur.State = Uncertain // judged by the circles; a late fix moves none of them
 		}
 		t.Evidence, t.InBreach, t.Flag = f.cur, st.InBreach(), FlagLate
 		return ev, Late, t
@@ -169,7 +170,7 @@ func Step(st *State, p *Ping, o *Order, zones *geo.Zones, passes *PassBook, r *R
 		f.excuse(p, r, &t)
 		// classify: a network fix where this phone was proved wrong before.
 		if f.cur.State == Outside && st.ep != nil && st.ep.mis != nil && ClassOf(p.Source) == SourceNetwork &&
-			st.mislocated(p, o, &f, r, true) {
+			st.mislocated(p, o, &f, r) {
 			t.Flag = FlagKnownMislocation
 		}
 		st.underPass(p, r, &f)
