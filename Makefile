@@ -45,6 +45,7 @@ fuzz: ## Fuzz every decoder for FUZZTIME each (default 30s).
 	$(GO) test -run '^$$' -fuzz FuzzFormatTS -fuzztime $${FUZZTIME:-30s} ./processor/
 	$(GO) test -run '^$$' -fuzz FuzzAttestation -fuzztime $${FUZZTIME:-30s} ./processor/
 	$(GO) test -run '^$$' -fuzz FuzzParseTemplate -fuzztime $${FUZZTIME:-30s} ./processor/
+	$(GO) test -run '^$$' -fuzz FuzzDispositionDecode -fuzztime $${FUZZTIME:-30s} ./processor/
 	$(GO) test -run '^$$' -fuzz FuzzParseZones -fuzztime $${FUZZTIME:-30s} ./geo/
 	$(GO) test -run '^$$' -fuzz FuzzConfig -fuzztime $${FUZZTIME:-30s} ./config/
 

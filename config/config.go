@@ -76,6 +76,9 @@ type Topics struct {
 	PassesDLQ  string `koanf:"passes_dlq"`
 	// Notifications are the messages to patients (contract 3.3).
 	Notifications string `koanf:"notifications"`
+	// Dispositions are what people decided about events (contract 1.5).
+	Dispositions    string `koanf:"dispositions"`
+	DispositionsDLQ string `koanf:"dispositions_dlq"`
 }
 
 // TLS configures a client TLS connection.
@@ -200,7 +203,8 @@ func Default() Config {
 			GroupID: "qfence",
 			Topics: Topics{Pings: "pings", Orders: "quarantine-orders", Violations: "violations",
 				State: "qfence-state", PingsDLQ: "pings-dlq", OrdersDLQ: "quarantine-orders-dlq",
-				Passes: "passes", PassesDLQ: "passes-dlq", Notifications: "notifications"},
+				Passes: "passes", PassesDLQ: "passes-dlq", Notifications: "notifications",
+				Dispositions: "dispositions", DispositionsDLQ: "dispositions-dlq"},
 			CreateTopics:      true,
 			Partitions:        4,
 			SessionTimeout:    10 * time.Second,
@@ -608,7 +612,7 @@ func (t Topics) validate() []error {
 	var errs []error
 	roles := []struct{ key, name string }{{"pings", t.Pings}, {"orders", t.Orders}, {"violations", t.Violations},
 		{"state", t.State}, {"pings_dlq", t.PingsDLQ}, {"orders_dlq", t.OrdersDLQ}, {"passes", t.Passes}, {"passes_dlq", t.PassesDLQ},
-		{"notifications", t.Notifications}}
+		{"notifications", t.Notifications}, {"dispositions", t.Dispositions}, {"dispositions_dlq", t.DispositionsDLQ}}
 	seen := map[string]string{}
 	for _, r := range roles {
 		switch prev, dup := seen[r.name]; {

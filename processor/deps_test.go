@@ -25,7 +25,7 @@ func TestDependenciesPointOneWay(t *testing.T) {
 		"geo":                nil,
 		"geo/synth":          {"geo"},
 		"processor":          {"geo"},
-		"processor/dossier":  {"geo"},
+		"processor/dossier":  {"geo", "processor"},
 		"processor/pipeline": {"geo", "processor"},
 		"config":             {"processor"},
 		"config/contract":    nil,

@@ -351,22 +351,25 @@ func TestAPatientWithoutMislocationsStaysSmall(t *testing.T) {
 }
 
 // A state written before known mislocations (version 4: the same bytes
-// without the learning part) reads as the same state.
+// without the learning part) or before the network count (version 5)
+// reads as the same state.
 func TestAVersion4StateStillReads(t *testing.T) {
 	e, _ := mislocationEngine(t)
 	feed(e, []tping{out(0), out(6), in(7), in(8)}) // a breach and its return; the request is still open: an episode
-	var v5 []byte
-	e.Snapshot(func(_ string, b []byte) { v5 = append([]byte(nil), b...) })
-	if v5[0] != 5 || v5[len(v5)-2] != 0 || v5[len(v5)-1] != 0 {
-		t.Fatalf("state % x: want version 5 ending in a run of one source and no learning", v5)
+	var v6 []byte
+	e.Snapshot(func(_ string, b []byte) { v6 = append([]byte(nil), b...) })
+	if v6[0] != 6 || !bytes.HasSuffix(v6, []byte{0, 0, 0}) {
+		t.Fatalf("state % x: want version 6 ending in no network fix, a run of one source and no learning", v6)
 	}
-	v4 := append([]byte{4}, v5[1:len(v5)-2]...)
-	var st processor.State
-	if err := st.UnmarshalBinary(v4); err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(st.AppendBinary(nil), v5) {
-		t.Errorf("the version 4 state reads as % x, want % x", st.AppendBinary(nil), v5)
+	body := v6[1 : len(v6)-3]
+	for _, old := range [][]byte{append([]byte{4}, body...), append(append([]byte{5}, body...), 0, 0)} {
+		var st processor.State
+		if err := st.UnmarshalBinary(old); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(st.AppendBinary(nil), v6) {
+			t.Errorf("the version %d state reads as % x, want % x", old[0], st.AppendBinary(nil), v6)
+		}
 	}
 }
 
@@ -392,4 +395,29 @@ func TestALateFixLeavesTheCirclesAlone(t *testing.T) {
 	if e.KnownMislocations() != fresh.KnownMislocations() {
 		t.Errorf("the gauge says %d known mislocations, the state holds %d", e.KnownMislocations(), fresh.KnownMislocations())
 	}
+}
+
+// A breach's confidence says how many of its outside pings were network
+// fixes (what the review queue shows), and the count survives a snapshot
+// taken mid-run.
+func TestABreachCountsItsNetworkFixes(t *testing.T) {
+	e, _ := mislocationEngine(t)
+	events, _ := feed(e, []tping{wifi(0, 900), gnss(wifi(2, 900))})
+	var snap []byte
+	e.Snapshot(func(_ string, b []byte) { snap = append([]byte(nil), b...) })
+	var st processor.State
+	if err := st.UnmarshalBinary(snap); err != nil || !bytes.Equal(st.AppendBinary(nil), snap) {
+		t.Fatalf("a mid-run state does not round-trip: %v", err)
+	}
+	more, _ := feed(e, []tping{wifi(4, 900), wifi(6, 900)})
+	events = append(events, more...)
+	for _, ev := range events {
+		if ev.Type == processor.BreachStarted {
+			if c := ev.Confidence; c == nil || c.OutsidePings != 4 || c.NetworkPings != 3 {
+				t.Errorf("confidence %+v, want 3 network fixes of 4 outside pings", c)
+			}
+			return
+		}
+	}
+	t.Fatalf("no breach: %s", types(events))
 }

@@ -74,6 +74,9 @@ const (
 type episode struct {
 	RunStart    int64 // first outside ping of the run; 0: no run
 	RunCount    int32
+	// RunNetwork is how many of the run's outside pings were network
+	// fixes (the review queue shows it beside the confidence).
+	RunNetwork int32
 	BreachStart int64 // the open breach's started_at; 0: no breach
 	ReturnStart int64 // first inside ping of the return run
 	ReturnCount int32
@@ -112,6 +115,10 @@ type episode struct {
 // span.
 type Confidence struct {
 	OutsidePings int32
+	// NetworkPings: how many of OutsidePings were network fixes (not in
+	// the event's JSON; stored in ClickHouse for the review queue and
+	// rule_outcomes).
+	NetworkPings int32
 	MinMarginM   float32
 	DwellS       int64
 	// RadiusM is mislocation_learned's circle (0 for breaches; not part of
@@ -147,7 +154,7 @@ func (s *State) InBreach() bool { return s.ep != nil && s.ep.BreachStart != 0 }
 // stateVersion is what AppendBinary writes; UnmarshalBinary reads it,
 // version 4 (before known mislocations), 3 (before check-ins) and 2
 // (before passes and confidence).
-const stateVersion = 5
+const stateVersion = 6
 
 // AppendBinary appends the state's serialised form to b.
 func (s *State) AppendBinary(b []byte) []byte {
@@ -217,6 +224,12 @@ func (s *State) AppendBinary(b []byte) []byte {
 		b = append(b, q.ID[:]...)
 		b = binary.AppendVarint(b, q.At)
 		b = binary.AppendVarint(b, q.Expires)
+	}
+	// Version 6: the network fixes of the run and of the breach's
+	// confidence.
+	b = binary.AppendVarint(b, int64(e.RunNetwork))
+	if e.Conf != nil {
+		b = binary.AppendVarint(b, int64(e.Conf.NetworkPings))
 	}
 	// Version 5: what learning from answers holds.
 	b = append(b, byte(b2i(e.runMixed)))
@@ -390,6 +403,12 @@ func (s *State) UnmarshalBinary(b []byte) error {
 				r.b = r.b[len(q.ID):]
 				q.At, q.Expires = r.varint(), r.varint()
 				e.Requests = append(e.Requests, q)
+			}
+		}
+		if v >= 6 {
+			e.RunNetwork = int32(r.varint())
+			if e.Conf != nil {
+				e.Conf.NetworkPings = int32(r.varint())
 			}
 		}
 		if v >= 5 {

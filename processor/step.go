@@ -187,7 +187,8 @@ func Step(st *State, p *Ping, o *Order, zones *geo.Zones, passes *PassBook, r *R
 	if f.cur.State == Outside && r.Mislocation.TTL > 0 {
 		st.noteOutside(p, f.cur)
 	}
-	ev = breach(st, f.cur, o, r, t.Zone, checkedIn, ev)
+	network := f.cur.State == Outside && ClassOf(p.Source) == SourceNetwork
+	ev = breach(st, f.cur, network, o, r, t.Zone, checkedIn, ev)
 	st.Last = f.cur
 	st.flags &^= flagRefAside
 	if st.ep != nil {
@@ -441,8 +442,8 @@ func implausible(ref Evidence, p *Ping, pt orb.Point, r *Rules) Flag {
 
 // breach runs the dwell-and-hysteresis machine for one plausible ping.
 // checkedIn says the ping is a verified check-in at home, which ends an
-// open breach by itself.
-func breach(st *State, cur Evidence, o *Order, r *Rules, zone string, checkedIn bool, ev []Event) []Event {
+// open breach by itself; network that it is an outside network fix.
+func breach(st *State, cur Evidence, network bool, o *Order, r *Rules, zone string, checkedIn bool, ev []Event) []Event {
 	ep := st.ep
 	if ep == nil || ep.BreachStart == 0 {
 		switch cur.State {
@@ -458,10 +459,13 @@ func breach(st *State, cur Evidence, o *Order, r *Rules, zone string, checkedIn 
 			}
 			ep.MinMargin = min(ep.MinMargin, margin)
 			ep.RunCount++
+			if network {
+				ep.RunNetwork++
+			}
 			ep.MaxDist = max(ep.MaxDist, cur.Distance)
 			ep.Evidence = addEvidence(ep.Evidence, cur, r.MaxEvidence)
 			if int(ep.RunCount) >= r.BreachMinPings && cur.TS-ep.RunStart >= r.BreachAfter.Milliseconds() {
-				ep.Conf = &Confidence{OutsidePings: ep.RunCount, MinMarginM: ep.MinMargin, DwellS: (cur.TS - ep.RunStart) / 1000}
+				ep.Conf = &Confidence{OutsidePings: ep.RunCount, NetworkPings: ep.RunNetwork, MinMarginM: ep.MinMargin, DwellS: (cur.TS - ep.RunStart) / 1000}
 				ep.BreachAt, ep.Escalated = cur.TS, false
 				ep.BreachEvidence = append(ep.BreachEvidence[:0], ep.Evidence...)
 				e := newEvent(BreachStarted, o, cur.TS, ep.RunStart, cur)
@@ -472,7 +476,7 @@ func breach(st *State, cur Evidence, o *Order, r *Rules, zone string, checkedIn 
 				e.Evidence = append([]Evidence(nil), ep.Evidence...)
 				ev = append(ev, e)
 				ep.BreachStart = ep.RunStart
-				ep.RunStart, ep.RunCount, ep.ReturnCount = 0, 0, 0
+				ep.RunStart, ep.RunCount, ep.RunNetwork, ep.ReturnCount = 0, 0, 0, 0
 				ep.Evidence = ep.Evidence[:0]
 				// The phone may be wrong: ask before anyone acts.
 				ev = st.ask(o, cur.TS, triggerBreach, cur, r, ev)
@@ -590,7 +594,7 @@ func (st *State) tidy() {
 }
 
 func (ep *episode) resetRun() {
-	ep.RunStart, ep.RunCount, ep.MaxDist, ep.Pass, ep.MinMargin = 0, 0, 0, nil, 0
+	ep.RunStart, ep.RunCount, ep.RunNetwork, ep.MaxDist, ep.Pass, ep.MinMargin = 0, 0, 0, 0, nil, 0
 	ep.Evidence = ep.Evidence[:0]
 	ep.forgetRun()
 }

@@ -8,8 +8,6 @@ package dossier
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/base64"
 	"fmt"
 	"html/template"
 	"math"
@@ -19,6 +17,7 @@ import (
 	"github.com/paulmach/orb"
 
 	"github.com/qfence/qfence/geo"
+	"github.com/qfence/qfence/processor"
 )
 
 // Ping is one stored ping of the patient.
@@ -135,6 +134,21 @@ type Case struct {
 	WindowFrom, WindowTo int64
 	Database             string
 	GeneratedAt          time.Time
+	// Dispositions are what people decided about the event, oldest first
+	// (the newest is its current decision).
+	Dispositions []Disposition
+	// Form, when set, puts the disposition form on the page (the API's
+	// pages; a saved dossier has none).
+	Form *Form
+}
+
+// CSP is the page's Content-Security-Policy: with a form, it may post to
+// its own origin; without, nowhere.
+func (c *Case) CSP() string {
+	if c.Form != nil {
+		return cspWith(stylesheet, "'self'")
+	}
+	return CSP
 }
 
 // MaxPings is how many pings a page draws at most: a larger window is
@@ -400,18 +414,23 @@ type Row struct {
 }
 
 type page struct {
-	C        *Case
-	Map      template.HTML
-	Style    template.CSS
-	CSP      string
-	Rows     []Row
-	Title    string
-	At       string
-	Started  string
-	Ended    string
-	Duration string
-	Passes   []passRow
-	Misloc   []mislocRow
+	C                  *Case
+	Map                template.HTML
+	Chart              template.HTML
+	Disps              []dispRow
+	Current            string
+	Decisions, Reasons []string
+	Action             string
+	Style              template.CSS
+	CSP                string
+	Rows               []Row
+	Title              string
+	At                 string
+	Started            string
+	Ended              string
+	Duration           string
+	Passes             []passRow
+	Misloc             []mislocRow
 	// MislocUsed: a learned circle made some ping of the window uncertain.
 	MislocUsed bool
 	Checkins   []checkinRow
@@ -423,6 +442,8 @@ type page struct {
 	Zones      string // which zones were drawn
 	ScaleNote  string
 }
+
+type dispRow struct{ At, Decision, Reason, Comment, By, Channel, ID string }
 
 type checkinRow struct{ At, Trigger, Expires, Outcome, Answered string }
 
@@ -457,7 +478,16 @@ func Render(c *Case, zones *geo.Zones) ([]byte, error) {
 	if c.EndedAt != 0 {
 		p.Ended = tsText(c.EndedAt)
 	}
-	p.Map, p.Style, p.CSP = svg(c, zones), template.CSS(stylesheet), CSP
+	p.Map, p.Chart, p.Style, p.CSP = svg(c, zones), chart(c), template.CSS(stylesheet), c.CSP()
+	p.Decisions, p.Reasons, p.Action = processor.Decisions, processor.DecisionReasons, "/v1/events/"+c.EventID+"/dispositions"
+	for _, d := range c.Dispositions {
+		p.Disps = append(p.Disps, dispRow{At: tsText(d.DecidedAt), Decision: d.Decision, Reason: d.Reason, Comment: d.Comment, By: d.DecidedBy,
+			Channel: d.Channel, ID: d.ID})
+	}
+	if n := len(c.Dispositions); n > 0 {
+		d := c.Dispositions[n-1]
+		p.Current = d.Decision + " (" + d.Reason + ")"
+	}
 	limit := c.RadiusM + c.Rules.MarginM
 	for i, q := range c.Pings {
 		p.Rows = append(p.Rows, Row{N: i + 1, Time: tsText(q.TS), Distance: f1(q.DistanceM), Accuracy: f1(q.AccuracyM),
@@ -530,15 +560,18 @@ svg .bar{fill:#333}svg .north path{fill:#333}
 .legend span{display:inline-block;margin-right:14px}.sw{display:inline-block;width:10px;height:10px;border-radius:50%;margin-right:4px;vertical-align:-1px}
 .sw-inside{background:#2b6cb0}.sw-outside{background:#c53030}.sw-excused{background:#38a169}.sw-uncertain{background:#d69e2e}
 pre{background:#f4f4f4;padding:8px;white-space:pre-wrap;font-size:12px}
-@media print{@page{size:A4;margin:10mm}body{margin:0;max-width:none;font-size:9px}h1{font-size:14px}h2{font-size:11px;margin:8px 0 3px;break-after:avoid}.grid{gap:12px}dl{gap:0 8px}svg#map{width:100%;height:auto;max-height:95mm}.legend{font-size:7.5px;margin:2px 0}table{font-size:7px}th,td{padding:0 3px;line-height:1.15}tr{break-inside:avoid}pre{font-size:7.5px;padding:3px}}
+svg .span{fill:#c53030;fill-opacity:.08}svg .axis{fill:none;stroke:#333}svg .grid{fill:none;stroke:#ddd}
+svg .tick{font-size:10px;fill:#555;text-anchor:end}svg .tick.t{text-anchor:middle}svg .tick.lbl{fill:#2b6cb0}
+svg .err{stroke-width:1.5}svg .pt .dot{stroke:#fff;stroke-width:.5}svg .checkin{stroke:#805ad5;stroke-dasharray:4 3}svg .answer{stroke:#38a169;stroke-dasharray:1 2}
+svg .note-mark{fill:#dd6b20}svg path.home{fill:none}svg path.home-margin{fill:none}
+svg .state-inside .err{stroke:#2b6cb0}svg .state-outside .err{stroke:#c53030}svg .state-excused .err{stroke:#38a169}svg .state-uncertain .err{stroke:#d69e2e}
+form.decide{display:flex;gap:6px;flex-wrap:wrap;align-items:center}form.decide input[type=text]{width:24em}
+@media print{form.decide{display:none}@page{size:A4;margin:10mm}body{margin:0;max-width:none;font-size:9px}h1{font-size:14px}h2{font-size:11px;margin:8px 0 3px;break-after:avoid}.grid{gap:12px}dl{gap:0 8px}svg#map{width:100%;height:auto;max-height:95mm}.legend{font-size:7.5px;margin:2px 0}table{font-size:7px}th,td{padding:0 3px;line-height:1.15}tr{break-inside:avoid}pre{font-size:7.5px;padding:3px}}
 `
 
 // CSP is the dossier's Content-Security-Policy, in the page's own <meta>
 // (so that a saved file is guarded too) and in the API's header.
-var CSP = func() string {
-	sum := sha256.Sum256([]byte(stylesheet))
-	return "default-src 'none'; style-src 'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'; img-src data:; base-uri 'none'; form-action 'none'"
-}()
+var CSP = cspWith(stylesheet, "'none'")
 
 var pageTmpl = template.Must(template.New("dossier").Parse(`<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -567,6 +600,9 @@ var pageTmpl = template.Must(template.New("dossier").Parse(`<!DOCTYPE html>
 {{.Map}}
 <p class="note">{{.Zones}}</p>
 <p class="legend"><span><i class="sw sw-inside"></i>inside</span><span><i class="sw sw-outside"></i>outside</span><span><i class="sw sw-excused"></i>excused</span><span><i class="sw sw-uncertain"></i>uncertain</span><span>dashed ring: late, speed or mock</span><span>bold ring: quoted as evidence</span><span>faint disc: reported accuracy, to scale</span><span>blue: home radius, dashed: radius + margin</span><span>purple dotted: a pass's distance limit</span><span>green: allowed zones, grey dashed: districts</span><span>hatched: a known mislocation of this phone</span></p>
+<h2>Distance from home over time</h2>
+{{.Chart}}
+<p class="legend"><span>dot: a ping's distance, bar: ± its accuracy</span><span>blue: r, dashed: r + m</span><span>shaded: the episode</span><span>purple dashed: check-in asked, green dotted: answered</span><span>orange triangle: notification sent</span></p>
 <h2>The pings, in time order</h2>
 <table><tr><th>#</th><th>time (UTC)</th><th>distance m</th><th>accuracy m</th><th>d − a − (r + m)</th><th class="l">state</th><th class="l">source</th><th class="l">flag</th><th class="l">detail</th></tr>
 {{range .Rows}}<tr{{if .Evidence}} class="evidence"{{end}}><td>{{.N}}</td><td>{{.Time}}</td><td>{{.Distance}}</td><td>{{.Accuracy}}</td><td>{{.Margin}}</td><td class="l">{{.State}}</td><td class="l">{{.Source}}</td><td class="l">{{.Flag}}</td><td class="l">{{.Detail}}</td></tr>
@@ -589,6 +625,17 @@ var pageTmpl = template.Must(template.New("dossier").Parse(`<!DOCTYPE html>
 {{if .Notes}}<table><tr><th>sent at</th><th class="l">kind</th><th class="l">text</th></tr>
 {{range .Notes}}<tr><td>{{.At}}</td><td class="l">{{.Kind}}</td><td class="l">{{.Text}}</td></tr>
 {{end}}</table>{{else}}<p>No notification was sent to this patient in the window.</p>{{end}}
+<h2>Decisions recorded</h2>
+{{if .Disps}}<p id="current">Current decision: <strong>{{.Current}}</strong> (the newest; earlier ones are kept, superseded)</p>
+<table id="dispositions"><tr><th>decided at</th><th class="l">decision</th><th class="l">reason</th><th class="l">by</th><th class="l">channel</th><th class="l">comment</th><th class="l">disposition</th></tr>
+{{range .Disps}}<tr><td>{{.At}}</td><td class="l">{{.Decision}}</td><td class="l">{{.Reason}}</td><td class="l">{{.By}}</td><td class="l">{{.Channel}}</td><td class="l">{{.Comment}}</td><td class="l">{{.ID}}</td></tr>
+{{end}}</table>{{else}}<p id="current">No decision has been recorded about this event.</p>{{end}}
+{{with .C.Form}}<form class="decide" id="decide" method="post" action="{{$.Action}}">
+<input type="hidden" name="csrf" value="{{.CSRF}}"><input type="hidden" name="return" value="{{.Return}}">
+<label>decision <select name="decision">{{range $.Decisions}}<option>{{.}}</option>{{end}}</select></label>
+<label>reason <select name="reason">{{range $.Reasons}}<option>{{.}}</option>{{end}}</select></label>
+<input type="text" name="comment" maxlength="1000" placeholder="comment: what you saw" aria-label="comment">
+<button type="submit">Record the decision</button></form>{{end}}
 <h2>Reproduce the decision</h2>
 <p>Export the patient's order, passes and pings (the window above and at least {{.C.Rules.BreachAfterS}} s before it), the zones file in force, and run:</p>
 <pre>{{.Replay}}</pre>

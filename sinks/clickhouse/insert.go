@@ -180,7 +180,7 @@ func (c *Sink) insertEvents(ctx context.Context, events []processor.Event) error
 		if m := e.Mislocation; m != nil {
 			expires, radius = m.ValidTo, m.RadiusM
 		}
-		return append(vals, reqID, c.optTime(expires), radius)
+		return append(vals, reqID, c.optTime(expires), radius, uint32(conf.NetworkPings))
 	})
 }
 
@@ -272,4 +272,27 @@ func (c *Sink) insertAudit(ctx context.Context, rows []pipeline.AuditRow) error 
 		r := &rows[i]
 		return append(vals, r.At.UTC(), r.Role, r.TokenName, r.Method, r.Path, r.Status, r.Remote)
 	})
+}
+
+// StoreDispositions inserts dispositions now (the dispositions consumer
+// commits their offsets once this returns nil; the API stores what it
+// produced). A disposition stored twice collapses on disposition_id.
+func (c *Sink) StoreDispositions(ctx context.Context, ds []processor.Disposition) error {
+	if len(ds) == 0 {
+		return nil
+	}
+	start := time.Now()
+	now := start.UTC()
+	err := c.insertRows(ctx, "dispositions", len(ds), func(i int, vals []any) []any {
+		d := &ds[i]
+		vals = append(vals, d.DispositionID, d.EventID, d.Decision, d.Reason, d.Comment, d.DecidedBy)
+		vals = c.appendTime(vals, d.DecidedAt)
+		return append(vals, d.Channel, now)
+	})
+	if err != nil {
+		c.metrics.SinkErrors.WithLabelValues("dispositions").Inc()
+		return fmt.Errorf("insert %d dispositions: %w", len(ds), err)
+	}
+	c.metrics.ObserveFlush("dispositions", start, len(ds))
+	return nil
 }

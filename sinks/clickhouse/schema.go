@@ -91,7 +91,7 @@ func (s Schema) ttl(col string) string {
 
 // Tables lists the tables retention applies to, with their time column.
 var Tables = []struct{ Name, TimeCol string }{{"pings", "ts"}, {"events", "at"}, {"orders", "starts_at"},
-	{"passes", "valid_from"}, {"api_audit", "at"}, {"notifications", "at"}}
+	{"passes", "valid_from"}, {"api_audit", "at"}, {"notifications", "at"}, {"dispositions", "decided_at"}}
 
 // Migrations are the schema's versions, in order. Each statement is
 // idempotent, so a migration interrupted half-way can simply run again.
@@ -119,8 +119,11 @@ func (s Schema) distribute(stmt string) []string {
 		name := s.DB + "." + t.Name
 		create, alter := "CREATE TABLE IF NOT EXISTS "+name+" (", "ALTER TABLE "+name+" "
 		key := "cityHash64(patient_id)"
-		if t.Name == "api_audit" {
+		switch t.Name {
+		case "api_audit":
 			key = "rand()"
+		case "dispositions": // no patient: an event's dispositions together, for FINAL
+			key = "cityHash64(event_id)"
 		}
 		switch {
 		case strings.HasPrefix(stmt, create):
@@ -285,7 +288,57 @@ ORDER BY (patient_id, notification_id)%s`, db, s.timeCol("at", false), s.timeCol
 		fmt.Sprintf("ALTER TABLE %s.pings MODIFY COLUMN flag Enum8('' = 0, 'late' = 1, 'speed' = 2, 'mock_provider' = 3, 'foreign_device' = 4, "+
 			"'known_mislocation' = 5)", db),
 		s.addColumn("events", "mislocation_radius_m Float32 DEFAULT 0"),
+	}, {
+		// 6: what people decided (contract 1.5, 3.2): the dispositions, how
+		// many of a breach's outside pings were network fixes, and the view
+		// that counts decisions against the rules that made the events.
+		s.addColumn("events", "confidence_network_pings UInt32 DEFAULT 0"),
+		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s.dispositions (
+  disposition_id String,
+  event_id FixedString(32),
+  decision Enum8('confirmed' = 1, 'dismissed' = 2, 'contested' = 3),
+  reason Enum8('confirmed_absence' = 1, 'false_location' = 2, 'permitted_trip' = 3, 'medical' = 4, 'device_fault' = 5, 'signal_only' = 6, 'other' = 7),
+  comment String,
+  decided_by String,
+  %s,
+  channel Enum8('' = 0, 'review' = 1, 'enforcement' = 2, 'patient' = 3, 'other' = 4),
+  inserted_at DateTime('UTC')
+) ENGINE = ReplacingMergeTree(inserted_at)
+PARTITION BY toYYYYMMDD(decided_at)
+ORDER BY (event_id, disposition_id)%s`, db, s.timeCol("decided_at", false), s.ttl("decided_at")),
+		s.ruleOutcomes(),
 	}}
+}
+
+// ruleOutcomes is the view of contract 3.2: per day, district, event type
+// and current decision (the newest disposition of each event; '' while it
+// waits) the count of events, and for breach events how many of them
+// rested on network fixes alone. GLOBAL: on a cluster the dispositions of
+// an event may live on another shard than the event.
+func (s Schema) ruleOutcomes() string {
+	return fmt.Sprintf(`CREATE VIEW IF NOT EXISTS %s.rule_outcomes AS
+SELECT day, district, type, decision, reason, count() AS events,
+  sum(network_only) AS network_only_events,
+  if(countIf(breach) = 0, 0, sumIf(network_only, breach) / countIf(breach)) AS network_only_share
+FROM (
+  SELECT event_id, toDate(at) AS day, district, toString(type) AS type,
+    type IN ('breach_started', 'breach_ended', 'breach_escalated') AS breach,
+    breach AND confidence_outside_pings > 0 AND confidence_network_pings = confidence_outside_pings AS network_only
+  FROM %s.events FINAL
+) GLOBAL ANY LEFT JOIN (
+  SELECT event_id, argMax(toString(decision), %s) AS decision, argMax(toString(reason), %s) AS reason
+  FROM %s.dispositions FINAL
+  GROUP BY event_id
+) USING event_id
+GROUP BY day, district, type, decision, reason`, s.DB, s.DB, s.msOf("decided_at"), s.msOf("decided_at"), s.DB)
+}
+
+// msOf is a time column as Unix milliseconds, on either kind of server.
+func (s Schema) msOf(col string) string {
+	if s.F.DateTime64 {
+		return fmt.Sprintf("toUnixTimestamp64Milli(%s)", col)
+	}
+	return fmt.Sprintf("toUInt64(toUnixTimestamp(%s)) * 1000 + %s_ms", col, col)
 }
 
 // districtDaily is the view of events by district and day; more adds
@@ -336,7 +389,8 @@ func (s Schema) Columns(table string) []string {
 		return concat([]string{"event_id", "type", "patient_id"}, t("at"), t("started_at"), []string{"ended_at", "duration_s", "reason",
 			"location_lat", "location_lon", "location_accuracy_m", "distance_m", "max_distance_m", "home_lat", "home_lon", "home_radius_m",
 			"district", "zone", "evidence", "inserted_at", "pass_id", "rule_margin_m", "rule_breach_after_s", "rule_breach_min_pings",
-			"confidence_outside_pings", "confidence_min_margin_m", "confidence_dwell_s", "request_id", "expires_at", "mislocation_radius_m"})
+			"confidence_outside_pings", "confidence_min_margin_m", "confidence_dwell_s", "request_id", "expires_at", "mislocation_radius_m",
+			"confidence_network_pings"})
 	case "notifications":
 		return concat([]string{"notification_id", "patient_id", "kind"}, t("at"), []string{"event_id", "expires_at", "text", "inserted_at"})
 	case "orders":
@@ -345,6 +399,9 @@ func (s Schema) Columns(table string) []string {
 		return []string{"pass_id", "version", "deleted", "patient_id", "purpose", "valid_from", "valid_to", "max_distance_m", "revoked_at", "issued_at", "received_at"}
 	case "api_audit":
 		return []string{"at", "role", "token_name", "method", "path", "status", "remote"}
+	case "dispositions":
+		return concat([]string{"disposition_id", "event_id", "decision", "reason", "comment", "decided_by"}, t("decided_at"),
+			[]string{"channel", "inserted_at"})
 	}
 	panic("BUG: unknown table " + table)
 }

@@ -111,6 +111,8 @@ func (k *Client) EnsureTopics(ctx context.Context) error {
 		{Topic: t.Passes, NumPartitions: k.cfg.Partitions, ConfigEntries: compacted},
 		{Topic: t.PassesDLQ, NumPartitions: 1},
 		{Topic: t.Notifications, NumPartitions: k.cfg.Partitions},
+		{Topic: t.Dispositions, NumPartitions: k.cfg.Partitions},
+		{Topic: t.DispositionsDLQ, NumPartitions: 1},
 	}
 	names := make([]string, len(want))
 	for i, w := range want {
@@ -204,7 +206,7 @@ func (k *Client) checkTopicConfigs(ctx context.Context, names []string) error {
 		}
 	}
 	limit := defaultMaxRecord
-	for _, name := range []string{t.PingsDLQ, t.OrdersDLQ, t.PassesDLQ} {
+	for _, name := range []string{t.PingsDLQ, t.OrdersDLQ, t.PassesDLQ, t.DispositionsDLQ} {
 		if v, err := strconv.Atoi(configs[name]["max.message.bytes"]); err == nil && v > 0 {
 			limit = min(limit, v)
 		}
