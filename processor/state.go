@@ -72,11 +72,11 @@ const (
 // episode is what a patient has going on: an outside run, an open breach, a
 // visit to an allowed zone.
 type episode struct {
-	RunStart    int64 // first outside ping of the run; 0: no run
-	RunCount    int32
+	RunStart int64 // first outside ping of the run; 0: no run
+	RunCount int32
 	// RunNetwork is how many of the run's outside pings were network
 	// fixes (the review queue shows it beside the confidence).
-	RunNetwork int32
+	RunNetwork  int32
 	BreachStart int64 // the open breach's started_at; 0: no breach
 	ReturnStart int64 // first inside ping of the return run
 	ReturnCount int32

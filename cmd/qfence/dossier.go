@@ -36,7 +36,7 @@ fetched when viewed; it prints on A4) to --out or stdout.`,
 				return err
 			}
 			defer r.Close()
-			page, err := daemon.NewDossiers(r, func() *geo.Zones { return zones }).Dossier(cmd.Context(), args[0])
+			page, err := daemon.NewDossiers(r, func() *geo.Zones { return zones }).Dossier(cmd.Context(), args[0], nil)
 			if err != nil {
 				return fmt.Errorf("dossier of %s: %w (is the event_id right, and clickhouse.database the one qfence writes?)", args[0], err)
 			}

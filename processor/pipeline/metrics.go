@@ -29,6 +29,19 @@ type Metrics struct {
 	// Checkins are check-ins by outcome (counted, rejected, unattested)
 	// and, for rejected ones, reason (contract 2.3).
 	Checkins *prometheus.CounterVec
+	// Dispositions are the dispositions stored, by decision and channel;
+	// DispositionsRejected those dead-lettered, by reason (contract 1.5).
+	Dispositions         *prometheus.CounterVec
+	DispositionsRejected *prometheus.CounterVec
+}
+
+// Disposition counts a stored disposition.
+func (m *Metrics) Disposition(d *processor.Disposition) {
+	ch := d.Channel
+	if ch == "" {
+		ch = "none"
+	}
+	m.Dispositions.WithLabelValues(d.Decision, ch).Inc()
 }
 
 // countedCheckin counts a check-in that counted: attested, or taken on
@@ -77,6 +90,20 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Checkins: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "qfence_checkins_total",
 			Help: "Check-ins by outcome: counted (attested), rejected (by reason), unattested (no keys configured: the phone's word)."},
 			[]string{"outcome", "reason"}),
+		Dispositions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "qfence_dispositions_total",
+			Help: "Dispositions stored (what people decided about events), by decision and channel (none: the message had no channel)."},
+			[]string{"decision", "channel"}),
+		DispositionsRejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "qfence_dispositions_rejected_total",
+			Help: "Disposition messages sent to the dead-letter topic, by reason."}, []string{"reason"}),
+	}
+	reg.MustRegister(m.Dispositions, m.DispositionsRejected)
+	for _, d := range processor.Decisions {
+		for _, c := range append([]string{"none"}, processor.Channels...) {
+			m.Dispositions.WithLabelValues(d, c)
+		}
+	}
+	for _, r := range processor.DispositionReasons {
+		m.DispositionsRejected.WithLabelValues(string(r))
 	}
 	reg.MustRegister(m.Pings, m.Rejected, m.Events, m.OpenBreaches, m.KnownMislocations, m.ActiveOrders, m.EventLatency, m.OrdersApplied, m.StateRestoreErrors, m.Passes, m.ActivePasses, m.Notifications, m.Checkins, m.NotificationsCut)
 	for _, o := range []string{"accepted", "rejected", "no_order", "late", "duplicate"} {

@@ -34,8 +34,8 @@ import (
 // Role is what a token may do.
 type Role string
 
-// The roles: police check passes; reviewers check passes and read
-// dossiers.
+// The roles: police check passes; reviewers check passes, read dossiers
+// and the review queue, and record decisions.
 const (
 	Police   Role = "police"
 	Reviewer Role = "reviewer"
@@ -95,7 +95,9 @@ type Passes interface {
 // Dossiers renders an event's dossier (an HTML page), or says the event
 // is unknown (ErrUnknownEvent).
 type Dossiers interface {
-	Dossier(ctx context.Context, eventID string) ([]byte, error)
+	// Dossier renders the page; form, when set, puts the disposition form
+	// on it.
+	Dossier(ctx context.Context, eventID string, form *dossier.Form) ([]byte, error)
 }
 
 // ErrUnknownEvent is a Dossiers' answer for an event it does not hold.
@@ -107,6 +109,9 @@ type Server struct {
 	Passes Passes
 	// Dossiers is nil when qfence has none to give (no ClickHouse).
 	Dossiers Dossiers
+	// Reviews serves the review queue, the outcomes and the dispositions
+	// (nil: those endpoints answer 501).
+	Reviews Reviews
 	// Audit hears every request (the ClickHouse api_audit table).
 	Audit func(pipeline.AuditRow)
 	Now   func() time.Time
@@ -142,6 +147,9 @@ func (s *Server) Handler() http.Handler {
 	notFound := s.allow(func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "not found", http.StatusNotFound) }, Police, Reviewer)
 	mux.HandleFunc("GET /v1/passes/{pass_id}", s.allow(s.pass, Police, Reviewer))
 	mux.HandleFunc("GET /v1/events/{event_id}/dossier", s.allow(s.dossier, Reviewer))
+	mux.HandleFunc("POST /v1/events/{event_id}/dispositions", s.allow(s.decide, Reviewer))
+	mux.HandleFunc("GET /v1/review", s.allow(s.review, Reviewer))
+	mux.HandleFunc("GET /v1/outcomes", s.allow(s.outcomes, Reviewer))
 	mux.HandleFunc("/", notFound)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if p := r.URL.Path; p == "" || p[0] != '/' || path.Clean(p) != p && path.Clean(p)+"/" != p {
@@ -311,7 +319,12 @@ func (s *Server) dossier(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 8*time.Second)
 	defer cancel()
-	page, err := s.Dossiers.Dossier(ctx, id)
+	tok, _ := r.Context().Value(ctxKey{}).(*Token)
+	var form *dossier.Form
+	if s.Reviews != nil {
+		form = &dossier.Form{CSRF: csrfFor(tok), Return: r.URL.RequestURI()}
+	}
+	page, err := s.Dossiers.Dossier(ctx, id, form)
 	switch {
 	case errors.Is(err, ErrUnknownEvent):
 		http.Error(w, "no such event", http.StatusNotFound)
@@ -321,9 +334,11 @@ func (s *Server) dossier(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "the dossier could not be made now; try again", http.StatusServiceUnavailable)
 		return
 	}
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("Content-Security-Policy", dossier.CSP)
+	csp := dossier.CSP
+	if form != nil {
+		csp = (&dossier.Case{Form: form}).CSP()
+	}
+	pageHeaders(w, csp)
 	_, _ = w.Write(page)
 }
 

@@ -311,7 +311,7 @@ ORDER BY (event_id, disposition_id)%s`, db, s.timeCol("decided_at", false), s.tt
 }
 
 // ruleOutcomes is the view of contract 3.2: per day, district, event type
-// and current decision (the newest disposition of each event; '' while it
+// and current decision (the newest disposition of each event; ” while it
 // waits) the count of events, and for breach events how many of them
 // rested on network fixes alone. GLOBAL: on a cluster the dispositions of
 // an event may live on another shard than the event.

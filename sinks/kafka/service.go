@@ -26,6 +26,7 @@ type Service struct {
 	orders   *OrdersTable
 	passes   *PassesTable
 	group    *Group
+	disps    *Dispositions
 	producer *Producer
 	log      *slog.Logger
 	// unreachable is why the cluster did not answer the last probe (nil
@@ -100,6 +101,9 @@ type ServiceDeps struct {
 	// PassRescan spaces the passes rescans for new patients (default a
 	// minute; tests shorten it).
 	PassRescan time.Duration
+	// StoreDispositions, when set, stores dispositions now (ClickHouse):
+	// the dispositions topic is consumed only with it.
+	StoreDispositions func(context.Context, []processor.Disposition) error
 }
 
 // NewService prepares the Kafka side; Run starts it.
@@ -127,7 +131,18 @@ func NewService(d ServiceDeps) (*Service, error) {
 	s.group = &Group{Kafka: k, Orders: d.Book, Passes: d.Passes, Zones: d.Zones, Rules: p.Rules, Notifier: p.Notifier, Decoder: p.Pings,
 		Sink: d.Sink, Producer: producer, Changelog: k.NewChangelog(), Metrics: d.Metrics, Edge: d.Edge, Log: d.Log,
 		Now: d.Now, Loop: p.Loop, Observe: d.Observe}
+	if d.StoreDispositions != nil {
+		s.disps = &Dispositions{Kafka: k, Producer: producer, Store: d.StoreDispositions, Stored: d.Metrics.Disposition,
+			Rejected: func(r processor.Reason) { d.Metrics.DispositionsRejected.WithLabelValues(string(r)).Inc() },
+			Log:      d.Log, MaxBytes: d.Config.Limits.MaxMessageBytes}
+	}
 	return s, nil
+}
+
+// PublishDisposition produces a disposition to the dispositions topic and
+// returns once the broker acknowledged it.
+func (s *Service) PublishDisposition(ctx context.Context, d *processor.Disposition) error {
+	return s.kafka.PublishDisposition(ctx, s.producer, d)
 }
 
 // Group exposes the consumer group (for tests: which partitions it owns).
@@ -168,6 +183,9 @@ func (s *Service) Run(ctx context.Context) error {
 	eg, ectx := errgroup.WithContext(ctx)
 	eg.Go(func() error { return s.probe(ectx) })
 	eg.Go(func() error { return s.orders.Run(ectx) })
+	if s.disps != nil { // people's decisions do not wait for the tables
+		eg.Go(func() error { return s.disps.Run(ectx) })
+	}
 	// The passes after the orders (a pass is held only for a patient the
 	// orders know), the pings after both: a ping is judged against the
 	// tables as read to their ends at start.

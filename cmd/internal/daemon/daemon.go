@@ -177,11 +177,12 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *Hooks
 	passesLoaded := func() bool { s := svcRef.Load(); return s != nil && s.PassesLoaded() }
 	audit := &auditTrail{}
 	dossiers := &Dossiers{Zones: zones.Load}
+	reviews := &Reviews{}
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "qfence_api_audit_dropped_total",
 		Help: "API audit rows dropped because the buffer for ClickHouse was full (ClickHouse down under a flood of requests)."},
 		audit.dropped))
 	if cfg.API.Listen != "" {
-		if err := serveAPI(ps, cfg.API, tokens, passes, passesLoaded, dossiers, audit.add, reg, log); err != nil {
+		if err := serveAPI(ps, cfg.API, tokens, passes, passesLoaded, dossiers, reviews, audit.add, reg, log); err != nil {
 			return err
 		}
 	}
@@ -202,12 +203,14 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *Hooks
 		}
 		defer reader.Close()
 		dossiers.reader.Store(reader)
+		reviews.reader.Store(reader)
 	}
+	reviews.sink.Store(sink)
 
 	setStatus("starting: reading the orders and passes topics")
 	svc, err := kafka.NewService(kafka.ServiceDeps{Config: cfg, Book: book, Zones: zones.Load, Sink: sink,
 		Metrics: pm, Edge: em, Log: log, ArchiveOrders: sink.ArchiveOrder, Parts: engine,
-		Passes: passes, ArchivePasses: sink.ArchivePass})
+		Passes: passes, ArchivePasses: sink.ArchivePass, StoreDispositions: sink.StoreDispositions})
 	if err != nil {
 		return err
 	}
@@ -219,6 +222,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *Hooks
 	}
 	readyNow.Store(&running)
 	svcRef.Store(svc)
+	reviews.svc.Store(svc)
 
 	hup := make(chan os.Signal, 1) // size 1: a burst of SIGHUPs merges into one reload
 	signal.Notify(hup, syscall.SIGHUP)
@@ -267,7 +271,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *Hooks
 
 // serveAPI starts the people's API (passes, dossiers) on api.listen.
 func serveAPI(ps *parts, cfg config.API, tokens []api.Token, passes *processor.PassBook, passesLoaded func() bool, dossiers api.Dossiers,
-	audit func(pipeline.AuditRow), reg prometheus.Registerer, log *slog.Logger) error {
+	reviews api.Reviews, audit func(pipeline.AuditRow), reg prometheus.Registerer, log *slog.Logger) error {
 	l, err := api.Listen(cfg.Listen, cfg.TLS.CertFile, cfg.TLS.KeyFile)
 	if err != nil {
 		return err
@@ -275,7 +279,7 @@ func serveAPI(ps *parts, cfg config.API, tokens []api.Token, passes *processor.P
 	throttled := prometheus.NewCounter(prometheus.CounterOpts{Name: "qfence_api_throttled_total",
 		Help: "API requests refused with 429: a remote address sent too many without a valid token (not audited)."})
 	reg.MustRegister(throttled)
-	srv := &api.Server{Tokens: tokens, Passes: passes, Dossiers: dossiers, Audit: audit, Now: time.Now, Log: log.With("component", "api"), Throttled: throttled,
+	srv := &api.Server{Tokens: tokens, Passes: passes, Dossiers: dossiers, Reviews: reviews, Audit: audit, Now: time.Now, Log: log.With("component", "api"), Throttled: throttled,
 		PassesLoaded: passesLoaded}
 	log.Info("api listening", "addr", cfg.Listen, "tls", cfg.TLS.CertFile != "", "tokens", len(tokens))
 	ps.start("api", func(ctx context.Context) error { return srv.Serve(ctx, l) })
@@ -297,8 +301,8 @@ func NewDossiers(r *clickhouse.Reader, zones func() *geo.Zones) *Dossiers {
 }
 
 // Dossier renders the page of an event (api.ErrUnknownEvent when there is
-// no such event).
-func (d *Dossiers) Dossier(ctx context.Context, eventID string) ([]byte, error) {
+// no such event), with its dispositions, and form when set.
+func (d *Dossiers) Dossier(ctx context.Context, eventID string, form *dossier.Form) ([]byte, error) {
 	r := d.reader.Load()
 	if r == nil {
 		return nil, errors.New("ClickHouse is not connected yet")
@@ -310,7 +314,83 @@ func (d *Dossiers) Dossier(ctx context.Context, eventID string) ([]byte, error) 
 	if err != nil {
 		return nil, err
 	}
+	if c.Dispositions, err = r.Dispositions(ctx, eventID); err != nil {
+		return nil, err
+	}
+	c.Form = form
 	return dossier.Render(c, d.Zones())
+}
+
+// Reviews serves the review endpoints (api.Reviews) from ClickHouse and
+// the Kafka side, each there once connected.
+type Reviews struct {
+	reader atomic.Pointer[clickhouse.Reader]
+	sink   atomic.Pointer[clickhouse.Sink]
+	svc    atomic.Pointer[kafka.Service]
+}
+
+var errNotYet = errors.New("qfence is starting: ClickHouse or Kafka is not connected yet")
+
+// Queue implements api.Reviews.
+func (v *Reviews) Queue(ctx context.Context, f dossier.QueueFilter) (*dossier.Queue, error) {
+	r := v.reader.Load()
+	if r == nil {
+		return nil, errNotYet
+	}
+	return r.Queue(ctx, f)
+}
+
+// Outcomes implements api.Reviews.
+func (v *Reviews) Outcomes(ctx context.Context, since, until int64) (any, error) {
+	r := v.reader.Load()
+	if r == nil {
+		return nil, errNotYet
+	}
+	out, err := r.Outcomes(ctx, since, until)
+	if out == nil {
+		out = []clickhouse.Outcome{}
+	}
+	return out, err
+}
+
+// Current implements api.Reviews.
+func (v *Reviews) Current(ctx context.Context, eventID string) (*processor.Disposition, error) {
+	r := v.reader.Load()
+	if r == nil {
+		return nil, errNotYet
+	}
+	known, err := r.EventKnown(ctx, eventID)
+	if err != nil {
+		return nil, err
+	}
+	if !known {
+		return nil, api.ErrUnknownEvent
+	}
+	ds, err := r.Dispositions(ctx, eventID)
+	if err != nil || len(ds) == 0 {
+		return nil, err
+	}
+	d := ds[len(ds)-1]
+	return &processor.Disposition{DispositionID: d.ID, EventID: d.EventID, Decision: d.Decision, Reason: d.Reason, Comment: d.Comment,
+		DecidedBy: d.DecidedBy, DecidedAt: d.DecidedAt, Channel: d.Channel}, nil
+}
+
+// Publish implements api.Reviews.
+func (v *Reviews) Publish(ctx context.Context, d *processor.Disposition) error {
+	svc := v.svc.Load()
+	if svc == nil {
+		return errNotYet
+	}
+	return svc.PublishDisposition(ctx, d)
+}
+
+// Store implements api.Reviews.
+func (v *Reviews) Store(ctx context.Context, d *processor.Disposition) error {
+	sink := v.sink.Load()
+	if sink == nil {
+		return errNotYet
+	}
+	return sink.StoreDispositions(ctx, []processor.Disposition{*d})
 }
 
 // loadPasses reads the issuers' keys and passes.file.
