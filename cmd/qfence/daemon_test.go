@@ -69,6 +69,7 @@ func TestDaemon(t *testing.T) {
 	cfg.Kafka.Brokers, cfg.ClickHouse.Addr, cfg.ClickHouse.Database = brokerAddr, ch.Addr, "daemon_test"
 	cfg.Metrics.Listen, cfg.Zones.File, cfg.ClickHouse.Timeout = metricsAddr, zonesPath, 2*time.Second
 	cfg.Rules.BreachAfter, cfg.Rules.SignalTimeout = 2*time.Minute, 5*time.Minute
+	cfg.Rules.EscalateAfter = 3 * time.Minute // escalations to review within the 20 simulated minutes
 	cfg.ShutdownTimeout = 6 * time.Second
 	// The people's API, over TLS, with a police and a reviewer token.
 	ca := local.NewTestCA(dir)
@@ -123,6 +124,14 @@ func TestDaemon(t *testing.T) {
 
 	t.Run("a reviewer reads a breach's dossier in a browser", func(t *testing.T) {
 		testDossierAPI(t, &cfg, ca.CAFile)
+	})
+
+	t.Run("a reviewer works the review queue in a browser", func(t *testing.T) {
+		testReviewInABrowser(t, &cfg, ca.CAFile)
+	})
+
+	t.Run("dispositions from the topic are stored once, bad ones dead-lettered", func(t *testing.T) {
+		testDispositionsTopic(t, k, &cfg)
 	})
 
 	t.Run("no patient id in a log line at info level or above", func(t *testing.T) {

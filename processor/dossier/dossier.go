@@ -566,7 +566,7 @@ svg .err{stroke-width:1.5}svg .pt .dot{stroke:#fff;stroke-width:.5}svg .checkin{
 svg .note-mark{fill:#dd6b20}svg path.home{fill:none}svg path.home-margin{fill:none}
 svg .state-inside .err{stroke:#2b6cb0}svg .state-outside .err{stroke:#c53030}svg .state-excused .err{stroke:#38a169}svg .state-uncertain .err{stroke:#d69e2e}
 form.decide{display:flex;gap:6px;flex-wrap:wrap;align-items:center}form.decide input[type=text]{width:24em}
-@media print{form.decide{display:none}@page{size:A4;margin:10mm}body{margin:0;max-width:none;font-size:9px}h1{font-size:14px}h2{font-size:11px;margin:8px 0 3px;break-after:avoid}.grid{gap:12px}dl{gap:0 8px}svg#map{width:100%;height:auto;max-height:95mm}.legend{font-size:7.5px;margin:2px 0}table{font-size:7px}th,td{padding:0 3px;line-height:1.15}tr{break-inside:avoid}pre{font-size:7.5px;padding:3px}}
+@media print{form.decide{display:none}@page{size:A4;margin:10mm}body{margin:0;max-width:none;font-size:9px}h1{font-size:14px}h2{font-size:11px;margin:8px 0 3px;break-after:avoid}.grid{gap:12px}dl{gap:0 8px}svg#map{width:100%;height:auto;max-height:78mm}svg#chart{width:100%;height:auto;max-height:40mm}.legend{font-size:7.5px;margin:2px 0}table{font-size:7px}th,td{padding:0 3px;line-height:1.15}tr{break-inside:avoid}pre{font-size:7.5px;padding:3px}}
 `
 
 // CSP is the dossier's Content-Security-Policy, in the page's own <meta>
