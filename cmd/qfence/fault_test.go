@@ -21,6 +21,7 @@ import (
 	"github.com/qfence/qfence/sinks/local"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/segmentio/kafka-go"
 
 	"github.com/qfence/qfence/processor"
 )
@@ -109,9 +110,18 @@ func TestKillNineLosesNothing(t *testing.T) {
 		"QFENCE_CLICKHOUSE_RETENTION_DAYS=3650"} // the data is from April: keep it
 	conn := chtest.Conn(t, chtest.Addr)
 	r := rand.New(rand.NewPCG(seedOf(t), 4))
+	// People's decisions arrive beside the pings, a chunk with each run.
+	disps := dispositionsFor(600)
+	dcfg := *cfg
+	dcfg.Kafka.GroupID = qkafka.DispositionsGroup(cfg.Kafka.GroupID)
+	dk, err := kafkatest.NewClient(t, dcfg.Kafka)
+	if err != nil {
+		t.Fatal(err)
+	}
 	// Six chunks of pings: five runs are killed part-way into theirs, the
 	// sixth finishes.
 	chunk := len(d.Pings) / 6
+	dchunk := len(disps) / 6
 	for i := 0; i < 6; i++ {
 		c := startChild(t, env, "run")
 		kafkatest.WaitFor(t, time.Minute, "the child ready", func() bool { return httpOK("http://" + metricsAddr + "/readyz") })
@@ -119,9 +129,13 @@ func TestKillNineLosesNothing(t *testing.T) {
 		if i == 5 {
 			end = len(d.Pings)
 		}
+		kafkatest.Produce(t, addr, cfg.Kafka.Topics.Dispositions, disps[i*dchunk:(i+1)*dchunk])
 		kafkatest.Produce(t, addr, cfg.Kafka.Topics.Pings, d.Pings[i*chunk:end])
 		if i == 5 {
 			kafkatest.WaitFor(t, 3*time.Minute, "every ping committed", func() bool { return kafkatest.CaughtUp(t, k, cfg.Kafka.Topics.Pings) })
+			kafkatest.WaitFor(t, time.Minute, "every disposition committed", func() bool {
+				return committed(dk, cfg.Kafka.Topics.Dispositions) == int64(len(disps))
+			})
 			c.term(t, 20*time.Second)
 			break
 		}
@@ -134,6 +148,13 @@ func TestKillNineLosesNothing(t *testing.T) {
 		if rows < uint64(n) {
 			t.Errorf("after kill %d: %d pings committed but only %d rows in ClickHouse", i+1, n, rows)
 		}
+		nd, drows := committed(dk, cfg.Kafka.Topics.Dispositions), chtest.Count(t, conn, "SELECT count() FROM "+ch.Database+".dispositions")
+		if drows < uint64(nd) {
+			t.Errorf("after kill %d: %d dispositions committed but only %d rows in ClickHouse", i+1, nd, drows)
+		}
+	}
+	if n := chtest.Count(t, conn, "SELECT count() FROM "+ch.Database+".dispositions FINAL"); n != uint64(len(disps)) {
+		t.Errorf("ClickHouse holds %d distinct dispositions, want %d", n, len(disps))
 	}
 
 	replayed := kafkatest.ReplayAll(t, cfg, d.Orders, kafkatest.ReadAll(t, k, cfg.Kafka.Topics.Pings), d.End)
@@ -153,6 +174,18 @@ func TestKillNineLosesNothing(t *testing.T) {
 	}
 	t.Logf("after 5 kills: %d events (%d records, %d duplicated), %d pings (%d rows, %d duplicated before merges)",
 		len(want), records, records-len(got), final, rows, rows-final)
+}
+
+// dispositionsFor makes n valid dispositions of as many events, keyed by
+// event, as an enforcement system produces them.
+func dispositionsFor(n int) []kafka.Message {
+	out := make([]kafka.Message, n)
+	for i := range out {
+		d := processor.Disposition{DispositionID: fmt.Sprintf("E-%06d", i), EventID: fmt.Sprintf("%032x", i+1), Decision: "confirmed",
+			Reason: "confirmed_absence", DecidedBy: "enforcement:7", DecidedAt: 1775127720000 + int64(i), Channel: "enforcement"}
+		out[i] = kafka.Message{Key: []byte(d.EventID), Value: d.AppendJSON(nil)}
+	}
+	return out
 }
 
 func seedOf(t testing.TB) uint64 {
