@@ -3,6 +3,7 @@ package processor_test
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"math/rand/v2"
 	"os"
@@ -170,5 +171,29 @@ func TestAttestationEventsFollowTheSchema(t *testing.T) {
 	}
 	if seen[processor.CheckinRejected] == 0 || seen[processor.DeviceMismatch] == 0 || seen[processor.MislocationLearned] == 0 {
 		t.Fatalf("the generator made %v", seen)
+	}
+}
+
+// The disposition schema and the decoder agree on valid and broken
+// dispositions (those a schema can see: not the size, not the key).
+func TestDispositionSchemaAgreesWithTheDecoder(t *testing.T) {
+	s := schema(t, contract.Disposition)
+	docs := [][]byte{dispJSON(nil), dispJSON(map[string]any{"comment": nil, "channel": nil}), dispJSON(map[string]any{"decided_at": 1775127720000}),
+		[]byte(`{"disposition_id":`), dispJSON(map[string]any{"event_id": nil}), dispJSON(map[string]any{"decided_by": ""}),
+		dispJSON(map[string]any{"event_id": "zz"}), dispJSON(map[string]any{"decision": "fined"}), dispJSON(map[string]any{"reason": "x"}),
+		dispJSON(map[string]any{"decided_at": "yesterday"}), dispJSON(map[string]any{"disposition_id": "D 1"}),
+		dispJSON(map[string]any{"channel": "twitter"}), dispJSON(map[string]any{"comment": 5})}
+	for _, doc := range docs {
+		var key []byte
+		var m map[string]any
+		if json.Unmarshal(doc, &m) == nil {
+			if id, ok := m["event_id"].(string); ok {
+				key = []byte(id)
+			}
+		}
+		_, derr := processor.DecodeDisposition(key, doc, 4096)
+		if serr := contract.Validate(s, doc); (derr == nil) != (serr == nil) {
+			t.Errorf("%s\ndecoder: %v\nschema:  %v", doc, derr, serr)
+		}
 	}
 }

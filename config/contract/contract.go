@@ -39,6 +39,7 @@ const (
 	Event             = "event.schema.json"
 	Pass              = "pass.schema.json"
 	Notification      = "notification.schema.json"
+	Disposition       = "disposition.schema.json"
 	DeadLetterHeaders = "dead-letter-headers.schema.json"
 )
 
