@@ -48,7 +48,7 @@ func newRoot() *cobra.Command {
 	root.PersistentFlags().String("config", "", "YAML config file (every key can be overridden by QFENCE_* environment variables)")
 	root.Version = versionLine()
 	root.SetVersionTemplate("{{.Version}}\n")
-	root.AddCommand(newRun(), newMigrate(), newReplay(), newBroker(), newDemo(), newDossier(), newVersion(), newCheck())
+	root.AddCommand(newRun(), newMigrate(), newReplay(), newBroker(), newDemo(), newDossier(), newOutcomes(), newVersion(), newCheck())
 	return root
 }
 

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -195,6 +196,13 @@ func testReviewInABrowser(t *testing.T, cfg *config.Config, caFile string) {
 	}
 	if n := count("SELECT count() FROM "+db+".dispositions FINAL WHERE event_id = ?", first); n != 2 {
 		t.Errorf("%d dispositions of the event, want both", n)
+	}
+	// An analyst's table in the terminal says the same.
+	t.Setenv("QFENCE_CLICKHOUSE_ADDR", cfg.ClickHouse.Addr)
+	t.Setenv("QFENCE_CLICKHOUSE_DATABASE", db)
+	table, err := runQfence(t, "outcomes", "--since", "2000-01-01T00:00:00Z")
+	if err != nil || !regexp.MustCompile(`breach_escalated +\d+ +1 +0 +0 +\d+ +0%`).MatchString(table) {
+		t.Errorf("qfence outcomes: %v\n%s", err, table)
 	}
 	// A page on another origin submits the form: refused, nothing recorded.
 	second := before.Events[1].EventID
