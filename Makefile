@@ -13,7 +13,7 @@ help: ## List the targets and what they do.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
 demo: clickhouse ## The whole system on this machine (private ClickHouse, embedded Kafka, simulator), ending in a summary.
-	$(GO) run ./cmd/qfence demo
+	$(GO) run ./cmd/qfence demo $(if $(KEEP),--keep)
 
 build: ## Build bin/qfence and bin/qfence-sim.
 	$(GO) build -o bin/ ./cmd/...

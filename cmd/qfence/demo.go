@@ -44,6 +44,7 @@ func newDemo() *cobra.Command {
 	cmd.Flags().IntVar(&o.patients, "patients", 10000, "simulated patients")
 	cmd.Flags().DurationVar(&o.stream, "stream", time.Minute, "real time over which the pings are streamed")
 	cmd.Flags().BoolVar(&o.short, "short", false, "a small, fast run (CI)")
+	cmd.Flags().BoolVar(&o.keep, "keep", false, "keep everything running after the summary, and print the review queue's and a dossier's URLs (Ctrl-C ends it)")
 	return cmd
 }
 
@@ -51,6 +52,7 @@ type demoOptions struct {
 	patients int
 	stream   time.Duration
 	short    bool
+	keep     bool
 }
 
 // demo runs the whole system on one machine and prints what it did.
@@ -132,9 +134,9 @@ func demo(ctx context.Context, o demoOptions, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	const policeToken = "demo-police-token-0000"
+	const policeToken, reviewerToken = "demo-police-token-0000", "demo-reviewer-token-0000"
 	cfg.API.Listen, cfg.API.TokensFile = apiAddr, filepath.Join(dir, "tokens")
-	if err := os.WriteFile(cfg.API.TokensFile, []byte("police:demo-officer:"+policeToken+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(cfg.API.TokensFile, []byte("police:demo-officer:"+policeToken+"\nreviewer:demo-reviewer:"+reviewerToken+"\n"), 0o600); err != nil {
 		return err
 	}
 
@@ -374,7 +376,13 @@ func demo(ctx context.Context, o demoOptions, out io.Writer) error {
 	if err := scanPass(ctx, "http://"+apiAddr, policeToken, s, out); err != nil {
 		return err
 	}
+	if err := review(ctx, s, k, &cfg, "http://"+apiAddr, reviewerToken, events, out); err != nil {
+		return err
+	}
 	say("\nPrometheus: scrape http://%s/metrics (up while a daemon runs; `qfence run` serves it on metrics.listen)", metricsAddr)
+	if o.keep {
+		keep(ctx, "http://"+apiAddr, reviewerToken, events, out)
+	}
 	stopDaemon()
 	stopped = true
 	if err := <-daemonDone; err != nil {
@@ -382,6 +390,68 @@ func demo(ctx context.Context, o demoOptions, out io.Writer) error {
 	}
 	say("demo done: everything it started is stopped and removed")
 	return nil
+}
+
+// review works the queue as a simulated reviewer (every fifth escalation
+// left waiting), has the app contest a few false breaches through the
+// dispositions topic, and prints the outcomes from ClickHouse.
+func review(ctx context.Context, s *sim.Scenario, k *qkafka.Client, cfg *config.Config, base, token string, events []sim.Event, out io.Writer) error {
+	client := &http.Client{Timeout: 10 * time.Second}
+	defer client.CloseIdleConnections()
+	rv, err := s.Review(ctx, client, base, token, events, 5)
+	if err != nil {
+		return err
+	}
+	contests := s.Contests(events, 3)
+	if err := k.Publish(ctx, cfg.Kafka.Topics.Dispositions, contests, 0, nil); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "\nthe review queue, worked through the API by a simulated reviewer who sees the truth: %d escalations confirmed, %d dismissed as false_location, %d left waiting; "+
+		"the app contested %d false breaches through %s\n", rv.Confirmed, rv.Dismissed, rv.Left, len(contests), cfg.Kafka.Topics.Dispositions)
+	r, err := clickhouse.NewReader(ctx, cfg.ClickHouse, false)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	want := rv.Confirmed + rv.Dismissed + len(contests)
+	conn, err := clickhouse.Connect(ctx, cfg.ClickHouse)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if err := waitUntil(ctx, time.Minute, func() bool {
+		var n uint64
+		return conn.QueryRow(ctx, "SELECT count() FROM "+cfg.ClickHouse.Database+".dispositions FINAL").Scan(&n) == nil && n >= uint64(want)
+	}); err != nil {
+		return fmt.Errorf("the dispositions did not reach ClickHouse: %w", err)
+	}
+	outcomes, err := r.Outcomes(ctx, 0, 0)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(out, "\nwhat people decided, per district (qfence outcomes; GET /v1/outcomes):")
+	return writeOutcomes(out, outcomes)
+}
+
+// keep leaves everything running until ctx ends (Ctrl-C), after printing
+// where a person can look.
+func keep(ctx context.Context, base, token string, events []sim.Event, out io.Writer) {
+	dossierOf := ""
+	for _, e := range events {
+		if e.Type == "breach_escalated" {
+			dossierOf = e.EventID
+			break
+		}
+	}
+	fmt.Fprintf(out, "\nkept running (Ctrl-C ends it and cleans up). Every request needs the reviewer token: send the header\n"+
+		"  Authorization: Bearer %s\n(a browser extension that sets request headers does it; or curl):\n"+
+		"  review queue: %s/v1/review\n  curl -H 'Authorization: Bearer %s' %s/v1/review > queue.html\n", token, base, token, base)
+	if dossierOf != "" {
+		fmt.Fprintf(out, "  a dossier:    %s/v1/events/%s/dossier\n  curl -H 'Authorization: Bearer %s' %s/v1/events/%s/dossier > dossier.html\n",
+			base, dossierOf, token, base, dossierOf)
+	}
+	<-ctx.Done()
+	fmt.Fprintln(out, "stopping")
 }
 
 // compare prints a table of two columns under a title: what a part of

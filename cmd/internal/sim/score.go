@@ -12,6 +12,7 @@ import (
 
 // Event is the part of an event the scorer reads.
 type Event struct {
+	EventID   string `json:"event_id"`
 	PatientID string `json:"patient_id"`
 	Type      string `json:"type"`
 	At        string `json:"at"`
