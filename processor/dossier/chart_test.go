@@ -104,22 +104,23 @@ func TestDossierFormAndDispositions(t *testing.T) {
 // The review page: a row per waiting event with its dossier link and a
 // form, network-only breaches marked, the counts per district, no script.
 func TestRenderQueue(t *testing.T) {
-	q := &dossier.Queue{Filter: dossier.QueueFilter{Type: "breach_escalated", District: "CAO", Limit: 1}, Total: 2, Database: "qfence",
+	q := &dossier.Queue{Filter: dossier.QueueFilter{Type: "breach_escalated", District: "CAO", Limit: 2}, Total: 3, Database: "qfence",
 		Counts: []dossier.DistrictCount{{District: "CAO", Waiting: 2}, {District: "<x>", Waiting: 1}}, Form: &dossier.Form{CSRF: "c", Return: "/v1/review"},
 		Items: []dossier.QueueItem{{EventID: "0123456789abcdef0123456789abcdef", Type: "breach_escalated", District: "CAO", DistanceM: 900,
-			OutsidePings: 4, NetworkPings: 4, Checkin: "missed"}}}
+			OutsidePings: 4, NetworkPings: 4, Checkin: "missed"},
+			{EventID: "1123456789abcdef0123456789abcdef", District: `"><script>alert(1)</script>`, Checkin: `<i>`}}}
 	page, err := dossier.RenderQueue(q)
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := html.UnescapeString(string(page))
 	for _, want := range []string{`href="/v1/events/0123456789abcdef0123456789abcdef/dossier"`, `action="/v1/events/0123456789abcdef0123456789abcdef/dispositions"`,
-		`class="net"`, "4 of 4", "missed", "CAO: <strong>2</strong>", "<x>:", "1 of 2 shown", `<option selected>CAO</option>`, dossier.QueueCSP} {
+		`class="net"`, "4 of 4", "missed", "CAO: <strong>2</strong>", "<x>:", "2 of 3 shown", `<option selected>CAO</option>`, dossier.QueueCSP} {
 		if !strings.Contains(s, want) {
 			t.Errorf("the queue page lacks %q", want)
 		}
 	}
-	if strings.Contains(s, "<script") {
-		t.Error("the queue page has a script")
+	if strings.Contains(string(page), "<script") || !strings.Contains(string(page), "&#34;&gt;&lt;script&gt;") || strings.Contains(string(page), "<i>") {
+		t.Error("a row's text is not escaped")
 	}
 }

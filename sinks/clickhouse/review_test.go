@@ -2,6 +2,7 @@ package clickhouse_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -75,5 +76,62 @@ func TestDispositionsQueueAndOutcomes(t *testing.T) {
 	}
 	if esc == nil || esc.Events != 1 || esc.Dismissed["false_location"] != 1 || esc.Confirmed != 0 || esc.Waiting != 0 || esc.DismissalRate != 1 {
 		t.Errorf("outcomes %+v", out)
+	}
+}
+
+// BenchmarkReviewQueue reads and renders the review queue with 10,000
+// escalations waiting in ClickHouse (each with a check-in asked and
+// missed): the first page of 200 and every one of them (the goal: 300 ms).
+//
+//	go test -run '^$' -bench ReviewQueue -benchtime 20x ./sinks/clickhouse/
+func BenchmarkReviewQueue(b *testing.B) {
+	ctx := context.Background()
+	cfg := chtest.DB(b, chtest.Addr)
+	cfg.RetentionDays = 3650
+	sink := chtest.OpenSink(b, cfg, "")
+	const waiting = 10_000
+	var events []processor.Event
+	for i := range waiting {
+		start := dataStart.Add(time.Duration(i) * time.Second).UnixMilli()
+		patient := fmt.Sprintf("p-%06d", i)
+		mk := func(typ processor.EventType, at int64) processor.Event {
+			e := processor.Event{Type: typ, PatientID: patient, At: at, StartedAt: start, District: fmt.Sprintf("district-%03d", i%40),
+				Location: processor.Evidence{Distance: 900}, MaxDistance: 950}
+			return e
+		}
+		esc := mk(processor.BreachEscalated, start+20*60_000)
+		esc.Confidence = &processor.Confidence{OutsidePings: 12, NetworkPings: int32(i % 13), MinMarginM: 300, DwellS: 1200}
+		ask := mk(processor.CheckinRequested, start+5*60_000)
+		ask.RequestID = ask.ID()
+		missed := mk(processor.CheckinMissed, start+10*60_000)
+		missed.RequestID = ask.ID()
+		events = append(events, esc, ask, missed)
+	}
+	chtest.Write(b, sink, nil, events)
+	r, err := qch.NewReader(ctx, cfg, false)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	for _, limit := range []int{200, waiting} {
+		b.Run(fmt.Sprintf("shown=%d", limit), func(b *testing.B) {
+			var size int
+			for b.Loop() {
+				q, err := r.Queue(ctx, dossier.QueueFilter{Limit: limit})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if q.Total != waiting || len(q.Items) != limit || q.Items[0].Checkin != "missed" {
+					b.Fatalf("queue of %d, %d shown, first %+v", q.Total, len(q.Items), q.Items[0])
+				}
+				q.Form = &dossier.Form{CSRF: "x", Return: "/v1/review"}
+				page, err := dossier.RenderQueue(q)
+				if err != nil {
+					b.Fatal(err)
+				}
+				size = len(page)
+			}
+			b.ReportMetric(float64(size)/1024, "page-KiB")
+		})
 	}
 }
