@@ -92,7 +92,7 @@ func testReviewInABrowser(t *testing.T, cfg *config.Config, caFile string) {
 	}
 	var queueShot []byte
 	if *update {
-		if queueShot, err = chromedp.Run(ctx, chromedp.FullScreenshot(100)); err != nil {
+		if queueShot, err = chromedp.Run(ctx, chromedp.CaptureScreenshot()); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -83,9 +83,9 @@ type Queue struct {
 const queueStyle = `
 body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1b1b1b;margin:24px}
 h1{font-size:20px;margin:0 0 4px}h2{font-size:16px;margin:18px 0 6px;border-bottom:1px solid #ccc}.note{color:#555;font-size:12px}
-table{border-collapse:collapse;font-size:12px}th,td{border:1px solid #ddd;padding:3px 6px;text-align:right;vertical-align:top}th{background:#f4f4f4}
-td.l{text-align:left}.net{color:#b7791f;font-weight:600}form.decide{display:flex;gap:4px;flex-wrap:wrap;margin:0}
-form.decide input[type=text]{width:16em}button{cursor:pointer}.counts span{display:inline-block;margin-right:14px}
+table{border-collapse:collapse;font-size:12px}th,td{border:1px solid #ddd;padding:3px 6px;text-align:right;vertical-align:top;white-space:nowrap}th{background:#f4f4f4}
+td.l{text-align:left}td.w{white-space:normal;min-width:14em}.net{color:#b7791f;font-weight:600}form.decide{display:flex;gap:4px;margin:0}
+form.decide input[type=text]{width:8em}form.decide select,form.decide input,form.decide button{font-size:11px}button{cursor:pointer}.counts span{display:inline-block;margin-right:14px}
 `
 
 // QueueCSP is the review page's Content-Security-Policy: its stylesheet by
@@ -113,7 +113,7 @@ type queueRow struct {
 var formFields = template.Must(template.New("fields").Parse(`<input type="hidden" name="csrf" value="{{.CSRF}}"><input type="hidden" name="return" value="{{.Return}}">` +
 	`<select name="decision" aria-label="decision">{{range .Decisions}}<option>{{.}}</option>{{end}}</select>` +
 	`<select name="reason" aria-label="reason">{{range .Reasons}}<option>{{.}}</option>{{end}}</select>` +
-	`<input type="text" name="comment" maxlength="1000" placeholder="comment (what you saw)" aria-label="comment">` +
+	`<input type="text" name="comment" maxlength="1000" placeholder="comment" aria-label="comment">` +
 	`<button type="submit">Record</button>`))
 
 // RenderQueue makes the review page: one server-rendered page with no
@@ -149,8 +149,8 @@ func RenderQueue(q *Queue) ([]byte, error) {
 	}
 	sort.Strings(p.Districts)
 	for i, it := range q.Items {
-		r := queueRow{QueueItem: it, N: i + 1, AtText: tsText(it.At), Dwell: (time.Duration(it.DwellS) * time.Second).String(),
-			Distance: fmt.Sprintf("%.0f (max %.0f)", it.DistanceM, it.MaxDistanceM), Margin: fmt.Sprintf("%.0f", it.MinMarginM),
+		r := queueRow{QueueItem: it, N: i + 1, AtText: time.UnixMilli(it.At).UTC().Format("2006-01-02 15:04:05"), Dwell: (time.Duration(it.DwellS) * time.Second).String(),
+			Distance: fmt.Sprintf("%.0f", it.DistanceM), Margin: fmt.Sprintf("%.0f", it.MinMarginM),
 			Dossier: "/v1/events/" + url.PathEscape(it.EventID) + "/dossier", Action: "/v1/events/" + url.PathEscape(it.EventID) + "/dispositions"}
 		if it.OutsidePings > 0 {
 			r.Network = fmt.Sprintf("%d of %d", it.NetworkPings, it.OutsidePings)
@@ -175,8 +175,8 @@ func queueRows(rows []queueRow, fields template.HTML) template.HTML {
 	e := html.EscapeString
 	for _, r := range rows {
 		b.WriteString(`<tr data-event="` + e(r.EventID) + `"><td>` + strconv.Itoa(r.N) + `</td><td>` + r.AtText + `</td><td class="l">` + e(r.District) +
-			`</td><td>` + r.Distance + "</td>\n" + `<td class="l">` + strconv.Itoa(r.OutsidePings) + ` outside pings over ` + r.Dwell +
-			`, least certain ` + r.Margin + " m beyond r + m</td>\n")
+			`</td><td>` + r.Distance + "</td>\n" + `<td class="l" title="outside pings, their span, and how far beyond r + m the least certain was, allowing for its accuracy">` +
+			strconv.Itoa(r.OutsidePings) + ` pings, ` + r.Dwell + `, ≥ ` + r.Margin + " m out</td>\n")
 		switch {
 		case r.Network == "":
 			b.WriteString("<td>—</td>\n")
