@@ -497,3 +497,36 @@ func BenchmarkKnownMislocationPing(b *testing.B) {
 		i++
 	}
 }
+
+// BenchmarkHeapPerOrder reports the heap one order costs in the order
+// book, decoded from JSON as from Kafka (what every instance holds of the
+// whole orders table). Run it with -benchtime 1x.
+//
+//	go test -run '^$' -bench HeapPerOrder -benchtime 1x ./processor/
+func BenchmarkHeapPerOrder(b *testing.B) {
+	const n = 1_000_000
+	r := rand.New(rand.NewPCG(5, n))
+	lines := make([][]byte, n)
+	for i := range lines {
+		h := synth.Point(r, synth.Moscow)
+		lines[i] = fmt.Appendf(nil, `{"patient_id":"p-%07d","home":{"lat":%.6f,"lon":%.6f},"radius_m":50,"starts_at":"2026-04-01T00:00:00Z","ends_at":"2026-04-15T00:00:00Z","district":"district-%03d"}`,
+			i, h[1], h[0], r.IntN(125))
+	}
+	for b.Loop() {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		book := processor.NewOrderBook()
+		for _, l := range lines {
+			o, err := processor.DecodeOrder(nil, l, 0, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			book.Put(o)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "bytes/order")
+		runtime.KeepAlive(book)
+	}
+}
