@@ -154,8 +154,9 @@ func TestDaemon(t *testing.T) {
 			"qfence_active_orders": {dto.MetricType_GAUGE, nil}, "qfence_event_latency_seconds": {dto.MetricType_HISTOGRAM, nil},
 			"qfence_sink_rows_total": {dto.MetricType_COUNTER, []string{"sink"}}, "qfence_sink_flush_seconds": {dto.MetricType_HISTOGRAM, []string{"sink"}},
 			"qfence_sink_errors_total": {dto.MetricType_COUNTER, []string{"sink"}}, "qfence_consumer_lag": {dto.MetricType_GAUGE, []string{"partition", "topic"}},
-			"qfence_build_info": {dto.MetricType_GAUGE, []string{"goversion", "version"}},
-			"qfence_ready":      {dto.MetricType_GAUGE, nil},
+			"qfence_build_info":         {dto.MetricType_GAUGE, []string{"goversion", "version"}},
+			"qfence_ready":              {dto.MetricType_GAUGE, nil},
+			"qfence_dispositions_total": {dto.MetricType_COUNTER, []string{"channel", "decision"}},
 		}
 		for name, w := range want {
 			f, ok := families[name]
@@ -176,6 +177,19 @@ func TestDaemon(t *testing.T) {
 					t.Errorf("%s has labels %v, want %v", name, names, w.labels)
 				}
 			}
+		}
+		// The reviewer's two decisions and the topic's two valid dispositions.
+		decided := map[string]float64{}
+		for _, m := range families["qfence_dispositions_total"].GetMetric() {
+			key := ""
+			for _, l := range m.GetLabel() {
+				key += l.GetName() + "=" + l.GetValue() + " "
+			}
+			decided[key] = m.GetCounter().GetValue()
+		}
+		if decided["channel=review decision=dismissed "] < 1 || decided["channel=review decision=confirmed "] < 1 ||
+			decided["channel=enforcement decision=confirmed "] < 1 || decided["channel=patient decision=contested "] < 1 {
+			t.Errorf("qfence_dispositions_total: %v", decided)
 		}
 		if v := families["qfence_pings_total"]; v == nil || sum(v) < float64(len(s.Pings)) {
 			t.Errorf("qfence_pings_total = %v, want at least %d", sum(v), len(s.Pings))

@@ -3,6 +3,7 @@ package clickhouse_test
 import (
 	"context"
 	"fmt"
+	"github.com/qfence/qfence/processor"
 	"os"
 	"reflect"
 	"regexp"
@@ -66,6 +67,18 @@ func TestACluster(t *testing.T) {
 		sink := chtest.OpenSink(t, c, "")
 		for range 2 { // a replay writes everything again
 			chtest.Write(t, sink, tracks, events)
+		}
+		// Decisions about escalations, for rule_outcomes: its join must find
+		// an event's dispositions on whichever shard holds them.
+		var ds []processor.Disposition
+		for i := range events {
+			if e := &events[i]; (e.Type == processor.BreachEscalated || e.Type == processor.BreachStarted) && len(ds) < 20 {
+				ds = append(ds, processor.Disposition{DispositionID: fmt.Sprintf("D-%d", i), EventID: e.IDString(), Decision: "dismissed",
+					Reason: "false_location", DecidedBy: "judge", DecidedAt: e.At + 60_000, Channel: "review"})
+			}
+		}
+		if err := sink.StoreDispositions(ctx, ds); err != nil || len(ds) == 0 {
+			t.Fatalf("%d dispositions: %v", len(ds), err)
 		}
 	}
 	conn := chtest.Conn(t, servers[0].Addr)
