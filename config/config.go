@@ -28,7 +28,7 @@ import (
 type Config struct {
 	Kafka           Kafka         `koanf:"kafka"`
 	ClickHouse      ClickHouse    `koanf:"clickhouse"`
-	Orders          File          `koanf:"orders"`
+	Orders          Orders        `koanf:"orders"`
 	Passes          Passes        `koanf:"passes"`
 	API             API           `koanf:"api"`
 	Zones           Zones         `koanf:"zones"`
@@ -124,6 +124,17 @@ type ClickHouse struct {
 // File names an optional input file.
 type File struct {
 	File string `koanf:"file"`
+}
+
+// Orders is the `orders` section.
+type Orders struct {
+	File string `koanf:"file"`
+	// CoPartitioned reads the orders topic co-partitioned with pings: an
+	// instance holds only the orders of the pings partitions it owns,
+	// loaded when a partition is assigned (before its first ping) and
+	// dropped when it is revoked. Off: every instance holds the whole
+	// topic (a global table).
+	CoPartitioned bool `koanf:"co_partitioned"`
 }
 
 // Passes is the `passes` section (QR passes, contract 1.4).
@@ -501,6 +512,9 @@ func (c *Config) validate() []error {
 		bad("kafka.group_id", "must not be empty")
 	}
 	errs = append(errs, c.Kafka.Topics.validate()...)
+	if c.Orders.CoPartitioned && c.Orders.File != "" {
+		bad("orders.co_partitioned", "cannot be used with orders.file (a file's orders belong to no partition): produce them to %s instead", c.Kafka.Topics.Orders)
+	}
 	intIn(bad, "kafka.partitions", c.Kafka.Partitions, 1, 10000)
 	switch c.Kafka.SASL.Mechanism {
 	case "", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512":

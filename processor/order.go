@@ -308,6 +308,28 @@ func (b *OrderBook) Revoke(id []byte) *Order {
 	return o
 }
 
+// Drop removes the orders of the patients drop names (a co-partitioned
+// instance releasing a partition's patients) and returns how many it
+// removed. Unlike Revoke it is no revocation: the engines that judged
+// those patients have stopped, and the next owner holds the orders.
+func (b *OrderBook) Drop(drop func(patientID string) bool) int {
+	n := 0
+	for i := range b.shards {
+		s := &b.shards[i]
+		s.mu.Lock()
+		for id, o := range s.m {
+			if drop(id) {
+				delete(s.m, id)
+				o.markStale()
+				n++
+			}
+		}
+		s.mu.Unlock()
+	}
+	b.n.Add(int64(-n))
+	return n
+}
+
 // Len is the number of orders in the book.
 func (b *OrderBook) Len() int { return int(b.n.Load()) }
 

@@ -21,6 +21,9 @@ import (
 // Client holds what every Kafka connection of qfence shares: the brokers,
 // TLS and SASL, and a client for metadata, offsets and topic creation.
 type Client struct {
+	// CoPartitionedOrders makes EnsureTopics refuse an orders topic whose
+	// partition count is not the pings topic's (orders.co_partitioned).
+	CoPartitionedOrders bool
 	// maxRecord is the largest record batch the dead-letter topics take
 	// (their max.message.bytes), learned by EnsureTopics; 0 until then.
 	maxRecord atomic.Int64
@@ -157,6 +160,13 @@ func (k *Client) EnsureTopics(ctx context.Context) error {
 	if have[t.State] != have[t.Pings] {
 		return fmt.Errorf("topic %s has %d partitions but %s has %d: a partition's state lives in the state partition of the same number, so they must match (add partitions to %s, or delete it to have qfence recreate it)",
 			t.State, have[t.State], t.Pings, have[t.Pings], t.State)
+	}
+	if k.CoPartitionedOrders && have[t.Orders] != have[t.Pings] {
+		return fmt.Errorf("orders.co_partitioned is on, but topic %s has %d partitions and %s has %d: a patient's order must sit in the partition "+
+			"of the same number as the patient's pings. Adding partitions moves keys, so recreate %s with %d partitions and produce the orders again "+
+			"(kafka-topics.sh --bootstrap-server %s --delete --topic %s; kafka-topics.sh --bootstrap-server %s --create --topic %s --partitions %d "+
+			"--config cleanup.policy=compact), or turn orders.co_partitioned off",
+			t.Orders, have[t.Orders], t.Pings, have[t.Pings], t.Orders, have[t.Pings], k.brokers[0], t.Orders, k.brokers[0], t.Orders, have[t.Pings])
 	}
 	return nil
 }

@@ -46,6 +46,12 @@ type Group struct {
 	// Observe, when set, hears when this instance starts owning a partition
 	// (after its state is restored) and stops (after its last commit).
 	Observe func(partition int, owned bool)
+	// PartitionOrders, when set (orders.co_partitioned), holds the orders
+	// of each partition while it is assigned: loaded before its state is
+	// restored, dropped once it is released.
+	PartitionOrders interface {
+		Hold(ctx context.Context, partition int) (release func(), err error)
+	}
 
 	inFlight  *semaphore.Weighted
 	blocked   atomic.Int32
@@ -189,6 +195,17 @@ func (g *Group) runPartition(gctx context.Context, gen *kafka.Generation, topic 
 		n       int
 		err     error
 	)
+	if g.PartitionOrders != nil {
+		release, err := g.PartitionOrders.Hold(gctx, a.ID)
+		if err != nil {
+			g.restoring.Add(-1)
+			if gctx.Err() == nil {
+				log.Error("loading the partition's orders failed", "err", err)
+			}
+			return
+		}
+		defer release() // after the partition's last commit
+	}
 	if eng = g.take(gctx, a); eng != nil {
 		g.restoring.Add(-1)
 		log.Info("partition resumed with the state this instance held (nothing written to it since)", "patients", eng.Patients())
@@ -266,7 +283,7 @@ func (g *Group) run(gctx context.Context, gen *kafka.Generation, topic string, a
 	if err := p.Run(gctx, g.Loop.Drain); err != nil {
 		log.Error("partition stopped", "err", err)
 	}
-	if !p.Clean {
+	if !p.Clean || g.PartitionOrders != nil { // co-partitioned: its orders leave with it
 		return
 	}
 	// The changelog's end now is where this engine's state was written

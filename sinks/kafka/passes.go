@@ -35,6 +35,11 @@ type PassesTable struct {
 	Now func() time.Time
 	// RescanEvery spaces the rescans for new patients (default a minute).
 	RescanEvery time.Duration
+	// All holds every pass, whoever's (orders.co_partitioned: the book then
+	// holds only the orders of this instance's partitions, which change
+	// with every rebalance, and a pass must be there before its patient's
+	// first ping).
+	All bool
 
 	loaded atomic.Bool
 	mu     sync.Mutex
@@ -148,7 +153,7 @@ func (t *PassesTable) Run(ctx context.Context) error {
 		// whose pass_id is held: only a message that passes its check may
 		// touch a held pass.
 		if !t.loaded.Load() || only != nil {
-			if id, ok := processor.PassPatient(m.Value); ok && (t.Orders.Get(id) == nil || (only != nil && !only[string(id)])) &&
+			if id, ok := processor.PassPatient(m.Value); ok && (!t.knows(id) || (only != nil && !only[string(id)])) &&
 				t.Book.ByID(string(m.Key)) == nil {
 				if only == nil {
 					notPatient.Inc()
@@ -162,7 +167,7 @@ func (t *PassesTable) Run(ctx context.Context) error {
 		var prev *processor.Pass
 		held := false
 		if err == nil {
-			prev, held = t.Book.ByID(p.ID), t.Orders.Lookup(p.PatientID) != nil
+			prev, held = t.Book.ByID(p.ID), t.knows([]byte(p.PatientID))
 			if held || prev != nil {
 				err = t.Decoder.Verify(p)
 			}
@@ -246,6 +251,9 @@ func (t *PassesTable) Run(ctx context.Context) error {
 		}
 	}
 }
+
+// knows reports whether the table holds the passes of patient.
+func (t *PassesTable) knows(patient []byte) bool { return t.All || t.Orders.Get(patient) != nil }
 
 func (t *PassesTable) archive(r pipeline.PassRow) {
 	if t.Archive != nil {

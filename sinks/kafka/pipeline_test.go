@@ -20,10 +20,18 @@ import (
 // replaying each partition's messages through the engine; with check-ins
 // answered and failed, random requests (in run and replay alike), and
 // mislocated phones whose episodes recur after an answer taught a circle.
+// It runs with the orders as a global table and co-partitioned with pings.
 func TestRunMatchesReplay(t *testing.T) {
+	for _, co := range []bool{false, true} {
+		t.Run(map[bool]string{false: "orders=global", true: "orders=co-partitioned"}[co], func(t *testing.T) { testRunMatchesReplay(t, co) })
+	}
+}
+
+func testRunMatchesReplay(t *testing.T, coPartitioned bool) {
 	addr := kafkatest.StartBroker(t)
 	cfg, k := kafkatest.KafkaAt(t, addr)
 	cfg.Checkins.RandomPerDay = 4
+	cfg.Orders.CoPartitioned = coPartitioned
 	d := kafkatest.GenData(1, 10_000, 200_000, 0)
 	kafkatest.Mislocate(t, &d)
 	kafkatest.Produce(t, addr, cfg.Kafka.Topics.Orders, d.Orders)

@@ -131,6 +131,10 @@ func NewService(d ServiceDeps) (*Service, error) {
 	s.group = &Group{Kafka: k, Orders: d.Book, Passes: d.Passes, Zones: d.Zones, Rules: p.Rules, Notifier: p.Notifier, Decoder: p.Pings,
 		Sink: d.Sink, Producer: producer, Changelog: k.NewChangelog(), Metrics: d.Metrics, Edge: d.Edge, Log: d.Log,
 		Now: d.Now, Loop: p.Loop, Observe: d.Observe}
+	if d.Config.Orders.CoPartitioned {
+		// Every pass is held: no rescan for a patient whose order arrives.
+		k.CoPartitionedOrders, s.passes.All, s.group.PartitionOrders, s.orders.NewPatient = true, true, s.orders, nil
+	}
 	if d.StoreDispositions != nil {
 		s.disps = &Dispositions{Kafka: k, Producer: producer, Store: d.StoreDispositions, Stored: d.Metrics.Disposition,
 			Rejected: func(r processor.Reason) { d.Metrics.DispositionsRejected.WithLabelValues(string(r)).Inc() },
@@ -182,7 +186,13 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	eg, ectx := errgroup.WithContext(ctx)
 	eg.Go(func() error { return s.probe(ectx) })
-	eg.Go(func() error { return s.orders.Run(ectx) })
+	if s.cfg.Orders.CoPartitioned {
+		// Each partition's orders load when it is assigned (Group).
+		s.orders.loaded.Store(true)
+		s.log.Info("orders co-partitioned with pings: each partition's load when it is assigned", "topic", s.cfg.Kafka.Topics.Orders)
+	} else {
+		eg.Go(func() error { return s.orders.Run(ectx) })
+	}
 	if s.disps != nil { // people's decisions do not wait for the tables
 		eg.Go(func() error { return s.disps.Run(ectx) })
 	}
