@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
 )
@@ -19,6 +20,22 @@ type Broker struct {
 // StartBroker listens on addr (host must be a loopback address). With a
 // dataDir its topics, offsets and groups survive restarts.
 func StartBroker(addr, dataDir string, partitions int) (*Broker, error) {
+	return StartBrokerCompacting(addr, dataDir, partitions, DefaultCompactEvery)
+}
+
+// DefaultCompactEvery is how often the embedded broker compacts its
+// compacted topics: as often as a real cluster's log cleaner would (kfake's
+// own default is hourly), since the qfence-state changelog would otherwise
+// grow with every checkpoint and a partition's restore read it all (the
+// soak found a restore after a broker restart taking a minute). kfake
+// compacts in its one request loop, answering nothing meanwhile: with
+// millions of records in a compacted topic (ten million orders or passes)
+// a compaction outlasts this interval and the broker stalls (README,
+// "What the embedded broker holds").
+const DefaultCompactEvery = 15 * time.Second
+
+// StartBrokerCompacting is StartBroker compacting every compactEvery.
+func StartBrokerCompacting(addr, dataDir string, partitions int, compactEvery time.Duration) (*Broker, error) {
 	host, portStr, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("broker listen address %q: %w", addr, err)
@@ -28,12 +45,7 @@ func StartBroker(addr, dataDir string, partitions int) (*Broker, error) {
 		return nil, fmt.Errorf("broker listen address %q: port: %w", addr, err)
 	}
 	opts := []kfake.Opt{kfake.Ports(port), kfake.DefaultNumPartitions(partitions), kfake.NumBrokers(1),
-		// Compact the compacted topics as often as a real cluster's log
-		// cleaner would (kfake's own default is hourly): the qfence-state
-		// changelog would otherwise grow with every checkpoint, and a
-		// partition's restore read it all (the soak found a restore after a
-		// broker restart taking a minute).
-		kfake.BrokerConfigs(map[string]string{"log.cleaner.backoff.ms": "15000"}),
+		kfake.BrokerConfigs(map[string]string{"log.cleaner.backoff.ms": strconv.FormatInt(compactEvery.Milliseconds(), 10)}),
 		kfake.ListenFn(func(network, _ string) (net.Listener, error) {
 			return net.Listen(network, net.JoinHostPort(host, strconv.Itoa(port)))
 		})}

@@ -43,9 +43,14 @@ import (
 
 func Log(testing.TB) *slog.Logger { return local.TestLog() }
 
-func StartBroker(t testing.TB) string {
+func StartBroker(t testing.TB) string { return StartBrokerCompacting(t, local.DefaultCompactEvery) }
+
+// StartBrokerCompacting is StartBroker compacting every compactEvery
+// (a benchmark of ten million records on a compacted topic needs more than
+// the default: local.DefaultCompactEvery).
+func StartBrokerCompacting(t testing.TB, compactEvery time.Duration) string {
 	t.Helper()
-	b, err := local.StartBroker("127.0.0.1:0", "", 4)
+	b, err := local.StartBrokerCompacting("127.0.0.1:0", "", 4, compactEvery)
 	if err != nil {
 		t.Fatal(err)
 	}
