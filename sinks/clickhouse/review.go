@@ -145,8 +145,8 @@ func (r *Reader) queueCheckins(ctx context.Context, q *dossier.Queue, patients [
 		from = min(from, it.StartedAt)
 	}
 	type ask struct {
-		at      int64
-		id, end string
+		at int64
+		id string
 	}
 	asks := map[string][]ask{} // by patient
 	outcome := map[string]string{}
