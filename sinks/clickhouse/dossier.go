@@ -61,12 +61,7 @@ func readerSettings(cfg config.ClickHouse) clickhouse.Settings {
 func (r *Reader) Close() error { return r.conn.Close() }
 
 // ms is a time column as Unix milliseconds, on either kind of server.
-func (r *Reader) ms(col string) string {
-	if r.schema.F.DateTime64 {
-		return fmt.Sprintf("toUnixTimestamp64Milli(%s)", col)
-	}
-	return fmt.Sprintf("toUInt64(toUnixTimestamp(%s)) * 1000 + %s_ms", col, col)
-}
+func (r *Reader) ms(col string) string { return r.schema.msOf(col) }
 
 // Case reads an event and everything its dossier shows.
 func (r *Reader) Case(ctx context.Context, eventID string) (*dossier.Case, error) {

@@ -30,7 +30,7 @@ func scanDisposition(rows interface{ Scan(...any) error }) (dossier.Disposition,
 // Dispositions are an event's dispositions, oldest first (the newest is
 // its current decision).
 func (r *Reader) Dispositions(ctx context.Context, eventID string) ([]dossier.Disposition, error) {
-	q := fmt.Sprintf("SELECT %s FROM %s.dispositions FINAL WHERE event_id = ? ORDER BY decided_at%s, disposition_id", r.dispositionCols(), r.db, r.msOrder("decided_at"))
+	q := fmt.Sprintf("SELECT %s FROM %s.dispositions FINAL WHERE event_id = ? ORDER BY decided_at%s, disposition_id", r.dispositionCols(), r.db, r.schema.msKey("decided_at"))
 	rows, err := r.conn.Query(ctx, q, eventID)
 	if err != nil {
 		return nil, fmt.Errorf("read the dispositions of event %s: %w", eventID, err)
@@ -45,14 +45,6 @@ func (r *Reader) Dispositions(ctx context.Context, eventID string) ([]dossier.Di
 		out = append(out, d)
 	}
 	return out, rows.Err()
-}
-
-// msOrder is what orders a time column to the millisecond after it.
-func (r *Reader) msOrder(col string) string {
-	if r.schema.F.DateTime64 {
-		return ""
-	}
-	return ", " + col + "_ms"
 }
 
 // EventKnown reports whether the events table holds the event.
@@ -106,7 +98,7 @@ func (r *Reader) Queue(ctx context.Context, f dossier.QueueFilter) (*dossier.Que
 	}
 	sql := fmt.Sprintf(`SELECT event_id, toString(type), %s, %s, district, distance_m, max_distance_m, confidence_outside_pings,
   confidence_network_pings, confidence_min_margin_m, confidence_dwell_s, patient_id
-FROM %s.events FINAL WHERE %s ORDER BY at%s, event_id LIMIT %d`, r.ms("at"), r.ms("started_at"), r.db, where, r.msOrder("at"), f.Limit)
+FROM %s.events FINAL WHERE %s ORDER BY at%s, event_id LIMIT %d`, r.ms("at"), r.ms("started_at"), r.db, where, r.schema.msKey("at"), f.Limit)
 	rows, err = r.conn.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, fmt.Errorf("read the review queue: %w", err)
