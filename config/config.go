@@ -64,6 +64,14 @@ type Kafka struct {
 	SASL           SASL          `koanf:"sasl"`
 }
 
+// MinSessionTimeout and MaxSessionTimeout bound kafka.session_timeout (the
+// brokers' group.min/max.session.timeout.ms bound it too: Kafka's defaults
+// are 6s and 30m).
+const (
+	MinSessionTimeout = 3 * time.Second
+	MaxSessionTimeout = 30 * time.Minute
+)
+
 // Topics names every topic qfence uses.
 type Topics struct {
 	Pings      string `koanf:"pings"`
@@ -504,7 +512,7 @@ func (c *Config) validate() []error {
 	// Heartbeats go every second: a session under 3 s would expire on one
 	// slow heartbeat; the brokers' own bounds (6 s to 30 min by default)
 	// may refuse more of it.
-	durationIn(bad, "kafka.session_timeout", c.Kafka.SessionTimeout, 3*time.Second, 30*time.Minute)
+	durationIn(bad, "kafka.session_timeout", c.Kafka.SessionTimeout, MinSessionTimeout, MaxSessionTimeout)
 	// A session must outlive a few lost heartbeats.
 	durationIn(bad, "kafka.heartbeat_interval", c.Kafka.HeartbeatInterval, 100*time.Millisecond, max(100*time.Millisecond, c.Kafka.SessionTimeout/3))
 	durationIn(bad, "kafka.commit_interval", c.Kafka.CommitInterval, 100*time.Millisecond, 5*time.Minute)

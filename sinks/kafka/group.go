@@ -111,10 +111,12 @@ func (g *Group) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("consumer group %s: %w", g.Kafka.cfg.GroupID, err)
 	}
-	eg, ectx := errgroup.WithContext(ctx)
+	lctx, stopLag := context.WithCancel(ctx)
+	eg, ectx := errgroup.WithContext(lctx)
 	eg.Go(func() error { return g.lagLoop(ectx) })
 	defer func() {
 		cg.Close() // ends the generation: partitions drain and commit first
+		stopLag()  // also when Run returns an error of its own
 		_ = eg.Wait()
 	}()
 	for {
@@ -122,6 +124,11 @@ func (g *Group) Run(ctx context.Context) error {
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, kafka.ErrGroupClosed) {
 				return nil
+			}
+			if errors.Is(err, kafka.InvalidSessionTimeout) {
+				// Retrying cannot help: no broker will take this member.
+				return fmt.Errorf("consumer group %s: the brokers refuse kafka.session_timeout %s: it must lie within their group.min.session.timeout.ms and group.max.session.timeout.ms (Kafka's defaults: 6s and 30m); set kafka.session_timeout inside that range or change the brokers' settings: %w",
+					g.Kafka.cfg.GroupID, g.Kafka.cfg.SessionTimeout, err)
 			}
 			g.Log.Warn("consumer group: no generation; retrying", "err", err)
 			if err := edge.Sleep(ctx, time.Second); err != nil {

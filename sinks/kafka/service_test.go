@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,6 +15,9 @@ import (
 	qkafka "github.com/qfence/qfence/sinks/kafka"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/qfence/qfence/config"
 
 	"github.com/qfence/qfence/processor"
 	"github.com/qfence/qfence/sinks/kafka/kafkatest"
@@ -256,4 +260,37 @@ func TestRebalanceKeepsEveryEventAndOneOwner(t *testing.T) {
 		t.Errorf("run gave %d events, replay %d; %d of replay's missing", len(got), len(want), missing)
 	}
 	_ = context.Background
+}
+
+// TestSessionTimeoutTheBrokersRefuse: a kafka.session_timeout outside the
+// brokers' group.min/max.session.timeout.ms stops the service with an error
+// that names the key and the brokers' settings (retrying cannot help: the
+// group never takes the member); the embedded broker takes qfence's whole
+// range, so 3 s joins there.
+func TestSessionTimeoutTheBrokersRefuse(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.DefaultNumPartitions(4), kfake.GroupMinSessionTimeout(6*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	cfg, _ := kafkatest.KafkaAt(t, c.ListenAddrs()[0])
+	cfg.Kafka.SessionTimeout = 3 * time.Second
+	svc := kafkatest.RunServiceWith(t, qkafka.ServiceDeps{Config: cfg, Book: processor.NewOrderBook(), Sink: kafkatest.NewRecorder()})
+	err = svc.Wait(t, time.Minute)
+	for _, want := range []string{"kafka.session_timeout 3s", "group.min.session.timeout.ms", "[26] Invalid Session Timeout"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("service ended with %v, want an error saying %q", err, want)
+		}
+	}
+
+	for _, session := range []time.Duration{config.MinSessionTimeout, config.MaxSessionTimeout} {
+		_, _, d := setup(t)
+		d.Config.Kafka.SessionTimeout, d.Config.Kafka.HeartbeatInterval = session, time.Second
+		d.Sink = kafkatest.NewRecorder()
+		ok := kafkatest.RunServiceWith(t, *d)
+		kafkatest.WaitFor(t, time.Minute, fmt.Sprintf("a member with a %s session ready on the embedded broker", session), func() bool {
+			return ok.Svc.Ready(context.Background()) == ""
+		})
+		ok.Stop(t)
+	}
 }

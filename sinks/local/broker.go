@@ -46,6 +46,10 @@ func StartBrokerCompacting(addr, dataDir string, partitions int, compactEvery ti
 	}
 	opts := []kfake.Opt{kfake.Ports(port), kfake.DefaultNumPartitions(partitions), kfake.NumBrokers(1),
 		kfake.BrokerConfigs(map[string]string{"log.cleaner.backoff.ms": strconv.FormatInt(compactEvery.Milliseconds(), 10)}),
+		// Every kafka.session_timeout qfence accepts (config.MinSessionTimeout
+		// to config.MaxSessionTimeout) is one this broker takes; kfake's own
+		// range is 6s–5m, Kafka's default 6s–30m.
+		kfake.GroupMinSessionTimeout(3 * time.Second), kfake.GroupMaxSessionTimeout(30 * time.Minute),
 		kfake.ListenFn(func(network, _ string) (net.Listener, error) {
 			return net.Listen(network, net.JoinHostPort(host, strconv.Itoa(port)))
 		})}

@@ -152,6 +152,18 @@ func (r *Running) Stop(t testing.TB) {
 	}
 }
 
+// Wait waits until the service's Run returns on its own and gives its error.
+func (r *Running) Wait(t testing.TB, within time.Duration) error {
+	t.Helper()
+	select {
+	case <-r.done:
+		return r.err
+	case <-time.After(within):
+		t.Fatalf("service still running after %s", within)
+		return nil
+	}
+}
+
 func RunService(t testing.TB, cfg *config.Config, book *processor.OrderBook, sink pipeline.Sink, now func() time.Time) *Running {
 	t.Helper()
 	return RunServiceWith(t, qkafka.ServiceDeps{Config: cfg, Book: book, Sink: sink, Now: now})
