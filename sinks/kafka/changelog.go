@@ -25,7 +25,11 @@ type Changelog struct {
 func (k *Client) NewChangelog() *Changelog {
 	return &Changelog{k: k, topic: k.cfg.Topics.State, w: &kafka.Writer{
 		Addr: kafka.TCP(k.brokers...), Topic: k.cfg.Topics.State, Transport: k.transport, Balancer: samePartition{},
-		RequiredAcks: kafka.RequireAll, BatchTimeout: 2 * time.Millisecond, BatchSize: checkpointChunk, BatchBytes: 8 << 20,
+		RequiredAcks: kafka.RequireAll, BatchTimeout: 2 * time.Millisecond, BatchSize: checkpointChunk,
+		// Under Kafka's default max.message.bytes, as the producer's: a
+		// chunk of states is split into batches the broker takes (a batch
+		// larger is refused as a whole, and was retried for ever).
+		BatchBytes:  maxBatchBytes,
 		MaxAttempts: 3, WriteTimeout: 10 * time.Second,
 	}}
 }
@@ -66,6 +70,10 @@ func (c *Changelog) write(ctx context.Context, msgs []kafka.Message) error {
 		err := c.w.WriteMessages(ctx, msgs...)
 		if err == nil || ctx.Err() != nil {
 			return err
+		}
+		if attempt%10 == 0 {
+			c.k.log.Warn("writing a checkpoint to the state topic failed; retrying (the partition commits nothing meanwhile)",
+				"topic", c.topic, "records", len(msgs), "attempt", attempt+1, "err", err)
 		}
 		if err := edge.Sleep(ctx, edge.Backoff(attempt)); err != nil {
 			return err

@@ -3,7 +3,6 @@ package kafka_test
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"testing"
 	"time"
 
@@ -49,7 +48,10 @@ func TestRestoreReadsToTheEndAndSurvivesAnEmptiedPartition(t *testing.T) {
 }
 
 // A checkpoint larger than a chunk (a sweep can make every patient of a
-// partition dirty) arrives whole and in order, the meta record last.
+// partition dirty) arrives whole and in order, the meta record last; its
+// records are the size of a patient's state, so that a chunk is larger than
+// the broker takes in one batch (Kafka's default max.message.bytes, 1 MB:
+// a two-million-patient failover hung retrying a 2 MB batch).
 func TestACheckpointOfManyChunksKeepsItsOrder(t *testing.T) {
 	addr := kafkatest.StartBroker(t)
 	_, k := kafkatest.KafkaAt(t, addr)
@@ -58,10 +60,12 @@ func TestACheckpointOfManyChunksKeepsItsOrder(t *testing.T) {
 	const n = 25_001
 	recs := make([]processor.StateRecord, 0, n+1)
 	for i := range n {
-		recs = append(recs, processor.StateRecord{Key: fmt.Sprintf("p-%d", i), Value: []byte(strconv.Itoa(i))})
+		recs = append(recs, processor.StateRecord{Key: fmt.Sprintf("p-%08d", i), Value: fmt.Appendf(nil, "%0200d", i)})
 	}
 	recs = append(recs, processor.StateRecord{Key: processor.MetaKey, Value: []byte("meta")})
-	if err := log.Checkpoint(t.Context(), 1, recs); err != nil {
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	if err := log.Checkpoint(ctx, 1, recs); err != nil {
 		t.Fatal(err)
 	}
 	i := 0

@@ -305,6 +305,13 @@ func (k *Client) listOffsets(ctx context.Context, topic string, partitions int, 
 			out[po.Partition] = po.LastOffset
 		}
 	}
+	// A partition the answer leaves out must not read as offset 0: a table
+	// would count as loaded before it was read, a topic as caught up.
+	for p := range partitions {
+		if _, ok := out[p]; !ok {
+			return nil, fmt.Errorf("list offsets of %s: the broker's answer has no partition %d (%d of %d)", topic, p, len(out), partitions)
+		}
+	}
 	return out, nil
 }
 
