@@ -39,7 +39,8 @@ bench: clickhouse ## Benchmarks (6 runs of the hot paths, 3 of the big ones) and
 
 fuzz: ## Fuzz every decoder for FUZZTIME each (default 30s).
 	$(GO) test -run '^$$' -fuzz FuzzPingDecode -fuzztime $${FUZZTIME:-30s} ./processor/
-	$(GO) test -run '^$$' -fuzz FuzzOrderDecode -fuzztime $${FUZZTIME:-30s} ./processor/
+	$(GO) test -run '^$$' -fuzz '^FuzzOrderDecode$$' -fuzztime $${FUZZTIME:-30s} ./processor/
+	$(GO) test -run '^$$' -fuzz FuzzOrderDecodeMatchesJSON -fuzztime $${FUZZTIME:-30s} ./processor/
 	$(GO) test -run '^$$' -fuzz FuzzPassDecode -fuzztime $${FUZZTIME:-30s} ./processor/
 	$(GO) test -run '^$$' -fuzz FuzzExactDecimal -fuzztime $${FUZZTIME:-30s} ./processor/
 	$(GO) test -run '^$$' -fuzz FuzzFormatTS -fuzztime $${FUZZTIME:-30s} ./processor/

@@ -3,12 +3,12 @@ package processor
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"hash/maphash"
 	"math"
 	"sync"
 	"sync/atomic"
+	"unicode/utf8"
 	"unsafe"
 
 	"github.com/paulmach/orb"
@@ -89,85 +89,251 @@ func (o *Order) ActiveAt(ts int64) bool {
 // Open reports whether the order has no end.
 func (o *Order) Open() bool { return o.EndsAt == math.MaxInt64 }
 
-type orderWire struct {
-	PatientID *string `json:"patient_id"`
-	Home      *struct {
-		Lat *float64 `json:"lat"`
-		Lon *float64 `json:"lon"`
-	} `json:"home"`
-	RadiusM  *float64        `json:"radius_m"`
-	StartsAt json.RawMessage `json:"starts_at"`
-	EndsAt   json.RawMessage `json:"ends_at"`
-	District *string         `json:"district"`
-	DeviceID *string         `json:"device_id"`
-}
-
 // DecodeOrder decodes one order. key is the Kafka key, or nil for a line of
 // orders.file. maxBytes is limits.max_message_bytes (0: no limit). When the
 // order has no district, zones (if any) supply the district holding the home.
 // Errors are *Reject.
+//
+// It reads the order with the pings' scanner, not encoding/json: every
+// order is decoded at every start of an instance holding them all, and
+// Unmarshal was two thirds of that load's CPU (BENCHMARKS.md, orders at
+// start). It rejects what encoding/json rejected, for the same reason,
+// with three differences a test pins: field names match exactly
+// (encoding/json also took "Patient_ID"), a message that is not UTF-8 is
+// malformed (encoding/json replaced the bytes), and values nest at most 64
+// deep, as in a ping.
 func DecodeOrder(key, value []byte, maxBytes int, zones *geo.Zones) (*Order, error) {
 	if maxBytes > 0 && len(value) > maxBytes {
 		return nil, reject(TooLarge, "message is %d bytes, more than limits.max_message_bytes (%d)", len(value), maxBytes)
 	}
+	if !utf8.Valid(value) {
+		return nil, reject(MalformedJSON, "order is not valid UTF-8")
+	}
 	var w orderWire
-	// Unmarshal, not a Decoder: it refuses data after the object too, and
-	// does not allocate a Decoder's buffer for every order.
-	if err := json.Unmarshal(value, &w); err != nil {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) {
-			return nil, reject(reasonOfField(te.Field), "order field %s has the wrong type (%s)", te.Field, te.Value)
-		}
-		return nil, reject(MalformedJSON, "order is not a JSON object: %v", err)
+	if r := w.scan(value); r != nil {
+		return nil, r
 	}
 	switch {
-	case w.PatientID == nil:
+	case w.patient == nil:
 		return nil, reject(MissingField, "patient_id is required")
-	case w.Home == nil || w.Home.Lat == nil || w.Home.Lon == nil:
+	case !w.home || !w.hasLat || !w.hasLon:
 		return nil, reject(MissingField, "home.lat and home.lon are required")
-	case w.RadiusM == nil:
+	case !w.hasRadius:
 		return nil, reject(MissingField, "radius_m is required")
-	case len(w.StartsAt) == 0 || string(w.StartsAt) == "null":
+	case w.startsAt.absent():
 		return nil, reject(MissingField, "starts_at is required")
 	}
-	if !ValidPatientID([]byte(*w.PatientID)) {
-		return nil, reject(BadPatientID, "patient_id %q must be 1-128 bytes of [A-Za-z0-9._:-]", truncate([]byte(*w.PatientID)))
+	if !ValidPatientID(w.patient) {
+		return nil, reject(BadPatientID, "patient_id %q must be 1-128 bytes of [A-Za-z0-9._:-]", truncate(w.patient))
 	}
-	if key != nil && string(key) != *w.PatientID {
-		return nil, reject(BadPatientID, "key %q differs from patient_id %q", truncate(key), *w.PatientID)
+	if key != nil && string(key) != string(w.patient) {
+		return nil, reject(BadPatientID, "key %q differs from patient_id %q", truncate(key), w.patient)
 	}
-	lat, lon := *w.Home.Lat, *w.Home.Lon
+	lat, lon := w.lat, w.lon
 	if lat < -90 || lat > 90 || lon < -180 || lon > 180 {
 		return nil, reject(BadCoordinates, "home lat %v, lon %v: lat must be in [-90, 90] and lon in [-180, 180]", lat, lon)
 	}
-	if r := *w.RadiusM; !(r >= 10 && r <= 10000) {
+	if r := w.radius; !(r >= 10 && r <= 10000) {
 		return nil, reject(BadRadius, "radius_m %v must be between 10 and 10000", r)
 	}
-	o := &Order{PatientID: *w.PatientID, Home: orb.Point{lon, lat}, RadiusM: *w.RadiusM, EndsAt: math.MaxInt64}
-	if d := w.DeviceID; d != nil && *d != "" {
-		if len(*d) > maxDeviceBytes {
-			return nil, reject(MalformedJSON, "device_id is %d bytes, at most %d", len(*d), maxDeviceBytes)
+	o := &Order{Home: orb.Point{lon, lat}, RadiusM: w.radius, EndsAt: math.MaxInt64}
+	if d := w.device; len(d) > 0 {
+		if len(d) > maxDeviceBytes {
+			return nil, reject(MalformedJSON, "device_id is %d bytes, at most %d", len(d), maxDeviceBytes)
 		}
-		o.EnrolDevice(*d)
+		// One allocation holds the patient id and, after it, the device's
+		// bytes (Order.DeviceID).
+		both := string(w.patient) + string(d)
+		o.PatientID, o.devLen = both[:len(w.patient)], uint8(len(d))
+	} else {
+		o.PatientID = string(w.patient)
 	}
 	var ok bool
-	if o.StartsAt, ok = orderTime(w.StartsAt); !ok {
-		return nil, reject(BadTimestamp, "starts_at %s is not an RFC 3339 time with a zone from %s", truncate(w.StartsAt), tsRange)
+	if o.StartsAt, ok = w.startsAt.time(); !ok {
+		return nil, reject(BadTimestamp, "starts_at %s is not an RFC 3339 time with a zone from %s", truncate(w.startsAt.raw), tsRange)
 	}
-	if len(w.EndsAt) > 0 && string(w.EndsAt) != "null" {
-		if o.EndsAt, ok = orderTime(w.EndsAt); !ok {
-			return nil, reject(BadTimestamp, "ends_at %s is not an RFC 3339 time with a zone from %s (leave ends_at out for an order with no end)", truncate(w.EndsAt), tsRange)
+	if !w.endsAt.absent() {
+		if o.EndsAt, ok = w.endsAt.time(); !ok {
+			return nil, reject(BadTimestamp, "ends_at %s is not an RFC 3339 time with a zone from %s (leave ends_at out for an order with no end)", truncate(w.endsAt.raw), tsRange)
 		}
 		if o.EndsAt <= o.StartsAt {
 			return nil, reject(BadPeriod, "ends_at %s is not after starts_at %s", FormatTS(o.EndsAt), FormatTS(o.StartsAt))
 		}
 	}
-	if w.District != nil {
-		o.District = *w.District
+	if w.district != nil {
+		o.District = string(w.district)
 	} else if d, _ := zones.Lookup(o.Home); d != nil {
 		o.District = d.ID
 	}
 	return o, nil
+}
+
+// orderWire is an order as scanned: its byte slices alias the message (or
+// hold the decoded copy of an escaped string); nil is absent.
+type orderWire struct {
+	patient, district, device []byte
+	home, hasLat, hasLon      bool
+	hasRadius                 bool
+	lat, lon, radius          float64
+	startsAt, endsAt          orderTS
+}
+
+// orderTS is starts_at or ends_at as sent: the JSON value's text; nil is
+// absent (or null).
+type orderTS struct{ raw []byte }
+
+func (t *orderTS) absent() bool { return t.raw == nil }
+
+// time accepts the same two forms as a ping's ts.
+func (t *orderTS) time() (int64, bool) { return orderTime(t.raw) }
+
+// orderTime accepts the same two forms as a ping's ts, from minTS to maxTS.
+func orderTime(raw json.RawMessage) (int64, bool) {
+	var ts int64
+	var ok bool
+	if len(raw) > 0 && raw[0] == '"' {
+		ts, ok = parseRFC3339(raw[1 : len(raw)-1])
+	} else {
+		ts, ok = parseUnixMillis(raw)
+	}
+	return ts, ok && ts >= minTS && ts <= maxTS
+}
+
+// wrongType is the reject of a field whose value has another JSON type
+// (c is its first byte), with the reason its field's errors have.
+func wrongType(field string, c byte) *Reject {
+	kind := "object"
+	switch {
+	case c == '"':
+		kind = "string"
+	case c == '[':
+		kind = "array"
+	case c == 't' || c == 'f':
+		kind = "bool"
+	case c == '-' || isDigit(c):
+		kind = "number"
+	}
+	return reject(reasonOfField(field), "order field %s has the wrong type (%s)", field, kind)
+}
+
+// scan fills w from data. It returns a *Reject for malformed JSON or, once
+// the whole message is known to be well-formed, for the first field whose
+// value had the wrong type (as encoding/json did).
+func (w *orderWire) scan(data []byte) *Reject {
+	s := scanner{b: data}
+	var first *Reject
+	wrong := func(field string, c byte) {
+		if first == nil {
+			first = wrongType(field, c)
+		}
+	}
+	switch c := s.peek(); {
+	case c == 'n':
+		if !s.lit("null") || s.peek() != 0 {
+			return malformed(&s)
+		}
+		return nil // null holds no field: patient_id is missing
+	case c != '{':
+		if !s.skip(0) || s.peek() != 0 {
+			return malformed(&s)
+		}
+		return wrongType("", c)
+	}
+	ok := s.object(func(key []byte, c byte) bool {
+		switch string(key) {
+		case "patient_id", "district", "device_id":
+			var v []byte
+			if c == 'n' {
+				if !s.lit("null") {
+					return false
+				}
+			} else {
+				var ok bool
+				if v, ok = s.strValue(c); !ok {
+					return false
+				}
+				if v == nil {
+					wrong(string(key), c)
+					return true
+				}
+			}
+			switch {
+			case key[0] == 'p':
+				w.patient = v
+			case key[1] == 'i':
+				w.district = v
+			default:
+				w.device = v
+			}
+		case "radius_m":
+			return w.number(&s, c, "radius_m", &w.radius, &w.hasRadius, wrong)
+		case "starts_at", "ends_at":
+			t := &w.startsAt
+			if key[0] == 'e' {
+				t = &w.endsAt
+			}
+			if c == 'n' {
+				t.raw = nil
+				return s.lit("null")
+			}
+			s.ws()
+			start := s.i
+			if !s.skip(0) {
+				return false
+			}
+			t.raw = data[start:s.i]
+		case "home":
+			switch c {
+			case 'n':
+				w.home, w.hasLat, w.hasLon = false, false, false
+				return s.lit("null")
+			case '{':
+				// A second home object updates the first, as encoding/json
+				// decodes into the struct it already holds.
+				w.home = true
+				return s.object(func(key []byte, c byte) bool {
+					switch string(key) {
+					case "lat":
+						return w.number(&s, c, "home.lat", &w.lat, &w.hasLat, wrong)
+					case "lon":
+						return w.number(&s, c, "home.lon", &w.lon, &w.hasLon, wrong)
+					}
+					return s.skip(1)
+				})
+			}
+			wrong("home", c)
+			return s.skip(0)
+		default:
+			return s.skip(0)
+		}
+		return true
+	})
+	if !ok {
+		return malformed(&s)
+	}
+	if s.peek() != 0 {
+		return reject(MalformedJSON, "unexpected data after the JSON object at byte %d", s.i)
+	}
+	return first
+}
+
+// number reads a numeric field into v (null: absent); another type, or a
+// number beyond float64, is the field's wrong type.
+func (w *orderWire) number(s *scanner, c byte, field string, v *float64, has *bool, wrong func(string, byte)) bool {
+	if c == 'n' {
+		*has = false
+		return s.lit("null")
+	}
+	f, ok := s.floatValue(c)
+	if !ok {
+		return false
+	}
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		wrong(field, c)
+		return true
+	}
+	*v, *has = f, true
+	return true
 }
 
 func reasonOfField(field string) Reason {
@@ -180,18 +346,6 @@ func reasonOfField(field string) Reason {
 		return BadRadius
 	}
 	return MalformedJSON
-}
-
-// orderTime accepts the same two forms as a ping's ts.
-func orderTime(raw json.RawMessage) (int64, bool) {
-	var ts int64
-	var ok bool
-	if len(raw) > 0 && raw[0] == '"' {
-		ts, ok = parseRFC3339(raw[1 : len(raw)-1])
-	} else {
-		ts, ok = parseUnixMillis(raw)
-	}
-	return ts, ok && ts >= minTS && ts <= maxTS
 }
 
 // OrderBook is the table of active orders, keyed by patient id. Orders are a

@@ -1,5 +1,7 @@
 package processor
 
+import "encoding/json"
+
 // scanner walks one JSON document without allocating. It validates the
 // grammar of everything it passes over, so a document it accepts is one that
 // encoding/json would accept too (apart from duplicate keys: last wins).
@@ -200,5 +202,41 @@ func (s *scanner) skip(depth int) bool {
 	default:
 		_, _, ok := s.number()
 		return ok
+	}
+}
+
+// object reads an object whose '{' is next, calling field with each key
+// (decoded when escaped) and the first byte of its value, which field must
+// read; false from field stops it. It reports whether the object was
+// well-formed.
+func (s *scanner) object(field func(key []byte, c byte) bool) bool {
+	if !s.eat('{') {
+		return false
+	}
+	if s.eat('}') {
+		return true
+	}
+	for {
+		key, kesc, ok := s.str()
+		if !ok || !s.eat(':') {
+			return false
+		}
+		if kesc {
+			// An escaped key is never one of ours in practice; compare it decoded.
+			var k string
+			if json.Unmarshal(quote(key), &k) != nil {
+				return false
+			}
+			key = []byte(k)
+		}
+		if !field(key, s.peek()) {
+			return false
+		}
+		if s.eat('}') {
+			return true
+		}
+		if !s.eat(',') {
+			return false
+		}
 	}
 }
