@@ -158,6 +158,14 @@ const (
 	auditChunk   = 5_000
 )
 
+// Stored calls done once every row handed to the sink before it is
+// inserted, with the flush's error (the OrdersTable's Archived).
+func (c *Sink) Stored(done func(error)) {
+	c.mu.Lock()
+	c.pending.waiters = append(c.pending.waiters, done)
+	c.mu.Unlock()
+}
+
 // ArchiveOrder stores one order version (the OrdersTable's Archive).
 func (c *Sink) ArchiveOrder(r pipeline.OrderRow) { c.WriteOrders([]pipeline.OrderRow{r}) }
 

@@ -317,13 +317,19 @@ func (k *Client) listOffsets(ctx context.Context, topic string, partitions int, 
 
 // CommittedOffsets returns the group's committed offsets of topic.
 func (k *Client) CommittedOffsets(ctx context.Context, topic string, partitions int) (map[int]int64, error) {
+	return k.groupOffsets(ctx, k.cfg.GroupID, topic, partitions)
+}
+
+// groupOffsets returns group's committed offsets of topic (a partition
+// with none is left out).
+func (k *Client) groupOffsets(ctx context.Context, group, topic string, partitions int) (map[int]int64, error) {
 	ps := make([]int, partitions)
 	for i := range ps {
 		ps[i] = i
 	}
-	res, err := k.client.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: k.cfg.GroupID, Topics: map[string][]int{topic: ps}})
+	res, err := k.client.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: ps}})
 	if err != nil {
-		return nil, fmt.Errorf("fetch committed offsets of %s: %w", topic, err)
+		return nil, fmt.Errorf("fetch the offsets group %s committed of %s: %w", group, topic, err)
 	}
 	out := make(map[int]int64)
 	for _, p := range res.Topics[topic] {
@@ -332,6 +338,25 @@ func (k *Client) CommittedOffsets(ctx context.Context, topic string, partitions 
 		}
 	}
 	return out, nil
+}
+
+// commitAs commits offsets of topic for group as a consumer outside any
+// generation (Kafka's "simple" commit: the group has no members).
+func (k *Client) commitAs(ctx context.Context, group, topic string, offsets map[int]int64) error {
+	var commits []kafka.OffsetCommit
+	for p, o := range offsets {
+		commits = append(commits, kafka.OffsetCommit{Partition: p, Offset: o})
+	}
+	res, err := k.client.OffsetCommit(ctx, &kafka.OffsetCommitRequest{GroupID: group, GenerationID: -1, Topics: map[string][]kafka.OffsetCommit{topic: commits}})
+	if err != nil {
+		return fmt.Errorf("commit offsets of %s for group %s: %w", topic, group, err)
+	}
+	for _, p := range res.Topics[topic] {
+		if p.Error != nil {
+			return fmt.Errorf("commit offsets of %s/%d for group %s: %w", topic, p.Partition, group, p.Error)
+		}
+	}
+	return nil
 }
 
 // Reachable checks that a broker answers now: a fresh connection

@@ -92,8 +92,11 @@ type ServiceDeps struct {
 	Now func() time.Time
 	// Observe hears partitions being taken and released (see Group).
 	Observe func(partition int, owned bool)
-	// ArchiveOrders, when set, stores every order version (ClickHouse).
-	ArchiveOrders func(pipeline.OrderRow)
+	// ArchiveOrders, when set, stores every order version (ClickHouse);
+	// OrdersArchived tells when what it was handed is stored (see
+	// OrdersTable.Archived).
+	ArchiveOrders  func(pipeline.OrderRow)
+	OrdersArchived func(done func(error))
 	// Passes is the table of QR passes (nil: a new empty one);
 	// ArchivePasses, when set, stores every pass version held.
 	Passes        *processor.PassBook
@@ -127,7 +130,7 @@ func NewService(d ServiceDeps) (*Service, error) {
 	s.passes = &PassesTable{Kafka: k, Book: d.Passes, Orders: d.Book, Producer: producer, Metrics: d.Metrics, Log: d.Log,
 		Decoder: p.Passes, Archive: d.ArchivePasses, Now: d.Now, RescanEvery: d.PassRescan}
 	s.orders = &OrdersTable{Kafka: k, Book: d.Book, Zones: d.Zones, Producer: producer, Metrics: d.Metrics,
-		Log: d.Log, MaxBytes: d.Config.Limits.MaxMessageBytes, Archive: d.ArchiveOrders, NewPatient: s.passes.Want}
+		Log: d.Log, MaxBytes: d.Config.Limits.MaxMessageBytes, Archive: d.ArchiveOrders, Archived: d.OrdersArchived, NewPatient: s.passes.Want}
 	s.group = &Group{Kafka: k, Orders: d.Book, Passes: d.Passes, Zones: d.Zones, Rules: p.Rules, Notifier: p.Notifier, Decoder: p.Pings,
 		Sink: d.Sink, Producer: producer, Changelog: k.NewChangelog(), Metrics: d.Metrics, Edge: d.Edge, Log: d.Log,
 		Now: d.Now, Loop: p.Loop, Observe: d.Observe}
@@ -186,6 +189,7 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	eg, ectx := errgroup.WithContext(ctx)
 	eg.Go(func() error { return s.probe(ectx) })
+	eg.Go(func() error { return s.orders.RunArchive(ectx) })
 	if s.cfg.Orders.CoPartitioned {
 		// Each partition's orders load when it is assigned (Group).
 		s.orders.loaded.Store(true)

@@ -209,7 +209,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *Hooks
 
 	setStatus("starting: reading the orders and passes topics")
 	svc, err := kafka.NewService(kafka.ServiceDeps{Config: cfg, Book: book, Zones: zones.Load, Sink: sink,
-		Metrics: pm, Edge: em, Log: log, ArchiveOrders: sink.ArchiveOrder, Parts: engine,
+		Metrics: pm, Edge: em, Log: log, ArchiveOrders: sink.ArchiveOrder, OrdersArchived: sink.Stored, Parts: engine,
 		Passes: passes, ArchivePasses: sink.ArchivePass, StoreDispositions: sink.StoreDispositions})
 	if err != nil {
 		return err
