@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -22,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/KimMachineGun/automemlimit/memlimit"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -78,6 +80,7 @@ func Warnings(cfg *config.Config) []string {
 // stop fetching and drain the partitions (the sinks still running), flush
 // the sinks, stop serving HTTP, stop the embedded broker.
 func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *Hooks) error {
+	containerMemoryLimit(log)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfo())
 	pm := pipeline.NewMetrics(reg)
@@ -190,6 +193,10 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *Hooks
 	sink, err := openClickHouse(ctx, cfg, em, log, func(err error) {
 		setStatus(fmt.Sprintf("starting: ClickHouse at %s is not available (retrying): %v", cfg.ClickHouse.Addr, err))
 	})
+	if err != nil && ctx.Err() != nil && errors.Is(context.Cause(ctx), context.Canceled) {
+		log.Info("stopped while connecting to ClickHouse")
+		return nil // a signal, not a failure: exit 0
+	}
 	if err != nil {
 		return err
 	}
@@ -605,4 +612,23 @@ func buildInfo() prometheus.Collector {
 		[]string{"version", "goversion"})
 	g.WithLabelValues(version, goVersion).Set(1)
 	return g
+}
+
+// containerMemoryLimit gives the collector a soft limit of 90 % of the
+// container's memory limit (cgroup), unless GOMEMLIMIT is set or
+// AUTOMEMLIMIT=off: with the default GOGC=100 a heap of orders may grow to
+// twice what is live before a collection, and a container's limit would
+// kill the process first (README, "Capacity").
+func containerMemoryLimit(log *slog.Logger) {
+	if v := os.Getenv("GOMEMLIMIT"); v != "" {
+		log.Info("memory limit for the collector", "gomemlimit", v, "from", "GOMEMLIMIT")
+		return
+	}
+	limit, err := memlimit.Set(memlimit.WithRatio(0.9), memlimit.WithProvider(memlimit.FromCgroup))
+	switch {
+	case err != nil:
+		log.Debug("no container memory limit read; the collector has none", "err", err)
+	case limit > 0 && limit < math.MaxInt64:
+		log.Info("memory limit for the collector", "limit_mib", limit>>20, "from", "90% of the container's memory limit")
+	}
 }

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/qfence/qfence/sinks/clickhouse/chtest"
+	"github.com/qfence/qfence/sinks/kafka/kafkatest"
+)
+
+// TestRunTakesTheContainersMemoryLimit: `qfence run` in a memory cgroup of
+// 2 GiB (as a container with that limit) gives the collector a soft limit
+// of 90 % of it; GOMEMLIMIT set by hand wins. It needs a writable cgroup
+// v1 memory hierarchy (root on the CI machine), and skips without one.
+func TestRunTakesTheContainersMemoryLimit(t *testing.T) {
+	root := "/sys/fs/cgroup/memory"
+	group := filepath.Join(root, fmt.Sprintf("qfence-test-%d", os.Getpid()))
+	if err := os.Mkdir(group, 0o755); err != nil {
+		t.Skipf("no writable cgroup v1 memory hierarchy at %s: %v", root, err)
+	}
+	t.Cleanup(func() { _ = os.Remove(group) })
+	const limit = 2 << 30
+	if err := os.WriteFile(filepath.Join(group, "memory.limit_in_bytes"), []byte(fmt.Sprint(limit)), 0o644); err != nil {
+		t.Skipf("cannot set a memory limit: %v", err)
+	}
+	addr := kafkatest.StartBroker(t)
+	ch := chtest.DB(t, chtest.Addr)
+	for _, tt := range []struct {
+		name string
+		env  []string
+		want float64
+	}{
+		{"from the cgroup", nil, float64(limit) * 0.9},
+		{"GOMEMLIMIT wins", []string{"GOMEMLIMIT=1000MiB"}, 1000 << 20},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			metrics := freeAddr(t)
+			env := append([]string{"QFENCE_KAFKA_BROKERS=" + addr, "QFENCE_CLICKHOUSE_ADDR=" + chtest.Addr, "QFENCE_CLICKHOUSE_DATABASE=" + ch.Database,
+				"QFENCE_LOG_LEVEL=" + childLogLevel(), "QFENCE_METRICS_LISTEN=" + metrics}, tt.env...)
+			// The shell moves itself into the cgroup, then becomes qfence.
+			cmd := exec.Command("sh", "-c", `echo $$ > "$1/cgroup.procs" && exec "$2" run`, "sh", group, qfenceBinary(t))
+			cmd.Env = append(os.Environ(), env...)
+			cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+			if os.Getenv("QFENCE_TEST_LOG") != "" {
+				cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			c := &child{cmd: cmd, done: make(chan struct{})}
+			go func() { _ = cmd.Wait(); close(c.done) }()
+			t.Cleanup(func() { _ = cmd.Process.Kill(); <-c.done })
+			var got float64
+			kafkatest.WaitFor(t, time.Minute, "the collector's memory limit exported", func() bool {
+				fam, err := scrapeQuiet("http://" + metrics + "/metrics")
+				if err != nil || fam["go_gc_gomemlimit_bytes"] == nil {
+					return false
+				}
+				got = fam["go_gc_gomemlimit_bytes"].GetMetric()[0].GetGauge().GetValue()
+				return true
+			})
+			if diff := got - tt.want; diff < -(1<<20) || diff > 1<<20 {
+				t.Errorf("GOMEMLIMIT is %.0f bytes, want %.0f", got, tt.want)
+			}
+			c.term(t, 30*time.Second)
+		})
+	}
+}
