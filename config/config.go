@@ -248,7 +248,7 @@ func Default() Config {
 // what qfence's simulator, benchmarks and tests read. Any other QFENCE_
 // variable that names no key is refused (a typo must not pass unnoticed).
 var toolVars = []string{"QFENCE_SEED", "QFENCE_DRAIN_PROFILE", "QFENCE_SOAK", "QFENCE_SOAK_REPORT", "QFENCE_TEST_BINARY",
-	"QFENCE_TEST_LOG", "QFENCE_BENCH_PASSES", "QFENCE_BENCH_ORDERS", "QFENCE_BENCH_PATIENTS", "QFENCE_BENCH_SESSION_TIMEOUT", "QFENCE_REQUIRE_CLICKHOUSE", "QFENCE_REQUIRE_PROMETHEUS"}
+	"QFENCE_TEST_LOG", "QFENCE_BENCH_PASSES", "QFENCE_BENCH_ORDERS", "QFENCE_BENCH_PATIENTS", "QFENCE_BENCH_SESSION_TIMEOUT", "QFENCE_BENCH_GOMEMLIMIT", "QFENCE_REQUIRE_CLICKHOUSE", "QFENCE_REQUIRE_PROMETHEUS"}
 
 // nearest is the environment name of envKeys closest to name (edit
 // distance).

@@ -45,11 +45,16 @@ func failover(b *testing.B, n int, session time.Duration) time.Duration {
 	ch := chtest.DB(b, chtest.Addr)
 	k := kafkatest.Topics(b, cfg)
 	orders, pings := make([]kafka.Message, n), make([]kafka.Message, n)
+	// The pings are of the last two minutes, as a live deployment's: older
+	// ones would have the idle watermark (which follows the clock) declare
+	// every patient's signal lost at once, and the failover would measure
+	// that sweep's checkpoint instead.
+	from := time.Now().Add(-2 * time.Minute).UnixMilli()
 	for i := range n {
 		id := fmt.Sprintf("p-%08d", i)
 		orders[i] = kafka.Message{Key: []byte(id), Value: fmt.Appendf(nil, `{"patient_id":"%s","home":{"lat":55.75,"lon":37.62},"radius_m":50,"starts_at":"2026-04-01T00:00:00Z"}`, id)}
-		pings[i] = kafka.Message{Key: []byte(id), Value: fmt.Appendf(nil, `{"patient_id":"%s","ts":"2026-04-02T10:%02d:%02d.%03dZ","lat":55.75,"lon":37.62,"accuracy_m":10}`,
-			id, i/60000%60, i/1000%60, i%1000)}
+		pings[i] = kafka.Message{Key: []byte(id), Value: fmt.Appendf(nil, `{"patient_id":"%s","ts":%d,"lat":55.75,"lon":37.62,"accuracy_m":10}`,
+			id, from+int64(i)*120_000/int64(n))}
 	}
 	kafkatest.Produce(b, addr, cfg.Kafka.Topics.Orders, orders)
 	env := []string{"QFENCE_KAFKA_BROKERS=" + addr, "QFENCE_CLICKHOUSE_ADDR=" + chtest.Addr, "QFENCE_CLICKHOUSE_DATABASE=" + ch.Database,

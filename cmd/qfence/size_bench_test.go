@@ -19,8 +19,10 @@ import (
 // reports the time until every one is ready and the largest peak RSS among
 // them (VmHWM: the whole process, the collector's headroom included): one
 // instance holding the global table, and two and three instances with
-// orders.co_partitioned. Its broker compacts hourly (see
-// BenchmarkPassesStartup).
+// orders.co_partitioned; each first on a fresh deployment (its start
+// archives every order in ClickHouse) and then restarted (it archives only
+// what is new). QFENCE_BENCH_GOMEMLIMIT sets the instances' GOMEMLIMIT.
+// Its broker compacts hourly (see BenchmarkPassesStartup).
 //
 //	QFENCE_BENCH_ORDERS=10000000 go test -run '^$' -bench ReadyAtSize -benchtime 1x -timeout 60m ./cmd/qfence/
 func BenchmarkReadyAtSize(b *testing.B) {
@@ -55,31 +57,43 @@ func BenchmarkReadyAtSize(b *testing.B) {
 				env := []string{"QFENCE_KAFKA_BROKERS=" + addr, "QFENCE_CLICKHOUSE_ADDR=" + chtest.Addr, "QFENCE_CLICKHOUSE_DATABASE=" + ch.Database,
 					"QFENCE_LOG_LEVEL=" + childLogLevel(), "QFENCE_KAFKA_GROUP_ID=" + strings.ReplaceAll(b.Name(), "/", "-"),
 					"QFENCE_ORDERS_CO_PARTITIONED=" + strconv.FormatBool(instances > 1)}
-				start := time.Now()
-				children, metrics := make([]*child, instances), make([]string, instances)
-				for i := range children {
-					metrics[i] = freeAddr(b)
-					children[i] = startChild(b, append(env, "QFENCE_METRICS_LISTEN="+metrics[i]), "run")
+				if v := os.Getenv("QFENCE_BENCH_GOMEMLIMIT"); v != "" {
+					env = append(env, "GOMEMLIMIT="+v)
 				}
-				kafkatest.WaitFor(b, 20*time.Minute, "every instance ready", func() bool {
-					for _, m := range metrics {
-						if !httpOK("http://" + m + "/readyz") {
-							return false
-						}
-					}
-					return true
-				})
-				took := time.Since(start)
-				var peak int64
-				for _, c := range children {
-					peak = max(peak, procStatus(c.cmd.Process.Pid, "VmHWM"))
+				for _, run := range []string{"first", "restart"} {
+					took, peak := startAtSize(b, env, instances)
+					b.ReportMetric(took.Seconds(), "s-to-ready-"+run)
+					b.ReportMetric(float64(peak)/1024, "peak-RSS-MiB-"+run)
 				}
-				for _, c := range children {
-					c.term(b, time.Minute)
-				}
-				b.ReportMetric(took.Seconds(), "s-to-ready")
-				b.ReportMetric(float64(peak)/1024, "peak-RSS-MiB")
 			}
 		})
 	}
+}
+
+// startAtSize starts instances with env, waits until every one is ready,
+// stops them and returns the time it took and their largest peak RSS (KiB).
+func startAtSize(b *testing.B, env []string, instances int) (time.Duration, int64) {
+	start := time.Now()
+	children, metrics := make([]*child, instances), make([]string, instances)
+	for i := range children {
+		metrics[i] = freeAddr(b)
+		children[i] = startChild(b, append(env, "QFENCE_METRICS_LISTEN="+metrics[i]), "run")
+	}
+	kafkatest.WaitFor(b, 20*time.Minute, "every instance ready", func() bool {
+		for _, m := range metrics {
+			if !httpOK("http://" + m + "/readyz") {
+				return false
+			}
+		}
+		return true
+	})
+	took := time.Since(start)
+	var peak int64
+	for _, c := range children {
+		peak = max(peak, procStatus(c.cmd.Process.Pid, "VmHWM"))
+	}
+	for _, c := range children {
+		c.term(b, time.Minute)
+	}
+	return took, peak
 }
