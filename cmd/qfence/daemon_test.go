@@ -383,8 +383,18 @@ func testPassAPI(t *testing.T, k *kafka.Client, cfg *config.Config, patient, caF
 	}
 	const police, reviewer = "police-token-0123456789", "reviewer-token-0123456789"
 	requests := 0
-	if err := waitUntil(t.Context(), time.Minute, func() bool { requests++; c, _ := get("/v1/passes/P-valid", police); return c == 200 }); err != nil {
-		t.Fatal("the valid pass never became known to the API")
+	// The passes sit on several partitions, each read at its own pace:
+	// wait for all of them, not for the first.
+	if err := waitUntil(t.Context(), time.Minute, func() bool {
+		for status := range passes {
+			requests++
+			if c, _ := get("/v1/passes/P-"+status, police); c != 200 {
+				return false
+			}
+		}
+		return true
+	}); err != nil {
+		t.Fatal("the passes never all became known to the API")
 	}
 	for status := range passes {
 		code, body := get("/v1/passes/P-"+status, police)
