@@ -43,7 +43,13 @@ type child struct {
 
 func startChild(t testing.TB, env []string, args ...string) *child {
 	t.Helper()
-	cmd := exec.Command(qfenceBinary(t), args...)
+	return startCommand(t, exec.Command(qfenceBinary(t), args...), env)
+}
+
+// startCommand starts cmd (qfence, or a shell that becomes qfence) as a
+// child with env added to the test's.
+func startCommand(t testing.TB, cmd *exec.Cmd, env []string) *child {
+	t.Helper()
 	cmd.Env = append(os.Environ(), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if os.Getenv("QFENCE_TEST_LOG") != "" {

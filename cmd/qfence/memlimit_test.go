@@ -5,7 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
@@ -43,18 +42,7 @@ func TestRunTakesTheContainersMemoryLimit(t *testing.T) {
 			env := append([]string{"QFENCE_KAFKA_BROKERS=" + addr, "QFENCE_CLICKHOUSE_ADDR=" + chtest.Addr, "QFENCE_CLICKHOUSE_DATABASE=" + ch.Database,
 				"QFENCE_LOG_LEVEL=" + childLogLevel(), "QFENCE_METRICS_LISTEN=" + metrics}, tt.env...)
 			// The shell moves itself into the cgroup, then becomes qfence.
-			cmd := exec.Command("sh", "-c", `echo $$ > "$1/cgroup.procs" && exec "$2" run`, "sh", group, qfenceBinary(t))
-			cmd.Env = append(os.Environ(), env...)
-			cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-			if os.Getenv("QFENCE_TEST_LOG") != "" {
-				cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-			}
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			c := &child{cmd: cmd, done: make(chan struct{})}
-			go func() { _ = cmd.Wait(); close(c.done) }()
-			t.Cleanup(func() { _ = cmd.Process.Kill(); <-c.done })
+			c := startCommand(t, exec.Command("sh", "-c", `echo $$ > "$1/cgroup.procs" && exec "$2" run`, "sh", group, qfenceBinary(t)), env)
 			var got float64
 			kafkatest.WaitFor(t, time.Minute, "the collector's memory limit exported", func() bool {
 				fam, err := scrapeQuiet("http://" + metrics + "/metrics")
