@@ -2,9 +2,12 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -56,6 +59,35 @@ func TestRunTakesTheContainersMemoryLimit(t *testing.T) {
 				t.Errorf("GOMEMLIMIT is %.0f bytes, want %.0f", got, tt.want)
 			}
 			c.term(t, 30*time.Second)
+		})
+	}
+}
+
+// TestAStopWhileWaitingExitsZero: SIGTERM while qfence run still waits for
+// ClickHouse, or for Kafka, is the stop asked for, not a failure: exit 0
+// (it exited 1 with "context canceled").
+func TestAStopWhileWaitingExitsZero(t *testing.T) {
+	addr := kafkatest.StartBroker(t)
+	ch := chtest.DB(t, chtest.Addr)
+	nowhere := freeAddr(t) // nothing listens there
+	for _, tt := range []struct{ name, brokers, clickhouse, waiting string }{
+		{"for ClickHouse", addr, nowhere, "ClickHouse"},
+		{"for Kafka", nowhere, chtest.Addr, "orders not yet read"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			metrics := freeAddr(t)
+			c := startChild(t, []string{"QFENCE_KAFKA_BROKERS=" + tt.brokers, "QFENCE_CLICKHOUSE_ADDR=" + tt.clickhouse,
+				"QFENCE_CLICKHOUSE_DATABASE=" + ch.Database, "QFENCE_LOG_LEVEL=" + childLogLevel(), "QFENCE_METRICS_LISTEN=" + metrics}, "run")
+			kafkatest.WaitFor(t, time.Minute, "/readyz saying what it waits for", func() bool {
+				resp, err := http.Get("http://" + metrics + "/readyz")
+				if err != nil {
+					return false
+				}
+				defer resp.Body.Close()
+				body, _ := io.ReadAll(resp.Body)
+				return resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(strings.ToLower(string(body)), strings.ToLower(tt.waiting))
+			})
+			c.term(t, 30*time.Second) // fails unless it exits 0
 		})
 	}
 }

@@ -80,6 +80,18 @@ func Warnings(cfg *config.Config) []string {
 // stop fetching and drain the partitions (the sinks still running), flush
 // the sinks, stop serving HTTP, stop the embedded broker.
 func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *Hooks) error {
+	err := run(ctx, cfg, log, hooks)
+	// A stop asked for (a signal) while qfence still waits for ClickHouse or
+	// Kafka ends what waits with context.Canceled: that is the stop, not a
+	// failure, and exits 0.
+	if err != nil && errors.Is(err, context.Canceled) && ctx.Err() != nil && errors.Is(context.Cause(ctx), context.Canceled) {
+		log.Info("stopped while starting", "was", err)
+		return nil
+	}
+	return err
+}
+
+func run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *Hooks) error {
 	containerMemoryLimit(log)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfo())
@@ -193,10 +205,6 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks *Hooks
 	sink, err := openClickHouse(ctx, cfg, em, log, func(err error) {
 		setStatus(fmt.Sprintf("starting: ClickHouse at %s is not available (retrying): %v", cfg.ClickHouse.Addr, err))
 	})
-	if err != nil && ctx.Err() != nil && errors.Is(context.Cause(ctx), context.Canceled) {
-		log.Info("stopped while connecting to ClickHouse")
-		return nil // a signal, not a failure: exit 0
-	}
 	if err != nil {
 		return err
 	}
@@ -482,7 +490,9 @@ func openClickHouse(ctx context.Context, cfg *config.Config, em *edge.Metrics, l
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("clickhouse %s: %w", cfg.ClickHouse.Addr, err)
+			// The cause (a stop asked for, or a part's failure) is what ended
+			// the wait; the server's last error says why it was still on.
+			return nil, fmt.Errorf("clickhouse %s: stopped waiting: %w (last error: %v)", cfg.ClickHouse.Addr, context.Cause(ctx), err)
 		case <-time.After(min(time.Duration(attempt+1)*500*time.Millisecond, 5*time.Second)):
 		}
 	}
